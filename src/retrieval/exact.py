@@ -1,0 +1,198 @@
+"""The exact part of an index: FM-index shards (C++), global document ids, sums over shards."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexFormatError, InputError
+from .progress import bar
+
+SEPARATOR = b"\xff"
+MAX_SHARD_BYTES = (1 << 31) - 1
+
+
+def _fm():
+    from . import _fm_index
+
+    return _fm_index
+
+
+def as_pattern(pattern: str | bytes, what: str = "pattern") -> bytes:
+    data = pattern.encode("utf-8") if isinstance(pattern, str) else bytes(pattern)
+    if not data:
+        raise InputError(f"empty {what}; give a non-empty string")
+    return data
+
+
+class ShardWriter:
+    """Collects documents as UTF-8 bytes + 0xFF separators and writes a shard whenever full."""
+
+    def __init__(self, directory: Path, shard_size: int, sa_sample: int, isa_sample: int):
+        if shard_size <= 0 or shard_size > MAX_SHARD_BYTES:
+            raise InputError(f"--shard-size {shard_size}: must be between 1 byte and 2 GiB")
+        self.directory = directory
+        self.shard_size = shard_size
+        self.sa_sample = sa_sample
+        self.isa_sample = isa_sample
+        self.buffer = bytearray()
+        self.n_docs = 0
+        self.first_doc = 0
+        self.shards: list[dict] = []
+
+    def add(self, data: bytes) -> None:
+        if len(data) + 1 > MAX_SHARD_BYTES:
+            raise InputError(f"a document of {len(data)} bytes exceeds the 2 GiB shard limit; split it")
+        if self.buffer and len(self.buffer) + len(data) + 1 > self.shard_size:
+            self.flush()
+        self.buffer += data
+        self.buffer += SEPARATOR
+        self.n_docs += 1
+
+    def flush(self) -> None:
+        if not self.n_docs:
+            return
+        rel = f"exact/shard-{len(self.shards):05d}.fmi"
+        path = self.directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        progress = bar(desc=f"shard {len(self.shards)}", unit="B", unit_scale=True)
+        stage = [None]
+
+        def report(name: str, done: int, total: int) -> None:
+            if stage[0] != name:
+                stage[0] = name
+                progress.reset(total=total)
+                progress.set_description(f"shard {len(self.shards)}: {name}")
+            progress.n = done
+            progress.refresh()
+
+        _fm().build_shard(self.buffer, str(path), self.sa_sample, self.isa_sample, report)
+        progress.close()
+        shard = _fm().Shard(str(path), False)
+        self.shards.append({
+            "file": rel, "first_doc": self.first_doc, "n_docs": self.n_docs,
+            "text_bytes": len(self.buffer), "bytes": path.stat().st_size, "checksum": f"{shard.checksum:016x}",
+        })
+        self.first_doc += self.n_docs
+        self.n_docs = 0
+        self.buffer = bytearray()
+
+    def finish(self) -> dict:
+        self.flush()
+        return {"sa_sample": self.sa_sample, "isa_sample": self.isa_sample, "shards": self.shards}
+
+
+class ExactIndex:
+    """Shards opened read-only (memory-mapped); doc ids are global, counts sum over shards."""
+
+    def __init__(self, directory: Path, section: dict, verify: bool = True):
+        fm = _fm()
+        self.shards = []
+        self.first_docs: list[int] = []
+        for info in section["shards"]:
+            path = directory / info["file"]
+            try:
+                shard = fm.Shard(str(path), verify)
+            except fm.FormatError as exc:
+                raise IndexFormatError(f"{path}: {exc}") from None
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise IndexFormatError(f"{path}: cannot open shard ({exc}); rebuild the index") from None
+            if f"{shard.checksum:016x}" != info["checksum"] or shard.n_docs != info["n_docs"]:
+                raise IndexFormatError(f"{path}: does not match manifest.json (checksum or document count); rebuild the index")
+            self.shards.append(shard)
+            self.first_docs.append(info["first_doc"])
+        self.n_docs = sum(s.n_docs for s in self.shards)
+
+    # -- counting ---------------------------------------------------------------------------------
+    def count(self, pattern: str | bytes) -> int:
+        p = as_pattern(pattern)
+        return sum(s.count(p) for s in self.shards)
+
+    def count_many(self, patterns: Sequence[str | bytes]) -> np.ndarray:
+        ps = [as_pattern(p) for p in patterns]
+        total = np.zeros(len(ps), dtype=np.int64)
+        for s in self.shards:
+            total += s.count_many(ps)
+        return total
+
+    def count_windows(self, text: bytes, starts: np.ndarray, lengths: np.ndarray, existence_only: bool = False) -> np.ndarray:
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        if len(starts) != len(lengths):
+            raise InputError("count_windows: starts and lengths differ in length")
+        if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(text) or lengths.min() <= 0):
+            raise InputError("count_windows: a window lies outside the text or is empty")
+        total = np.zeros(len(starts), dtype=np.int64)
+        for s in self.shards:
+            counts = s.count_windows(text, starts, lengths, existence_only)
+            if existence_only:
+                np.maximum(total, counts, out=total)
+            else:
+                total += counts
+        return total
+
+    # -- locating ---------------------------------------------------------------------------------
+    def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Occurrences as (global doc ids, byte offsets). Pages follow shard then suffix-array order,
+        so page k costs O(limit); each page is sorted by (doc, offset)."""
+        p = as_pattern(pattern)
+        if offset < 0 or limit < 0:
+            raise InputError("find: offset and limit must be >= 0")
+        docs, offs = [], []
+        for shard, first in zip(self.shards, self.first_docs):
+            if limit <= 0:
+                break
+            n = shard.count(p)
+            if offset >= n:
+                offset -= n
+                continue
+            d, o = shard.locate(p, offset, limit)
+            docs.append(d + first)
+            offs.append(o)
+            limit -= len(d)
+            offset = 0
+        if not docs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(docs), np.concatenate(offs)
+
+    def docs(self, pattern: str | bytes) -> np.ndarray:
+        p = as_pattern(pattern)
+        return self._per_shard(lambda s: s.docs(p))
+
+    def cnf(self, clauses: Sequence[Sequence[str | bytes]]) -> np.ndarray:
+        if not clauses or any(not clause for clause in clauses):
+            raise InputError("cnf: give at least one clause, each with at least one string")
+        cl = [[as_pattern(p) for p in clause] for clause in clauses]
+        return self._per_shard(lambda s: s.cnf(cl))
+
+    def _per_shard(self, fn: Callable) -> np.ndarray:
+        parts = [fn(s) + first for s, first in zip(self.shards, self.first_docs)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    # -- text back ----------------------------------------------------------------------------------
+    def _locate_doc(self, doc: int):
+        if not 0 <= doc < self.n_docs:
+            raise InputError(f"document id {doc} out of range (index has {self.n_docs} documents)")
+        i = bisect.bisect_right(self.first_docs, doc) - 1
+        return self.shards[i], doc - self.first_docs[i]
+
+    def extract(self, doc: int) -> bytes:
+        shard, local = self._locate_doc(doc)
+        return shard.extract(local)
+
+    def snippet(self, doc: int, offset: int, width: int) -> bytes:
+        shard, local = self._locate_doc(doc)
+        if offset < 0 or width < 0:
+            raise InputError("snippet: offset and width must be >= 0")
+        return shard.snippet(local, offset, width)
+
+    @property
+    def text_bytes(self) -> int:
+        return sum(s.text_bytes for s in self.shards)
+
+    @property
+    def index_bytes(self) -> int:
+        return sum(s.index_bytes for s in self.shards)

@@ -1,0 +1,138 @@
+"""meta.sqlite: documents, passages and their metadata, through sqlite-utils.
+
+Schema changes are numbered migrations (applied in order, recorded in `_migrations`), so an
+index written by an older rtv can be upgraded in place and a newer one is recognised.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+from .errors import IndexFormatError
+
+
+def _m001_documents_passages(db: sqlite_utils.Database) -> None:
+    db["documents"].create(
+        {"id": int, "ext_id": str, "source": str, "length": int, "metadata": str}, pk="id"
+    )
+    db["passages"].create(
+        {"id": int, "doc_id": int, "start": int, "end": int, "text": str}, pk="id"
+    )
+    db["passages"].create_index(["doc_id"])
+
+
+def _m002_passages_fts(db: sqlite_utils.Database) -> None:
+    # BM25 over passages (SQLite FTS5); filled by Store.index_passages_fts() after passages exist.
+    db["passages"].enable_fts(["text"], fts_version="FTS5", tokenize="porter unicode61", create_triggers=False)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m001_documents_passages,
+    _m002_passages_fts,
+]
+
+
+class Store:
+    """Documents and passages of one index. Document ids are the global FM-index doc ids."""
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise IndexFormatError(f"{self.path}: missing; rebuild the index with `rtv index`")
+        try:
+            if create:
+                conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            else:  # query time: read-only, so opening never modifies an index
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            if create:
+                self.db.execute("PRAGMA journal_mode=OFF")
+                self.db.execute("PRAGMA synchronous=OFF")
+            self._migrate(create)
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"{self.path}: not a readable SQLite database ({exc}); rebuild the index") from None
+
+    def _migrate(self, create: bool) -> None:
+        if "_migrations" not in self.db.table_names():
+            if not create:
+                raise IndexFormatError(f"{self.path}: has no rtv schema; rebuild the index")
+            self.db["_migrations"].create({"version": int}, pk="version")
+        done = {row["version"] for row in self.db["_migrations"].rows}
+        if done and max(done) > len(MIGRATIONS):
+            raise IndexFormatError(
+                f"{self.path}: written by a newer rtv (schema {max(done)} > {len(MIGRATIONS)}); upgrade rtv"
+            )
+        pending = [v for v in range(1, len(MIGRATIONS) + 1) if v not in done]
+        if pending and not create:
+            raise IndexFormatError(f"{self.path}: written by an older rtv (schema {max(done, default=0)}); rebuild the index")
+        for version, migrate in enumerate(MIGRATIONS, start=1):
+            if version in pending:
+                with self.db.conn:
+                    migrate(self.db)
+                    self.db["_migrations"].insert({"version": version})
+
+    # -- writing -------------------------------------------------------------------------------
+    def add_documents(self, rows: Iterable[dict]) -> None:
+        """rows: dicts with id, ext_id, source, length, metadata (a dict, stored as JSON)."""
+        self.db["documents"].insert_all(
+            ({**r, "metadata": json.dumps(r.get("metadata") or {}, ensure_ascii=False, default=str)} for r in rows),
+            batch_size=2000,
+        )
+
+    def add_passages(self, rows: Iterable[tuple[int, int, int, str]]) -> int:
+        """rows: (doc_id, start_byte, end_byte, text); ids are assigned 0, 1, 2, ... in order."""
+        start = self.n_passages
+        count = 0
+
+        def gen() -> Iterator[dict]:
+            nonlocal count
+            for doc_id, s, e, text in rows:
+                yield {"id": start + count, "doc_id": doc_id, "start": s, "end": e, "text": text}
+                count += 1
+
+        self.db["passages"].insert_all(gen(), batch_size=2000)
+        return count
+
+    def index_passages_fts(self) -> None:
+        """Fill the FTS5 table from the passages (one pass, after all passages are added)."""
+        self.db["passages"].populate_fts(["text"])
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def n_documents(self) -> int:
+        return self.db["documents"].count
+
+    @property
+    def n_passages(self) -> int:
+        return self.db["passages"].count
+
+    def documents(self, ids: Iterable[int]) -> list[dict]:
+        """Rows for the given document ids, in the given order (metadata decoded)."""
+        return self._rows("documents", ids, decode_metadata=True)
+
+    def passages(self, ids: Iterable[int]) -> list[dict]:
+        """Rows (id, doc_id, start, end, text) for the given passage ids, in the given order."""
+        return self._rows("passages", ids, decode_metadata=False)
+
+    def iter_passages(self, batch: int = 10000) -> Iterator[dict]:
+        yield from self.db.query("select id, doc_id, start, end, text from passages order by id")
+
+    def _rows(self, table: str, ids: Iterable[int], decode_metadata: bool) -> list[dict]:
+        ids = [int(i) for i in ids]
+        found: dict[int, dict] = {}
+        for chunk in range(0, len(ids), 900):
+            part = ids[chunk:chunk + 900]
+            marks = ",".join("?" * len(part))
+            for row in self.db.query(f"select * from {table} where id in ({marks})", part):
+                if decode_metadata:
+                    row["metadata"] = json.loads(row["metadata"] or "{}")
+                found[row["id"]] = row
+        return [found[i] for i in ids if i in found]
+
+    def close(self) -> None:
+        self.db.conn.close()
