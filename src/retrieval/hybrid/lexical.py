@@ -1,0 +1,179 @@
+"""Lexical candidates: BM25 over passages (SQLite FTS5) and exact matches from the FM-index.
+
+Query syntax understood here (everything else is plain text):
+- `"a quoted phrase"`: the phrase must occur byte-for-byte (case-sensitive) in a passage for the
+  exact stage; BM25 also scores it as an FTS5 phrase.
+- every other word is a BM25 term (OR semantics, ranked by FTS5's bm25()); words that are rare in
+  the corpus (at most `rare_max` occurrences in the FM-index) are also looked up exactly, which
+  finds identifiers and codes that the FTS tokenizer splits apart.
+
+Nothing in the user's query reaches FTS5 as syntax: every token is passed as a double-quoted
+FTS5 string (embedded quotes doubled), joined with OR.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import IndexFormatError, InputError
+
+_PHRASE = re.compile(r'"([^"]+)"')
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)  # FTS5 unicode61: letters and digits are token chars
+_STRIP = ".,;:!?()[]{}<>'\"`"
+MAX_TERMS = 64
+FTS_TABLE = "passages_fts"
+
+
+@dataclass
+class ParsedQuery:
+    text: str
+    phrases: list[str] = field(default_factory=list)  # quoted phrases, without the quotes
+    terms: list[str] = field(default_factory=list)  # whitespace tokens outside quotes, punctuation stripped
+
+    @property
+    def patterns(self) -> list[str]:
+        return self.phrases + self.terms
+
+
+def parse_query(text: str) -> ParsedQuery:
+    phrases = [p.strip() for p in _PHRASE.findall(text) if p.strip()]
+    rest = _PHRASE.sub(" ", text)
+    terms: list[str] = []
+    for tok in rest.split():
+        tok = tok.strip(_STRIP)
+        if tok and tok not in terms:
+            terms.append(tok)
+    return ParsedQuery(text, phrases, terms)
+
+
+def fts_query(text: str) -> str:
+    """A safe FTS5 MATCH expression for free text: quoted tokens and phrases joined with OR ('' if none)."""
+    q = parse_query(text)
+    parts: list[str] = []
+    for phrase in q.phrases:
+        words = _WORD.findall(phrase)
+        if len(words) > 1:
+            parts.append('"' + " ".join(words).replace('"', '""') + '"')
+    for word in _WORD.findall(_PHRASE.sub(" ", text) + " " + " ".join(q.phrases)):
+        token = '"' + word.replace('"', '""') + '"'
+        if token not in parts:
+            parts.append(token)
+    return " OR ".join(parts[:MAX_TERMS])
+
+
+def bm25(store, query: str, k: int = 100) -> list[tuple[int, float]]:
+    """Top-k passages by FTS5 BM25 as (passage_id, score), higher is better."""
+    if k <= 0:
+        return []
+    match = fts_query(query)
+    if not match:
+        return []
+    try:
+        rows = store.db.execute(
+            f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? order by rank limit ?", [match, int(k)]
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise IndexFormatError(f"{store.path}: has no full-text index ({exc}); rebuild the index with `rtv index`") from None
+        raise InputError(f"query {query!r}: cannot be searched lexically ({exc})") from None
+    return [(int(pid), -float(rank)) for pid, rank in rows]  # FTS5 rank = bm25(): lower is better
+
+
+# -- exact matches -> passages ---------------------------------------------------------------------
+
+def passages_of_docs(store, doc_ids: Sequence[int]) -> dict[int, list[tuple[int, int, int]]]:
+    """doc_id -> [(passage_id, start, end)] sorted by start (uses the passages(doc_id) index)."""
+    out: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    ids = sorted({int(d) for d in doc_ids})
+    for i in range(0, len(ids), 900):
+        part = ids[i:i + 900]
+        marks = ",".join("?" * len(part))
+        for pid, doc, s, e in store.db.execute(
+            f"select id, doc_id, start, end from passages where doc_id in ({marks}) order by doc_id, start", part
+        ):
+            out[doc].append((pid, s, e))
+    return out
+
+
+def map_occurrences(store, doc_ids, offsets, length: int) -> dict[int, list[tuple[int, int]]]:
+    """passage_id -> [(start, end)] byte spans within the passage, for occurrences (doc, offset) of a
+    pattern of `length` bytes. An occurrence belongs to every passage that contains it whole."""
+    by_doc = passages_of_docs(store, doc_ids)
+    out: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for doc, off in zip(doc_ids, offsets):
+        doc, off = int(doc), int(off)
+        for pid, s, e in by_doc.get(doc, ()):
+            if s > off:
+                break
+            if off + length <= e:
+                out[pid].append((off - s, off - s + length))
+    return out
+
+
+@dataclass
+class ExactCandidates:
+    ranked: list[tuple[int, float]]  # (passage_id, score) best first
+    spans: dict[int, list[tuple[int, int]]]  # passage_id -> byte spans within the passage
+    phrases_matched: dict[int, int]  # passage_id -> number of distinct quoted phrases it contains
+
+
+def exact_candidates(index, query: str | ParsedQuery, *, whole_query: bool = False, rare_max: int = 50,
+                     limit: int = 1000, k: int = 100) -> ExactCandidates:
+    """Passages that contain the query's quoted phrases or rare terms byte-for-byte.
+
+    whole_query: with no quoted phrase, search the whole query text as one phrase (mode 'exact').
+    Score: 2 per distinct quoted phrase + log(1 + n_docs / count) per rare term, + a small bonus
+    for repeated occurrences; passages are ranked by it."""
+    q = parse_query(query) if isinstance(query, str) else query
+    phrases = list(q.phrases)
+    if whole_query and not phrases and q.text.strip():
+        phrases = [q.text.strip()]
+    patterns: list[tuple[str, float, bool]] = [(p, 2.0, True) for p in phrases]
+    if not whole_query or q.phrases:
+        n_docs = max(1, int(getattr(index, "n_documents", 1)))
+        for term in q.terms:
+            if len(term.encode("utf-8")) < 3:
+                continue
+            count = int(index.count(term))
+            if 0 < count <= rare_max:
+                patterns.append((term, math.log1p(n_docs / count), False))
+    scores: dict[int, float] = defaultdict(float)
+    spans: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    phrases_matched: dict[int, int] = defaultdict(int)
+    for pattern, weight, is_phrase in patterns:
+        data = pattern.encode("utf-8")
+        docs, offs = index.find(data, 0, limit)
+        if len(docs) == 0:
+            continue
+        for pid, sp in map_occurrences(index.store, docs, offs, len(data)).items():
+            scores[pid] += weight + 0.1 * math.log(len(sp))
+            spans[pid].extend(sp)
+            if is_phrase:
+                phrases_matched[pid] += 1
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    keep = {pid for pid, _ in ranked}
+    return ExactCandidates(
+        ranked=ranked,
+        spans={pid: sorted(set(s)) for pid, s in spans.items() if pid in keep},
+        phrases_matched={pid: n for pid, n in phrases_matched.items() if pid in keep},
+    )
+
+
+def spans_in_text(text: str, patterns: Sequence[str]) -> list[tuple[int, int]]:
+    """Byte spans of every occurrence of the patterns in a passage's text (case-sensitive)."""
+    data = text.encode("utf-8")
+    out: set[tuple[int, int]] = set()
+    for p in patterns:
+        pat = p.encode("utf-8")
+        if not pat:
+            continue
+        i = data.find(pat)
+        while i >= 0:
+            out.add((i, i + len(pat)))
+            i = data.find(pat, i + 1)
+    return sorted(out)

@@ -1,0 +1,107 @@
+"""Cross-encoder reranking of the fused top-n (sentence-transformers `CrossEncoder`).
+
+The model is a local directory or a Hugging Face id. An id is resolved from the local cache
+first; it is downloaded only when the machine is online (HF_HUB_OFFLINE unset). A model that
+cannot be had is a `ModelError` saying how to provide one: the stage is never skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModelError, require
+
+DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L6-v2"
+DEFAULT_TOP_N = 50
+
+_cache: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def _how_to_fix(name: str) -> str:
+    return (f"download it once on a machine with network access (`hf download {name}`, or "
+            f"`CrossEncoder('{name}').save('DIR')` and copy DIR here), then pass --reranker DIR "
+            "(Python: reranker='DIR'); or run without reranking (--no-rerank / rerank=False)")
+
+
+def resolve_model(name: str | os.PathLike | None) -> str:
+    """A local directory for the model: the path itself, or the cached snapshot of a hub id.
+    Returns the hub id unchanged when it is not cached but downloading is allowed."""
+    name = str(name or DEFAULT_RERANKER)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"reranker {path}: not a model directory (no config.json); "
+                             "give a directory saved by CrossEncoder.save() or a hub model id")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"reranker {name}: no such directory; {_how_to_fix(DEFAULT_RERANKER)}")
+    hub = require("huggingface_hub", "rerank")
+    try:
+        return hub.snapshot_download(name, local_files_only=True)
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0"):
+        raise ModelError(f"reranker {name!r}: not in the local Hugging Face cache and the hub is offline "
+                         f"(HF_HUB_OFFLINE is set); {_how_to_fix(name)}")
+    return name
+
+
+class Reranker:
+    """Scores (query, passage) pairs with a cross-encoder; higher is more relevant."""
+
+    def __init__(self, model=None, *, device: str | None = None, batch_size: int = 32,
+                 max_length: int | None = 256, top_n: int = DEFAULT_TOP_N):
+        if top_n < 1:
+            raise InputError(f"rerank top-n {top_n}: must be >= 1")
+        if batch_size < 1:
+            raise InputError(f"rerank batch size {batch_size}: must be >= 1")
+        self.batch_size = batch_size
+        self.top_n = top_n
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            self.model = model  # an already loaded CrossEncoder (or anything with .predict(pairs))
+            self.name = getattr(model, "model_name_or_path", None) or type(model).__name__
+            return
+        self.name = str(model or DEFAULT_RERANKER)
+        self.model = load_cross_encoder(self.name, device=device, max_length=max_length)
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros(0, dtype=np.float32)
+        pairs = [(query, t) for t in texts]
+        scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                    convert_to_numpy=True)
+        return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, 0]
+
+
+def load_cross_encoder(name: str, *, device: str | None = None, max_length: int | None = 256):
+    """Load (once per process) a CrossEncoder from a local path or cached hub id."""
+    resolved = resolve_model(name)
+    if device in (None, "auto"):
+        device = None  # sentence-transformers picks CUDA when available
+    key = (resolved, device, max_length)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        st = require("sentence_transformers", "rerank")
+        try:
+            model = st.CrossEncoder(resolved, device=device, max_length=max_length)
+        except Exception as exc:  # network error, missing files, not a cross-encoder ...
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(f"reranker {name!r}: cannot be loaded ({msg}); {_how_to_fix(name)}") from None
+        _cache[key] = model
+        return model
+
+
+def get_reranker(reranker=None, *, device: str | None = None, top_n: int | None = None) -> Reranker:
+    """A Reranker from None (the default model), a name/path, a CrossEncoder, or a Reranker."""
+    if isinstance(reranker, Reranker):
+        if top_n is not None:
+            reranker.top_n = top_n
+        return reranker
+    return Reranker(reranker, device=device, top_n=top_n or DEFAULT_TOP_N)

@@ -1,0 +1,82 @@
+"""The RAG retriever: one object that opens an index and returns hits for a query.
+
+    from retrieval import Retriever
+    r = Retriever("my-index", mode="hybrid", k=10, rerank=True)
+    hits = r.retrieve("how do I ...")          # list[Hit]
+    many = r.batch(["q1", "q2"])               # list[list[Hit]]
+
+A Hit has passage_id, doc_id, ext_id, text, score, start/end (byte span of the passage in its
+document), metadata (the document's), spans (exact matches inside the passage) and stages
+(stage -> {rank, score}). With rerank=True the cross-encoder is loaded at construction, so a
+missing model fails at once with a ModelError saying how to provide one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import InputError
+from .hits import Hit
+
+
+class Retriever:
+    def __init__(self, path_or_index, mode: str = "hybrid", k: int = 10, rerank: bool = True, reranker=None,
+                 fusion: str = "rrf", *, depth: int | None = None, rerank_top_n: int = 50,
+                 weights: Mapping[str, float] | None = None, device: str = "auto"):
+        from .hybrid import MODES
+        from .hybrid.fusion import FUSIONS
+
+        if mode not in MODES:
+            raise InputError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+        if fusion not in FUSIONS:
+            raise InputError(f"fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        if not isinstance(k, int) or k < 1:
+            raise InputError(f"k {k}: must be an integer >= 1")
+        if isinstance(path_or_index, (str, os.PathLike, Path)):
+            from .index import Index
+
+            self.index = Index.open(path_or_index, device=device)
+            self._owns_index = True
+        else:
+            self.index = path_or_index
+            self._owns_index = False
+        self.mode, self.k, self.fusion = mode, k, fusion
+        self.depth, self.weights = depth, dict(weights) if weights else None
+        self.reranker = None
+        if rerank:
+            from .hybrid.rerank import get_reranker
+
+            self.reranker = get_reranker(reranker, device=None if device == "auto" else device, top_n=rerank_top_n)
+
+    @property
+    def rerank(self) -> bool:
+        return self.reranker is not None
+
+    def retrieve(self, query: str, k: int | None = None) -> list[Hit]:
+        return self.batch([query], k=k)[0]
+
+    def batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Hit]]:
+        from .hybrid import search
+
+        if isinstance(queries, str):
+            raise InputError("batch() takes a list of queries; use retrieve() for one query")
+        return search(self.index, list(queries), mode=self.mode, k=k or self.k, rerank=self.reranker is not None,
+                      reranker=self.reranker, fusion=self.fusion, depth=self.depth, weights=self.weights)
+
+    __call__ = retrieve
+
+    def close(self) -> None:
+        if self._owns_index:
+            self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Retriever({str(getattr(self.index, 'path', self.index))!r}, mode={self.mode!r}, k={self.k}, "
+                f"rerank={self.rerank}, fusion={self.fusion!r})")
