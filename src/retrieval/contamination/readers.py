@@ -32,6 +32,7 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"
 # A top-level JSON *object* (not array) cannot be streamed without a streaming parser; above
 # this size we ask for JSONL instead of loading it.
 MAX_JSON_OBJECT_BYTES = 512 * 1024 * 1024
+JSON_CHUNK_CHARS = 1 << 20  # characters read at a time when streaming a JSON array
 
 
 @dataclass
@@ -269,11 +270,10 @@ class BenchmarkReader:
         """Decode the elements of a top-level JSON array one at a time (chunked raw_decode)."""
         dec = json.JSONDecoder()
         buf, pos, i, eof = "", 0, 0, False
-        chunk_size = 1 << 20
 
         def fill():
             nonlocal buf, pos, eof
-            more = fh.read(chunk_size)
+            more = fh.read(JSON_CHUNK_CHARS)
             if not more:
                 eof = True
             buf = buf[pos:] + more

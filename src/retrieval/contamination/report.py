@@ -33,6 +33,7 @@ def markdown_bulletin(summaries: Sequence[Summary], index_desc: str = "") -> str
         "# Contamination bulletin",
         "",
         f"Index: {index_desc}" if index_desc else "",
+        "",
         f"Method: fraction of each entry's {cfg.describe()} found verbatim in the corpus (exact FM-index). "
         f"Buckets (infini-gram mini): {cfg.thresholds.describe()}.",
         "",
