@@ -19,13 +19,34 @@ import numpy as np
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
+_PLAIN: dict[int, tuple[object, object]] = {}
+
+
+def _plain_backend(tokenizer):
+    """The tokenizer's Rust backend without truncation or padding (a cached copy), or None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode"):
+        return None
+    if getattr(backend, "truncation", None) is None and getattr(backend, "padding", None) is None:
+        return backend
+    key = id(backend)
+    if key not in _PLAIN or _PLAIN[key][0] is not backend:
+        import copy
+
+        plain = copy.deepcopy(backend)
+        plain.no_truncation()
+        plain.no_padding()
+        _PLAIN[key] = (backend, plain)
+    return _PLAIN[key][1]
+
+
 def _token_char_offsets(text: str, tokenizer) -> np.ndarray:
     """(n, 2) int64 char offsets of the tokens of ``text`` (no special tokens)."""
     if tokenizer is None:
         offs = [(m.start(), m.end()) for m in _WORD.finditer(text)]
     else:
-        backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-        if backend is not None and hasattr(backend, "encode"):
+        backend = _plain_backend(tokenizer)
+        if backend is not None:
             # the Rust tokenizer directly: no length warnings, no Python-side padding logic
             offs = backend.encode(text, add_special_tokens=False).offsets
         else:

@@ -69,6 +69,21 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def _maybe_bar(show: bool, total: int):
+    return bar(total=total, desc="embedding", unit="passage") if show else _NoBar()
+
+
 class Embedder:
     """A loaded sentence-transformers model. ``encode`` returns (n, dim) float32, L2-normalised."""
 
@@ -94,7 +109,7 @@ class Embedder:
         bs = batch_size or self.default_batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         step = max(bs, 8 * bs if len(texts) > 8 * bs else len(texts))
-        with bar(total=len(texts), desc="embedding", unit="passage", disable_below=step) as pb:
+        with _maybe_bar(progress and len(texts) > step, len(texts)) as pb:
             for lo in range(0, len(texts), step):
                 part = texts[lo:lo + step]
                 vec = self.model.encode(part, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True,
