@@ -1,0 +1,110 @@
+#include "build.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "checksum.hpp"
+#include "elias_fano.hpp"
+#include "int_vector.hpp"
+#include "sais.hpp"
+#include "shard_file.hpp"
+#include "wavelet.hpp"
+
+namespace rtv {
+
+void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
+                 const BuildProgress& progress) {
+  constexpr uint8_t kSeparator = 0xFF;
+  if (n == 0) throw std::invalid_argument("cannot build a shard from empty text");
+  if (n > 0x7FFFFFFFu) throw std::invalid_argument("shard text must be smaller than 2 GiB; split the corpus");
+  if (text[n - 1] != kSeparator) throw std::invalid_argument("shard text must end with a 0xFF document separator");
+  if (sa_sample == 0 || isa_sample == 0 || sa_sample > (1u << 20) || isa_sample > (1u << 20))
+    throw std::invalid_argument("sample rates must be between 1 and 2^20");
+  auto report = [&](const char* stage, uint64_t done, uint64_t total) {
+    if (progress) progress(stage, done, total);
+  };
+
+  std::vector<uint32_t> doc_starts;
+  for (const uint8_t* p = text; p < text + n;) {
+    doc_starts.push_back(static_cast<uint32_t>(p - text));
+    p = static_cast<const uint8_t*>(std::memchr(p, kSeparator, static_cast<size_t>(text + n - p))) + 1;
+  }
+  const uint64_t n_docs = doc_starts.size();
+
+  report("suffix_array", 0, n);
+  std::unique_ptr<int32_t[]> sa(new int32_t[n]);
+  suffix_array(text, static_cast<int32_t>(n), sa.get());
+  report("suffix_array", n, n);
+
+  // One pass over the rows of T$ (row 0 is the sentinel suffix) derives the BWT and samples.
+  const uint64_t rows = n + 1;
+  std::vector<uint8_t> bwt(rows);
+  std::vector<uint32_t> marks, sa_values, doc_end_rows(n_docs);
+  std::vector<uint32_t> isa((n + isa_sample - 1) / isa_sample);
+  marks.reserve(n / sa_sample + 2);
+  sa_values.reserve(n / sa_sample + 2);
+  uint64_t primary = 0;
+  bwt[0] = text[n - 1];
+  const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
+  for (uint64_t r = 1; r < rows; ++r) {
+    const auto p = static_cast<uint32_t>(sa[r - 1]);
+    if (p == 0) {
+      primary = r;
+      bwt[r] = kSeparator;  // stands in for the sentinel; queries correct for it
+    } else {
+      bwt[r] = text[p - 1];
+    }
+    if (p % sa_sample == 0) {
+      marks.push_back(static_cast<uint32_t>(r));
+      sa_values.push_back(p / sa_sample);
+    }
+    if (p % isa_sample == 0) isa[p / isa_sample] = static_cast<uint32_t>(r);
+    if (text[p] == kSeparator) {
+      const auto doc = std::upper_bound(doc_starts.begin(), doc_starts.end(), p) - doc_starts.begin() - 1;
+      doc_end_rows[doc] = static_cast<uint32_t>(r);
+    }
+    if (r % step == 0) report("bwt", r, rows);
+  }
+  sa.reset();
+  report("bwt", rows, rows);
+
+  std::vector<uint64_t> C(257, 0);
+  for (uint64_t i = 0; i < n; ++i) ++C[text[i] + 1];
+  C[0] = 1;  // the sentinel row sorts first
+  for (int c = 1; c <= 256; ++c) C[c] += C[c - 1];
+
+  Writer body;
+  std::vector<uint64_t> section_begin;
+  section_begin.push_back(body.size());
+  body.put_u64(primary);
+  body.put_vector(C);
+  section_begin.push_back(body.size());
+  WaveletTree::write(body, bwt.data(), rows, [&](uint64_t done, uint64_t total) { report("wavelet", done, total); });
+  std::vector<uint8_t>().swap(bwt);
+  section_begin.push_back(body.size());
+  EliasFano::write(body, std::vector<uint64_t>(marks.begin(), marks.end()), rows);
+  std::vector<uint32_t>().swap(marks);
+  section_begin.push_back(body.size());
+  IntVector::write(body, sa_values, IntVector::width_for(n / sa_sample));
+  section_begin.push_back(body.size());
+  IntVector::write(body, isa, IntVector::width_for(rows));
+  section_begin.push_back(body.size());
+  EliasFano::write(body, std::vector<uint64_t>(doc_starts.begin(), doc_starts.end()), n);
+  section_begin.push_back(body.size());
+  IntVector::write(body, doc_end_rows, IntVector::width_for(rows));
+  section_begin.push_back(body.size());
+
+  report("write", 0, body.size());
+  ShardInfo info;
+  info.text_bytes = n;
+  info.n_docs = n_docs;
+  info.sa_sample = sa_sample;
+  info.isa_sample = isa_sample;
+  write_shard_file(path, info, body.bytes(), section_begin);
+  report("write", body.size(), body.size());
+}
+
+}  // namespace rtv

@@ -1,0 +1,18 @@
+// Building a shard file from separator-terminated text.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace rtv {
+
+// Called with a stage name and progress within it, at most ~100 times per stage.
+using BuildProgress = std::function<void(const char* stage, uint64_t done, uint64_t total)>;
+
+// text: documents, each followed by a 0xFF byte (the text must end with one); 1 <= n < 2^31.
+// Writes one shard file at path. Peak memory is about 6 bytes per text byte plus the text.
+void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample = 32,
+                 uint32_t isa_sample = 32, const BuildProgress& progress = nullptr);
+
+}  // namespace rtv

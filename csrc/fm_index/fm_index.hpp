@@ -1,0 +1,88 @@
+// Query side of an FM-index shard: counting, locating and extracting over the mapped file.
+// Every method is const and keeps its state on the stack, so one Shard serves many threads.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "elias_fano.hpp"
+#include "int_vector.hpp"
+#include "shard_file.hpp"
+#include "wavelet.hpp"
+
+namespace rtv {
+
+struct Occurrence {
+  uint64_t doc;     // local document id
+  uint64_t offset;  // byte offset within the document
+  bool operator<(const Occurrence& o) const { return doc != o.doc ? doc < o.doc : offset < o.offset; }
+  bool operator==(const Occurrence& o) const { return doc == o.doc && offset == o.offset; }
+};
+
+class Shard {
+ public:
+  explicit Shard(const std::string& path, bool verify = true);
+
+  uint64_t n_docs() const { return file_.info().n_docs; }
+  uint64_t text_bytes() const { return file_.info().text_bytes; }
+  uint64_t index_bytes() const { return file_.file_bytes(); }
+  uint32_t sa_sample() const { return file_.info().sa_sample; }
+  uint32_t isa_sample() const { return file_.info().isa_sample; }
+  uint32_t format_version() const { return file_.info().version; }
+  uint64_t checksum() const { return file_.info().body_checksum; }
+  uint64_t doc_start(uint64_t doc) const;  // byte position of the document in the shard text
+  uint64_t doc_length(uint64_t doc) const;
+  std::vector<uint64_t> doc_lengths() const;
+
+  // Occurrences of pattern (0 if it contains the 0xFF separator). Empty pattern: invalid_argument.
+  uint64_t count(std::string_view pattern) const;
+  // Rows [offset, offset + limit) of the pattern's suffix-array range, sorted by (doc, offset).
+  std::vector<Occurrence> locate(std::string_view pattern, uint64_t offset, uint64_t limit) const;
+  // Sorted distinct documents containing pattern.
+  std::vector<uint64_t> docs(std::string_view pattern) const;
+  // Sorted documents matching a conjunction of disjunctions of patterns.
+  std::vector<uint64_t> cnf(const std::vector<std::vector<std::string>>& clauses) const;
+  std::string extract(uint64_t doc) const;
+  // Bytes [offset, offset + width) of a document, clipped to its end.
+  std::string snippet(uint64_t doc, uint64_t offset, uint64_t width) const;
+  // Occurrences (or 0/1 with existence_only) of text[starts[i], starts[i] + lengths[i]).
+  std::vector<uint64_t> count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
+                                      size_t n_windows, bool existence_only) const;
+
+ private:
+  struct Range {
+    uint64_t lo, hi;
+    bool empty() const { return lo >= hi; }
+  };
+  Range search(std::string_view pattern) const;
+  // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
+  Range extend(Range r, uint8_t c) const {
+    if (c == kSeparator) return {0, 0};
+    return {C_[c] + bwt_.rank(c, r.lo), C_[c] + bwt_.rank(c, r.hi)};
+  }
+  // LF mapping: the row of the suffix one position earlier; c receives the byte stepped over.
+  uint64_t lf(uint64_t row, uint8_t& c) const {
+    uint64_t r;
+    c = bwt_.access_rank(row, r);
+    if (c == kSeparator && row > primary_) --r;  // the sentinel is stored as 0xFF at primary_
+    return C_[c] + r;
+  }
+  uint64_t text_position(uint64_t row) const;
+  uint64_t doc_of(uint64_t pos) const { return doc_starts_.rank(pos + 1) - 1; }
+  void check_doc(uint64_t doc) const;
+  std::vector<uint64_t> docs_in_range(Range r) const;
+
+  static constexpr uint8_t kSeparator = 0xFF;
+  ShardFile file_;
+  const uint64_t* C_ = nullptr;  // C_[c] = first row whose suffix starts with byte c; C_[256] = rows
+  uint64_t primary_ = 0;         // row of the suffix at text position 0
+  WaveletTree bwt_;
+  EliasFano sa_marks_;
+  IntVector sa_values_;
+  IntVector isa_;
+  EliasFano doc_starts_;
+  IntVector doc_end_rows_;
+};
+
+}  // namespace rtv

@@ -1,0 +1,126 @@
+#include "sais.hpp"
+
+#include <algorithm>
+#include <vector>
+
+namespace rtv {
+namespace {
+
+// S/L suffix types, one bit each (1 = S); position n is the virtual sentinel (S).
+class SuffixTypes {
+ public:
+  explicit SuffixTypes(int64_t n) : words_(static_cast<size_t>(n / 64 + 2), 0) {}
+  void set_s(int64_t i) { words_[i >> 6] |= uint64_t{1} << (i & 63); }
+  bool s(int64_t i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
+  bool lms(int64_t i) const { return i > 0 && s(i) && !s(i - 1); }
+
+ private:
+  std::vector<uint64_t> words_;
+};
+
+// Bucket starts or ends per symbol. Recounted on every call instead of keeping a count array
+// so the recursion holds one array of k ints, not two.
+template <class Char>
+void fill_buckets(const Char* s, int32_t n, std::vector<int32_t>& bkt, bool ends) {
+  std::fill(bkt.begin(), bkt.end(), 0);
+  for (int32_t i = 0; i < n; ++i) ++bkt[s[i]];
+  int32_t sum = 0;
+  for (auto& b : bkt) {
+    sum += b;
+    b = ends ? sum : sum - b;
+  }
+}
+
+template <class Char>
+void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, std::vector<int32_t>& bkt) {
+  fill_buckets(s, n, bkt, false);
+  // Suffix n-1 follows the virtual sentinel: it is L-type and the smallest of its bucket.
+  sa[bkt[s[n - 1]]++] = n - 1;
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t j = sa[i] - 1;
+    if (sa[i] > 0 && !t.s(j)) sa[bkt[s[j]]++] = j;
+  }
+  fill_buckets(s, n, bkt, true);
+  for (int64_t i = n - 1; i >= 0; --i) {
+    int32_t j = sa[i] - 1;
+    if (sa[i] > 0 && t.s(j)) sa[--bkt[s[j]]] = j;
+  }
+}
+
+template <class Char>
+void sais(const Char* s, int32_t* sa, int32_t n, int32_t k) {
+  if (n <= 0) return;
+  if (n == 1) {
+    sa[0] = 0;
+    return;
+  }
+  SuffixTypes t(n + 1);
+  t.set_s(n);
+  for (int64_t i = n - 2; i >= 0; --i)
+    if (s[i] < s[i + 1] || (s[i] == s[i + 1] && t.s(i + 1))) t.set_s(i);
+
+  // Stage 1: sort the LMS substrings by inducing from LMS positions at bucket ends.
+  std::vector<int32_t> bkt(static_cast<size_t>(k));
+  fill_buckets(s, n, bkt, true);
+  std::fill(sa, sa + n, -1);
+  for (int32_t i = 1; i < n; ++i)
+    if (t.lms(i)) sa[--bkt[s[i]]] = i;
+  induce(s, t, sa, n, bkt);
+
+  int32_t n1 = 0;
+  for (int32_t i = 0; i < n; ++i)
+    if (t.lms(sa[i])) sa[n1++] = sa[i];
+
+  // Name the sorted LMS substrings; LMS positions are >= 2 apart, so pos/2 slots are unique.
+  std::fill(sa + n1, sa + n, -1);
+  int32_t names = 0;
+  int64_t prev = -1;
+  for (int32_t i = 0; i < n1; ++i) {
+    const int64_t pos = sa[i];
+    bool diff = false;
+    for (int64_t d = 0;; ++d) {
+      if (prev < 0 || pos + d == n || prev + d == n || s[pos + d] != s[prev + d] ||
+          t.s(pos + d) != t.s(prev + d)) {
+        diff = true;
+        break;
+      }
+      if (d > 0 && (t.lms(pos + d) || t.lms(prev + d))) break;
+    }
+    if (diff) {
+      ++names;
+      prev = pos;
+    }
+    sa[n1 + pos / 2] = names - 1;
+  }
+  for (int64_t i = n - 1, j = n - 1; i >= n1; --i)
+    if (sa[i] >= 0) sa[j--] = sa[i];
+
+  // Stage 2: sort the LMS suffixes, recursing while names are not unique.
+  int32_t* s1 = sa + n - n1;
+  if (names < n1) {
+    std::vector<int32_t>().swap(bkt);  // release before recursing
+    sais<int32_t>(s1, sa, n1, names);
+    bkt.resize(static_cast<size_t>(k));
+  } else {
+    for (int32_t i = 0; i < n1; ++i) sa[s1[i]] = i;
+  }
+
+  // Stage 3: place the sorted LMS suffixes at bucket ends and induce the rest.
+  fill_buckets(s, n, bkt, true);
+  for (int32_t i = 1, j = 0; i < n; ++i)
+    if (t.lms(i)) s1[j++] = i;
+  for (int32_t i = 0; i < n1; ++i) sa[i] = s1[sa[i]];
+  std::fill(sa + n1, sa + n, -1);
+  for (int32_t i = n1 - 1; i >= 0; --i) {
+    int32_t j = sa[i];
+    sa[i] = -1;
+    sa[--bkt[s[j]]] = j;
+  }
+  induce(s, t, sa, n, bkt);
+}
+
+}  // namespace
+
+void suffix_array(const uint8_t* text, int32_t n, int32_t* sa) { sais<uint8_t>(text, sa, n, 256); }
+
+}  // namespace rtv

@@ -1,0 +1,66 @@
+// Huffman-shaped wavelet tree over a byte sequence (the BWT): frequent symbols get short
+// codes, so a rank costs few bitvector lookups and the tree holds ~H0 bits per symbol.
+// All nodes share one concatenated bitvector; a small node table gives each node's offset.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "bitvector.hpp"
+#include "serial.hpp"
+
+namespace rtv {
+
+class WaveletTree {
+ public:
+  using Progress = std::function<void(uint64_t done, uint64_t total)>;
+  static void write(Writer& out, const uint8_t* seq, uint64_t n, const Progress& progress);
+  void load(Reader& in);
+
+  uint64_t size() const { return size_; }
+  // Occurrences of c in seq[0, i).
+  uint64_t rank(uint8_t c, uint64_t i) const {
+    const unsigned len = code_len_[c];
+    if (len == 0) return 0;
+    const uint64_t code = codes_[c];
+    const Node* v = &nodes_[0];
+    for (unsigned d = 0; d < len; ++d) {
+      const uint64_t ones = bits_.rank1(v->offset + i) - v->ones_before;
+      const unsigned b = (code >> d) & 1;
+      i = b ? ones : i - ones;
+      if (i == 0) return 0;
+      v = &nodes_[v->child[b]];
+    }
+    return i;
+  }
+  // seq[i], with rank(seq[i], i) stored into rank: one root-to-leaf walk (for LF).
+  uint8_t access_rank(uint64_t i, uint64_t& rank) const {
+    const Node* v = &nodes_[0];
+    for (;;) {
+      uint64_t ones;
+      const bool b = bits_.access_rank(v->offset + i, ones);
+      ones -= v->ones_before;
+      i = b ? ones : i - ones;
+      const int32_t c = v->child[b];
+      if (c < 0) {
+        rank = i;
+        return static_cast<uint8_t>(~c);
+      }
+      v = &nodes_[c];
+    }
+  }
+
+ private:
+  struct Node {
+    uint64_t offset;       // first bit of this node in bits_
+    uint64_t ones_before;  // bits_.rank1(offset)
+    int32_t child[2];      // node index, or ~symbol for a leaf
+  };
+  uint64_t size_ = 0;
+  const Node* nodes_ = nullptr;
+  const uint64_t* codes_ = nullptr;    // per symbol: branch bits, root first, LSB-first
+  const uint8_t* code_len_ = nullptr;  // per symbol: 0 = absent
+  RankBitvector bits_;
+};
+
+}  // namespace rtv
