@@ -81,13 +81,14 @@ def _oracle(docs, texts, n, unit="chars"):
     """Windows found / windows, by scanning every document with Python's substring search."""
     from retrieval.windows import windows
 
+    corpus = "\uffff".join(docs)  # no window contains the separator, so no match spans two documents
     total = found = 0
     for t in texts:
         data, starts, lengths = windows(t, n, unit)
         for s, ln in zip(starts.tolist(), lengths.tolist()):
             w = data[s:s + ln].decode("utf-8")
             total += 1
-            found += any(w in d for d in docs)
+            found += w in corpus
     return total, found
 
 
@@ -111,7 +112,7 @@ def test_scores_equal_naive_scan(planted):
     for unit, n in (("chars", 50), ("tokens", 13), ("chars", 20)):
         cfg = ContaminationConfig(unit=unit, window=n)
         results = {r.id: r for r in BenchmarkRun(planted["index"], planted["bench"], ["question", "answer"], config=cfg)}
-        for row in rows[:20]:
+        for row in rows[:16] + rows[-4:]:  # planted items and some controls
             total, found = _oracle(docs, [row["question"], row["answer"]], n, unit)
             r = results[row["task_id"]]
             assert (r.windows, r.found) == (total, found), (unit, n, row["task_id"])
