@@ -89,6 +89,23 @@ def _set_params(index, plan: dict, params: dict, on_gpu: bool) -> None:
         ps.set_index_parameter(index, "efSearch", int(params["ef_search"]))
 
 
+def code_bytes_per_vector(index, kind: str) -> float:
+    """Bytes each added vector costs the index (codes + stored id + graph links), fixed parts
+    (centroids, codebooks) left out: what grows with the corpus."""
+    faiss = _faiss()
+    if kind == "binary":
+        return float(index.code_size)
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        return float(ivf.code_size + 8)  # codes + int64 id in the inverted list
+    if hasattr(index, "hnsw"):
+        hnsw = index.hnsw
+        links = 2 * hnsw.nb_neighbors(0) * 4 + 4 if hasattr(hnsw, "nb_neighbors") else 0
+        storage = faiss.downcast_index(index.storage)
+        return float(getattr(storage, "code_size", index.d * 4) + links)
+    return float(getattr(index, "code_size", index.d * 4))
+
+
 def pack_bits(vecs: np.ndarray) -> np.ndarray:
     """Sign bits of each dimension, packed 8 to a byte (dim rounded up to a multiple of 8)."""
     return np.packbits(np.ascontiguousarray(vecs) > 0, axis=1)
@@ -205,6 +222,7 @@ def build_from_vectors(vecs: np.ndarray, out_dir: Path, recipe: str | None = Non
         "store": store,
         "files": files,
         "index_bytes_per_vector": round(files[INDEX_FILE]["bytes"] / n, 2),
+        "code_bytes_per_vector": code_bytes_per_vector(index, plan["kind"]),
         "train_points": int(plan["train_points"]),
         "train_seconds": round(train_s, 3),
         "build_seconds": round(build_s, 3),

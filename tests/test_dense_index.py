@@ -1,0 +1,278 @@
+"""Dense recipes against brute force on seeded clustered vectors; rescoring; save/load; errors; GPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+faiss = pytest.importorskip("faiss")
+
+from retrieval.dense import (DenseIndex, available_recipes, build_dense, build_from_vectors,  # noqa: E402
+                             check_model, gpu_count, load_recipe, plan)
+from retrieval.dense.recipes import choose_nlist  # noqa: E402
+from retrieval.errors import IndexFormatError, InputError, ModelError  # noqa: E402
+
+N, D, NQ, K = 20000, 128, 300, 10
+
+
+def clustered(n: int, d: int, n_centers: int, seed: int, spread: float = 0.6) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_centers, d)).astype(np.float32)
+    # uneven cluster sizes, like real corpora
+    labels = rng.choice(n_centers, n, p=rng.dirichlet(np.ones(n_centers)))
+    x = centers[labels] + spread * rng.standard_normal((n, d)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(N + NQ, D, 200, seed=7)
+    base, queries = x[:N], x[N:]
+    truth = np.argsort(-(queries @ base.T), axis=1)[:, :K]
+    return base, queries, truth
+
+
+def recall(ids: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(ids, truth)]))
+
+
+@pytest.fixture(scope="module")
+def built(data, tmp_path_factory):
+    base = data[0]
+    out = {}
+    for name in ("flat", "pq", "binary", "hnsw"):
+        d = tmp_path_factory.mktemp(name)
+        section = build_from_vectors(base, d, name, device="cpu", quiet=True)
+        out[name] = (d, section)
+    return out
+
+
+def open_cpu(built, name):
+    d, section = built[name]
+    return DenseIndex.open(d, section, device="cpu")
+
+
+def test_flat_is_exact(data, built):
+    base, queries, truth = data
+    scores, ids = open_cpu(built, "flat").search(queries, K)
+    assert recall(ids, truth) == 1.0
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, ids, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, minimum", [("pq", 0.93), ("binary", 0.95), ("hnsw", 0.98)])
+def test_recipe_recall_after_rescoring(data, built, name, minimum):
+    _, queries, truth = data
+    index = open_cpu(built, name)
+    _, ids = index.search(queries, K)
+    assert recall(ids, truth) >= minimum
+
+
+@pytest.mark.parametrize("name", ["pq", "binary"])
+def test_rescoring_improves_recall(data, built, name):
+    _, queries, truth = data
+    index = open_cpu(built, name)
+    plain = recall(index.search(queries, K, rescore=False)[1], truth)
+    rescored = recall(index.search(queries, K)[1], truth)
+    assert rescored >= plain + 0.1
+    index.set_params(rescore_multiplier=1)
+    less = recall(index.search(queries, K)[1], truth)
+    assert less < rescored
+
+
+def test_rescored_scores_are_exact_and_sorted(data, built):
+    base, queries, _ = data
+    scores, ids = open_cpu(built, "pq").search(queries[:50], K)
+    exact = np.take_along_axis(queries[:50] @ base.T, ids, 1)
+    np.testing.assert_allclose(scores, exact, atol=2e-3)  # float16 store
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_compression(built):
+    for name in ("pq", "binary"):
+        section = built[name][1]
+        assert section["code_bytes_per_vector"] * 16 <= D * 4, name
+    assert built["pq"][1]["factory"].startswith("IVF")
+    assert built["flat"][1]["code_bytes_per_vector"] == D * 4
+    assert built["pq"][1]["store"]["dtype"] == "float16"
+    assert built["flat"][1]["store"] is None
+
+
+def test_nprobe_matters(data, built):
+    _, queries, truth = data
+    index = open_cpu(built, "pq")
+    index.set_params(nprobe=1)
+    low = recall(index.search(queries, K)[1], truth)
+    index.set_params(nprobe=64)
+    assert recall(index.search(queries, K)[1], truth) > low
+
+
+def test_round_trip_and_manifest_json(data, built):
+    _, queries, _ = data
+    d, section = built["pq"]
+    section2 = json.loads(json.dumps(section))
+    a = DenseIndex.open(d, section, device="cpu").search(queries[:20], K)
+    b = DenseIndex.open(d, section2, device="cpu").search(queries[:20], K)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert section2["model"] == "vectors" and section2["dim"] == D and section2["n_vectors"] == N
+    assert set(section2["files"]) == {"index.faiss", "vectors.npy"}
+
+
+def test_int8_store_recipe_file(data, tmp_path):
+    base, queries, truth = data
+    recipe = tmp_path / "pq8.toml"
+    recipe.write_text('[dense]\nfactory = "IVF{nlist},PQ{m}x8np"\ndims_per_code = 8\nnprobe = 32\n'
+                      'rescore_multiplier = 10\nstore = "int8"\nmin_vectors = 1000\n')
+    section = build_from_vectors(base, tmp_path / "ix", str(recipe), device="cpu", quiet=True)
+    assert section["store"]["dtype"] == "int8" and "scales.npy" in section["files"]
+    _, ids = DenseIndex.open(tmp_path / "ix", section, device="cpu").search(queries, K)
+    assert recall(ids, truth) >= 0.9
+
+
+def test_small_corpus_falls_back_to_flat(data, tmp_path, capsys):
+    from retrieval import progress
+
+    progress.set_silent(False)
+    try:
+        section = build_from_vectors(data[0][:500], tmp_path, None, device="cpu")
+        section2 = build_from_vectors(data[0][:500], tmp_path / "pq", "pq", device="cpu")
+    finally:
+        progress.set_silent(True)
+    assert section["recipe"] == "flat" and section2["recipe"] == "flat"
+    assert "flat" in capsys.readouterr().err
+
+
+def test_auto_uses_pq_for_large(data):
+    p = plan(None, 50000, 384)
+    assert p["recipe"] == "pq" and p["factory"] == "IVF1024,PQ48x8np" and p["m"] == 48
+    assert 50000 / p["nlist"] >= 39
+
+
+@pytest.mark.parametrize("n", [10000, 20000, 100000, 1000000, 10**8])
+def test_choose_nlist(n):
+    nlist = choose_nlist(n, load_recipe("pq"))
+    assert nlist & (nlist - 1) == 0 and n / nlist >= 39 and nlist <= 65536
+
+
+def test_unknown_recipe_lists_available():
+    with pytest.raises(InputError, match="available: .*pq"):
+        load_recipe("nope")
+    assert {"auto", "flat", "pq", "binary", "hnsw"} <= set(available_recipes())
+
+
+def test_k_checks_and_padding(data, built, tmp_path):
+    _, queries, _ = data
+    index = open_cpu(built, "pq")
+    for bad in (0, -3):
+        with pytest.raises(InputError):
+            index.search(queries[:2], bad)
+    small = build_from_vectors(data[0][:5], tmp_path, "flat", device="cpu", quiet=True)
+    scores, ids = DenseIndex.open(tmp_path, small, device="cpu").search(queries[:3], 8)
+    assert ids.shape == (3, 8) and (ids[:, :5] >= 0).all() and (ids[:, 5:] == -1).all()
+    assert np.isneginf(scores[:, 5:]).all()
+    with pytest.raises(InputError, match="shape"):
+        index.search(np.zeros((2, D + 1), np.float32), 3)
+
+
+def test_damaged_files(data, built, tmp_path):
+    import shutil
+
+    d, section = built["pq"]
+    bad = tmp_path / "bad"
+    shutil.copytree(d, bad)
+    with open(bad / "vectors.npy", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(IndexFormatError, match="vectors.npy"):
+        DenseIndex.open(bad, section, device="cpu")
+    (bad / "index.faiss").unlink()
+    with pytest.raises(IndexFormatError, match="missing"):
+        DenseIndex.open(bad, section, device="cpu")
+    with pytest.raises(IndexFormatError, match="lacks"):
+        DenseIndex.open(d, {"model": "x"}, device="cpu")
+
+
+class FakeEmbedder:
+    """Deterministic embedder: text 'p<i>' is the i-th row of a table (llm's EmbedDemo idea)."""
+
+    device = "cpu"
+    tokenizer = None
+    max_tokens = 256
+    default_batch_size = 64
+
+    def __init__(self, table: np.ndarray, model_id: str = "fake/model"):
+        self.table = table
+        self.dim = table.shape[1]
+        self.model_id = model_id
+        self.calls = 0
+
+    def encode(self, texts, batch_size=None, progress=True):
+        self.calls += 1
+        return self.table[[int(t[1:]) for t in texts]]
+
+
+def test_build_dense_with_text_and_model_check(data, tmp_path):
+    base, queries, truth = data
+    table = np.concatenate([base[:3000], queries[:5]])
+    emb = FakeEmbedder(table)
+    texts = (f"p{i}" for i in range(3000))
+    section = build_dense(texts, 3000, tmp_path, emb, None)
+    assert section["model"] == "fake/model" and section["recipe"] == "flat" and "embed_seconds" in section
+    index = DenseIndex.open(tmp_path, section, device="cpu", embedder=emb)
+    scores, ids = index.search([f"p{3000 + i}" for i in range(5)], 3)
+    expected = np.argsort(-(queries[:5] @ base[:3000].T), axis=1)[:, :3]
+    np.testing.assert_array_equal(ids, expected)
+    with pytest.raises(ModelError, match="fake/model"):
+        check_model(section, FakeEmbedder(table, "other/model"))
+    with pytest.raises(ModelError):
+        check_model(section, FakeEmbedder(table[:, :64]))
+    with pytest.raises(InputError, match="empty"):
+        index.search(["  "], 3)
+
+
+def test_build_dense_empty_and_count_mismatch(data, tmp_path):
+    emb = FakeEmbedder(data[0][:10])
+    with pytest.raises(InputError, match="no passages"):
+        build_dense(iter([]), 0, tmp_path, emb)
+    from retrieval.errors import RtvError
+
+    with pytest.raises(RtvError):
+        build_dense((f"p{i}" for i in range(3)), 5, tmp_path, emb)
+    with pytest.raises(InputError, match="unknown recipe"):
+        build_dense((f"p{i}" for i in range(3)), 3, tmp_path, emb, "nope")
+
+
+def test_device_cuda_without_gpu_is_clear(data, built):
+    if gpu_count() > 0:
+        pytest.skip("a GPU is present")
+    d, section = built["flat"]
+    with pytest.raises(InputError, match="GPU"):
+        DenseIndex.open(d, section, device="cuda")
+
+
+# -- GPU paths (skipped cleanly without a GPU) --------------------------------------------------------
+needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="FAISS sees no GPU")
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name, minimum", [("flat", 0.999), ("pq", 0.95), ("binary", 0.95)])
+def test_gpu_search_matches_cpu(data, built, name, minimum):
+    _, queries, truth = data
+    d, section = built[name]
+    gpu = DenseIndex.open(d, section, device="cuda")
+    assert gpu.on_gpu
+    _, ids = gpu.search(queries, K)
+    assert recall(ids, truth) >= minimum
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_build_saves_cpu_form(data, tmp_path):
+    base, queries, truth = data
+    section = build_from_vectors(base, tmp_path, "pq", device="auto", quiet=True)
+    assert section["build_device"] == "gpu"
+    cpu = DenseIndex.open(tmp_path, section, device="cpu")
+    assert not cpu.on_gpu
+    assert recall(cpu.search(queries, K)[1], truth) >= 0.95
