@@ -71,9 +71,14 @@ def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresho
     for b in benchmarks:  # fail on a bad file before the (slow) index open
         if not Path(b).is_file():
             raise click.ClickException(f"{b}: no such benchmark file; check the path")
+    for report in (html_path, md_path):
+        if report and not Path(report).resolve().parent.is_dir():
+            raise click.ClickException(f"{report}: its directory does not exist; create it or choose another path")
     index = open_index(index_dir)
     checker = SemanticChecker(index, threshold=semantic_threshold) if semantic else None
     runs = [BenchmarkRun(index, b, list(fields) or None, id_field, config, checker) for b in benchmarks]
+    for run in runs:  # every benchmark's fields are checked before the first one is scored
+        run.reader.check()
     summaries = []
     out = sys.stdout
     for run in runs:

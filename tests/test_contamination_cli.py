@@ -47,7 +47,7 @@ def _run(args):
 def test_field_missing_from_one_of_several_benchmarks(env):
     # --field applies to every benchmark; the CSV has no "prompt" column
     res = _run([env / "idx", env / "bench.jsonl.gz", env / "other.csv", "--field", "prompt", "--json"])
-    assert res.exit_code == 1
+    assert res.exit_code == 1 and res.stdout == ""  # checked before any benchmark is scored
     assert "other.csv" in res.output and "unknown field 'prompt'; fields present: question, id" in res.output
 
 
@@ -109,6 +109,8 @@ def test_bad_files(env, tmp_path):
     assert res.exit_code == 1 and "broken.jsonl.gz" in res.output and "Traceback" not in res.output
     res = _run([env / "idx", tmp_path / "x.docx"])
     assert res.exit_code == 1
+    res = _run([env / "idx", env / "bench.jsonl.gz", "--html", tmp_path / "no" / "r.html"])
+    assert res.exit_code == 1 and "directory does not exist" in res.output
 
 
 def test_index_without_exact_part_or_dense(env, tmp_path):

@@ -200,6 +200,15 @@ class BenchmarkReader:
             self.n_missing_field += 1
         return BenchmarkEntry(eid, segments, missing)
 
+    def check(self) -> None:
+        """Read the first entry only, so that a bad field or an unreadable file fails before any work."""
+        it = iter(self)
+        try:
+            next(it, None)
+        finally:
+            it.close()
+        self.n_missing_field = 0
+
     # -- formats -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[BenchmarkEntry]:
         try:
