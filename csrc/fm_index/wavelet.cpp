@@ -113,7 +113,7 @@ void WaveletTree::write(Writer& out, const uint8_t* seq, uint64_t n, const Progr
   out.put_vector(nodes);
   out.put_vector(t.codes);
   out.put_vector(t.code_len);
-  RankBitvector::write(out, bits, total_bits);
+  HybridBitvector::write(out, bits, total_bits);
   if (progress) progress(n, n);
 }
 

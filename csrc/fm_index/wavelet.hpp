@@ -6,7 +6,7 @@
 #include <functional>
 #include <vector>
 
-#include "bitvector.hpp"
+#include "hybrid_bitvector.hpp"
 #include "serial.hpp"
 
 namespace rtv {
@@ -37,9 +37,8 @@ class WaveletTree {
   uint8_t access_rank(uint64_t i, uint64_t& rank) const {
     const Node* v = &nodes_[0];
     for (;;) {
-      uint64_t ones;
-      const bool b = bits_.access_rank(v->offset + i, ones);
-      ones -= v->ones_before;
+      bool b;
+      const uint64_t ones = bits_.access_rank(v->offset + i, b) - v->ones_before;
       i = b ? ones : i - ones;
       const int32_t c = v->child[b];
       if (c < 0) {
@@ -60,7 +59,7 @@ class WaveletTree {
   const Node* nodes_ = nullptr;
   const uint64_t* codes_ = nullptr;    // per symbol: branch bits, root first, LSB-first
   const uint8_t* code_len_ = nullptr;  // per symbol: 0 = absent
-  RankBitvector bits_;
+  HybridBitvector bits_;
 };
 
 }  // namespace rtv

@@ -1,0 +1,97 @@
+// Compressed bitvector with rank, for the wavelet-tree levels of a BWT.
+//
+// BWT bitvectors alternate long runs (where one context predicts the next byte) with noisy
+// stretches, so each 512-bit block takes the cheapest of: all zeros / all ones (no payload),
+// run lengths in nibbles (1..15 in one nibble, else an escape nibble + 12 bits), or plain bits.
+// A 32-bit directory entry per block (type, payload offset and ones relative to a 64 Kibit
+// superblock) plus one payload block keeps a rank to ~one cache miss.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "bits.hpp"
+#include "serial.hpp"
+
+namespace rtv {
+
+class HybridBitvector {
+ public:
+  // bits: LSB-first words holding nbits bits (words past nbits may be absent).
+  static void write(Writer& out, const std::vector<uint64_t>& bits, uint64_t nbits);
+  void load(Reader& in);
+
+  uint64_t size() const { return size_; }
+  uint64_t rank1(uint64_t i) const {
+    bool bit;
+    return access_rank(i, bit);
+  }
+  // Returns rank1(i) (ones in [0, i)) and stores bit i into bit (0 when i == size).
+  uint64_t access_rank(uint64_t i, bool& bit) const {
+    const uint64_t block = i / kBlockBits;
+    const uint32_t off = static_cast<uint32_t>(i % kBlockBits);
+    const uint32_t entry = directory_[block];
+    const Super& sup = supers_[block / kBlocksPerSuper];
+    const uint64_t base = sup.ones + (entry >> 16);
+    switch (entry & 3) {
+      case kZeros:
+        bit = false;
+        return base;
+      case kOnes:
+        bit = true;
+        return base + off;
+      case kPlain:
+        return base + plain_rank(payload_ + sup.offset + ((entry >> 2) & 0x3FFF), off, bit);
+      default:
+        return base + runs_rank(payload_ + sup.offset + ((entry >> 2) & 0x3FFF), off, bit);
+    }
+  }
+
+ private:
+  enum : uint32_t { kZeros = 0, kOnes = 1, kPlain = 2, kRuns = 3 };
+  static constexpr uint64_t kBlockBits = 512;
+  static constexpr uint64_t kBlocksPerSuper = 128;
+  struct Super {
+    uint64_t ones;    // ones before the superblock
+    uint64_t offset;  // payload byte offset of its first block
+  };
+
+  static uint32_t plain_rank(const uint8_t* p, uint32_t off, bool& bit) {
+    uint32_t ones = 0;
+    uint64_t w;
+    const uint32_t word = off / 64;
+    for (uint32_t k = 0; k < word; ++k) {
+      std::memcpy(&w, p + 8 * k, 8);
+      ones += popcount64(w);
+    }
+    std::memcpy(&w, p + 8 * word, 8);
+    bit = (w >> (off & 63)) & 1;
+    return ones + popcount64(w & ((uint64_t{1} << (off & 63)) - 1));
+  }
+  static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit) {
+    uint32_t pos = 0, ones = 0, nib = 0, b = 0;
+    auto next = [&]() { const uint32_t v = (p[nib >> 1] >> ((nib & 1) * 4)) & 15; ++nib; return v; };
+    for (;;) {
+      uint32_t len = next();
+      if (len == 0) {
+        len = next();
+        len |= next() << 4;
+        len |= next() << 8;
+      }
+      if (pos + len > off) {
+        bit = b;
+        return b ? ones + (off - pos) : ones;
+      }
+      pos += len;
+      ones += b ? len : 0;
+      b ^= 1;
+    }
+  }
+
+  uint64_t size_ = 0;
+  const uint32_t* directory_ = nullptr;
+  const Super* supers_ = nullptr;
+  const uint8_t* payload_ = nullptr;
+};
+
+}  // namespace rtv
