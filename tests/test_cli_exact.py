@@ -46,7 +46,12 @@ def test_find_json(index_dir):
     out = lines(run("find", index_dir, "alpha", "--context", "3", "--json"))
     assert sorted((o["doc_id"], o["offset"]) for o in out) == [(0, 0), (0, 17), (2, 13)]
     hit = next(o for o in out if o["doc_id"] == 2)
-    assert hit["snippet"] == "fé alpha" and hit["ext_id"] == "d2"
+    assert hit["snippet"] == "é alpha" and hit["ext_id"] == "d2"
+    # a snippet edge that cuts a character in two drops the partial character
+    out = lines(run("find", index_dir, "alpha", "--context", "2", "--json"))
+    assert next(o for o in out if o["doc_id"] == 2)["snippet"] == " alpha"
+    out = lines(run("find", index_dir, "caf", "--context", "1", "--json"))
+    assert out[0]["snippet"] == " caf"
     assert len(lines(run("find", index_dir, "alpha", "--limit", "2", "--json"))) == 2
 
 

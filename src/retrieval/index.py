@@ -54,6 +54,22 @@ def _move_into_place(tmp: Path, path: Path) -> None:
         tmp.rename(path)
 
 
+def _trim_partial_utf8(data: bytes) -> bytes:
+    """Drop a character cut in two at either end of a byte window (continuation bytes are 10xxxxxx)."""
+    start = 0
+    while start < len(data) and start < 3 and data[start] & 0xC0 == 0x80:
+        start += 1
+    end = len(data)
+    for back in range(1, min(4, end - start) + 1):  # last lead byte: is its sequence complete?
+        byte = data[end - back]
+        if byte & 0xC0 != 0x80:
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            if need > back:
+                end -= back
+            break
+    return data[start:end]
+
+
 class Index:
     """An rtv index directory: exact FM-index shards, meta.sqlite, and optionally a dense part."""
 
@@ -219,7 +235,8 @@ class Index:
         return self.exact.extract(doc).decode("utf-8", errors="replace")
 
     def snippet(self, doc: int, offset: int, width: int) -> str:
-        return self.exact.snippet(doc, offset, width).decode("utf-8", errors="replace")
+        """Text of bytes [offset, offset + width) of a document, less characters cut at either edge."""
+        return _trim_partial_utf8(self.exact.snippet(doc, offset, width)).decode("utf-8", errors="replace")
 
     # -- dense search -------------------------------------------------------------------------------
     @property
