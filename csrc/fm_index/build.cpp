@@ -47,6 +47,9 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   marks.reserve(n / sa_sample + 2);
   sa_values.reserve(n / sa_sample + 2);
   uint64_t primary = 0;
+  // When ISA positions are also SA-sampled positions, store the sample's index (log2(n/s) bits)
+  // instead of the row (log2(n) bits); the row is then a select on the marks.
+  const bool isa_by_sample = isa_sample % sa_sample == 0;
   bwt[0] = text[n - 1];
   const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
   for (uint64_t r = 1; r < rows; ++r) {
@@ -61,7 +64,8 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
       marks.push_back(static_cast<uint32_t>(r));
       sa_values.push_back(p / sa_sample);
     }
-    if (p % isa_sample == 0) isa[p / isa_sample] = static_cast<uint32_t>(r);
+    if (p % isa_sample == 0)
+      isa[p / isa_sample] = static_cast<uint32_t>(isa_by_sample ? marks.size() - 1 : r);
     if (text[p] == kSeparator) {
       const auto doc = std::upper_bound(doc_starts.begin(), doc_starts.end(), p) - doc_starts.begin() - 1;
       doc_end_rows[doc] = static_cast<uint32_t>(r);
@@ -90,7 +94,8 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   section_begin.push_back(body.size());
   IntVector::write(body, sa_values, IntVector::width_for(n / sa_sample));
   section_begin.push_back(body.size());
-  IntVector::write(body, isa, IntVector::width_for(rows));
+  body.put_u64(isa_by_sample ? 1 : 0);
+  IntVector::write(body, isa, IntVector::width_for(isa_by_sample ? sa_values.size() : rows));
   section_begin.push_back(body.size());
   EliasFano::write(body, std::vector<uint64_t>(doc_starts.begin(), doc_starts.end()), n);
   section_begin.push_back(body.size());

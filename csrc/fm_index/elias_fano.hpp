@@ -27,7 +27,7 @@ class EliasFano {
   uint64_t select_upper(uint64_t k, bool ones) const;
   uint64_t bucket_begin(uint64_t high) const;  // position in upper_ of bucket 'high'
 
-  static constexpr uint64_t kSampleEvery = 64;
+  static constexpr uint64_t kSampleEvery = 256;  // select samples: 0.25 bit per element, short scans
   uint64_t size_ = 0, universe_ = 0, low_bits_ = 0, upper_bits_ = 0;
   const uint64_t* upper_ = nullptr;
   uint64_t n_upper_words_ = 0;

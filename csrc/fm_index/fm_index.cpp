@@ -34,8 +34,11 @@ Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
   }
   {
     Reader in = file_.section(kSectionIsa);
+    const uint64_t kind = in.get_u64();
     isa_.load(in);
-    if (isa_.size() != (info.text_bytes + info.isa_sample - 1) / info.isa_sample) in.fail("wrong sample count");
+    if (kind > 1 || isa_.size() != (info.text_bytes + info.isa_sample - 1) / info.isa_sample)
+      in.fail("wrong sample count");
+    isa_by_sample_ = kind == 1;
   }
   {
     Reader in = file_.section(kSectionDocStarts);
@@ -199,7 +202,7 @@ std::string Shard::snippet(uint64_t doc, uint64_t offset, uint64_t width) const 
     row = doc_end_rows_[doc];
   } else {
     pos = sampled;
-    row = isa_[sampled / s];
+    row = row_of_isa_sample(sampled / s);
   }
   std::string out(end - offset, '\0');
   for (; pos > start + offset; --pos) {

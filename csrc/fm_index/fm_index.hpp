@@ -69,6 +69,7 @@ class Shard {
     return C_[c] + r;
   }
   uint64_t text_position(uint64_t row) const;
+  uint64_t row_of_isa_sample(uint64_t k) const { return isa_by_sample_ ? sa_marks_.select(isa_[k]) : isa_[k]; }
   uint64_t doc_of(uint64_t pos) const { return doc_starts_.rank(pos + 1) - 1; }
   void check_doc(uint64_t doc) const;
   std::vector<uint64_t> docs_in_range(Range r) const;
@@ -81,6 +82,7 @@ class Shard {
   EliasFano sa_marks_;
   IntVector sa_values_;
   IntVector isa_;
+  bool isa_by_sample_ = false;  // isa_ holds SA-sample indices rather than rows
   EliasFano doc_starts_;
   IntVector doc_end_rows_;
 };
