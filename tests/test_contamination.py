@@ -109,8 +109,9 @@ def test_planted_items_land_in_their_buckets(planted):
 def test_scores_equal_naive_scan(planted):
     docs = planted["docs"]
     rows = [json.loads(line) for line in planted["bench"].read_text().splitlines()]
-    for unit, n in (("chars", 50), ("tokens", 13), ("chars", 20)):
-        cfg = ContaminationConfig(unit=unit, window=n)
+    # group: windows first searched together as one span; must not change any result
+    for unit, n, group in (("chars", 50, 64), ("tokens", 13, 64), ("chars", 20, 3), ("chars", 50, 1)):
+        cfg = ContaminationConfig(unit=unit, window=n, group=group)
         results = {r.id: r for r in BenchmarkRun(planted["index"], planted["bench"], ["question", "answer"], config=cfg)}
         for row in rows[:16] + rows[-4:]:  # planted items and some controls
             total, found = _oracle(docs, [row["question"], row["answer"]], n, unit)
