@@ -201,3 +201,40 @@ def test_reports_state_thresholds_and_escape(planted, tmp_path):
     assert "| x | q | 1 | 1 | 0 | 0 | 1 | 100.0% |" in md
     assert "| bench | question | 56 |" in md
     assert "score < 0.2" in md
+
+
+def test_benchmark_is_streamed(planted, tmp_path):
+    """Results come out while the benchmark is still being written: a FIFO whose writer waits for
+    the 100th result before writing the rest, so a reader that loads the file whole would hang."""
+    import os
+    import threading
+
+    fifo = tmp_path / "stream.jsonl"
+    os.mkfifo(fifo)
+    text = max(planted["docs"], key=len)[:300]
+    got_100 = threading.Event()
+    waited = {}
+
+    def writer():
+        with open(fifo, "w", encoding="utf-8") as f:
+            for i in range(400):
+                f.write(json.dumps({"id": i, "q": text if i % 2 else text[::-1]}) + "\n")
+            f.flush()
+            waited["ok"] = got_100.wait(timeout=60)
+            for i in range(400, 800):
+                f.write(json.dumps({"id": i, "q": text}) + "\n")
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    cfg = ContaminationConfig(batch_bytes=8 * 1024)
+    run = BenchmarkRun(planted["index"], fifo, ["q"], config=cfg)
+    n = 0
+    for r in run:
+        n += 1
+        if n == 100:
+            got_100.set()
+        assert r.id == str(n - 1)
+        assert r.bucket == ("dirty" if n - 1 >= 400 or (n - 1) % 2 else "clean")
+    t.join(timeout=60)
+    assert waited.get("ok") is True and n == 800
+    assert run.summary.counts["dirty"] == 600
