@@ -102,13 +102,20 @@ def build_corpus(mb: int) -> tuple[Path, Path, int]:
 
 
 def get_index(corpus: Path, name: str):
+    """(index, build seconds): the exact-only index of `corpus` under eval/data/NAME, built when
+    missing or unreadable by this build of the extension (a shard format from an older build)."""
     from retrieval import Index
+    from retrieval.errors import IndexFormatError
 
     path = DATA / name
     if (path / "manifest.json").exists():
-        return Index.open(path, verify=False), None
+        try:
+            idx = Index.open(path, verify=False)
+            return idx, idx.manifest.get("build_seconds")
+        except IndexFormatError as exc:
+            print(f"{path}: {exc}; rebuilding", file=sys.stderr)
     t = time.perf_counter()
-    idx = Index.build([corpus], path, id_field="id", dense=False)
+    idx = Index.build([corpus], path, id_field="id", dense=False, overwrite=True)
     return idx, time.perf_counter() - t
 
 
@@ -229,16 +236,10 @@ def cmd_speed(args) -> None:
 
 
 def cmd_humaneval(args) -> None:
-    from retrieval import Index
     from retrieval.contamination import BenchmarkRun, ContaminationConfig, html_report, markdown_bulletin, text_table
 
     corpus = stdlib_corpus()
-    path = DATA / "stdlib-idx"
-    if not (path / "manifest.json").exists():
-        t = time.perf_counter()
-        Index.build([corpus], path, id_field="id", dense=False)
-        print(f"built {path} from {corpus} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    index = Index.open(path)
+    index, _ = get_index(corpus, "stdlib-idx")
     summaries = []
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / "humaneval_stdlib.jsonl", "w", encoding="utf-8") as out:
