@@ -10,3 +10,5 @@ rtv count "$out" "def " "import re" "Content-Type" --json
 rtv find "$out" "def decode_header" --limit 3 --json
 rtv cnf "$out" "import re" "def |class " --limit 3 --json
 rtv query "$out" "parse an e-mail address into its name and address parts" -k 3 --mode dense --json
+# hybrid (the default): dense + BM25 + exact phrase candidates, fused; reranked when a cross-encoder is on disk
+rtv query "$out" 'split "From:" header into "display name" and address' -k 3

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
+
+# rtv draws its own progress bars; the model loaders' per-file bars are noise on a query.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 COMMANDS = {
     "index": ("rtv_cli.exact_cmds", "index", "Build an index from corpus files or directories."),
