@@ -273,10 +273,10 @@ class Index:
         return [self.hits([i for i in row_ids if i >= 0], row_scores[: (row_ids >= 0).sum()], "dense")
                 for row_scores, row_ids in zip(scores, ids)]
 
-    def search(self, query: str, k: int = 10, mode: str = "dense", **options) -> list[Hit]:
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", **options) -> list[Hit]:
         return self.search_batch([query], k, mode, **options)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, mode: str = "dense", **options) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int = 10, mode: str = "hybrid", **options) -> list[list[Hit]]:
         queries = list(queries)
         for q in queries:
             if not isinstance(q, str) or not q.strip():
