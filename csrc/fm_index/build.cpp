@@ -9,6 +9,7 @@
 #include "checksum.hpp"
 #include "elias_fano.hpp"
 #include "int_vector.hpp"
+#include "inverse_permutation.hpp"
 #include "sais.hpp"
 #include "shard_file.hpp"
 #include "wavelet.hpp"
@@ -43,13 +44,14 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   const uint64_t rows = n + 1;
   std::vector<uint8_t> bwt(rows);
   std::vector<uint32_t> marks, sa_values, doc_end_rows(n_docs);
-  std::vector<uint32_t> isa((n + isa_sample - 1) / isa_sample);
+  // When ISA positions are also SA-sampled positions, the ISA is the inverse of the permutation
+  // sa_values (sample index -> position / sa_sample); it is stored as cycle shortcuts (kind 2)
+  // rather than one value per sample. Otherwise rows are stored directly (kind 0).
+  const bool isa_by_sample = isa_sample % sa_sample == 0;
+  std::vector<uint32_t> isa(isa_by_sample ? 0 : (n + isa_sample - 1) / isa_sample);
   marks.reserve(n / sa_sample + 2);
   sa_values.reserve(n / sa_sample + 2);
   uint64_t primary = 0;
-  // When ISA positions are also SA-sampled positions, store the sample's index (log2(n/s) bits)
-  // instead of the row (log2(n) bits); the row is then a select on the marks.
-  const bool isa_by_sample = isa_sample % sa_sample == 0;
   bwt[0] = text[n - 1];
   const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
   for (uint64_t r = 1; r < rows; ++r) {
@@ -64,8 +66,7 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
       marks.push_back(static_cast<uint32_t>(r));
       sa_values.push_back(p / sa_sample);
     }
-    if (p % isa_sample == 0)
-      isa[p / isa_sample] = static_cast<uint32_t>(isa_by_sample ? marks.size() - 1 : r);
+    if (!isa_by_sample && p % isa_sample == 0) isa[p / isa_sample] = static_cast<uint32_t>(r);
     if (text[p] == kSeparator) {
       const auto doc = std::upper_bound(doc_starts.begin(), doc_starts.end(), p) - doc_starts.begin() - 1;
       doc_end_rows[doc] = static_cast<uint32_t>(r);
@@ -94,8 +95,14 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   section_begin.push_back(body.size());
   IntVector::write(body, sa_values, IntVector::width_for(n / sa_sample));
   section_begin.push_back(body.size());
-  body.put_u64(isa_by_sample ? 1 : 0);
-  IntVector::write(body, isa, IntVector::width_for(isa_by_sample ? sa_values.size() : rows));
+  if (isa_by_sample) {
+    body.put_u64(2);
+    InversePermutation::write(body, sa_values);
+  } else {
+    body.put_u64(0);
+    IntVector::write(body, isa, IntVector::width_for(rows));
+  }
+  std::vector<uint32_t>().swap(isa);
   section_begin.push_back(body.size());
   EliasFano::write(body, std::vector<uint64_t>(doc_starts.begin(), doc_starts.end()), n);
   section_begin.push_back(body.size());

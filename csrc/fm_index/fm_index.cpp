@@ -34,11 +34,15 @@ Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
   }
   {
     Reader in = file_.section(kSectionIsa);
-    const uint64_t kind = in.get_u64();
-    isa_.load(in);
-    if (kind > 1 || isa_.size() != (info.text_bytes + info.isa_sample - 1) / info.isa_sample)
-      in.fail("wrong sample count");
-    isa_by_sample_ = kind == 1;
+    isa_kind_ = in.get_u64();
+    if (isa_kind_ > 2) in.fail("unknown inverse-sample kind");
+    if (isa_kind_ == 2) {
+      if (info.isa_sample % info.sa_sample != 0) in.fail("ISA shortcuts need isa_sample to be a multiple of sa_sample");
+      isa_shortcuts_.load(in, sa_values_.size());
+    } else {
+      isa_.load(in);
+      if (isa_.size() != (info.text_bytes + info.isa_sample - 1) / info.isa_sample) in.fail("wrong sample count");
+    }
   }
   {
     Reader in = file_.section(kSectionDocStarts);

@@ -8,6 +8,7 @@
 
 #include "elias_fano.hpp"
 #include "int_vector.hpp"
+#include "inverse_permutation.hpp"
 #include "shard_file.hpp"
 #include "wavelet.hpp"
 
@@ -59,7 +60,8 @@ class Shard {
   // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
   Range extend(Range r, uint8_t c) const {
     if (c == kSeparator) return {0, 0};
-    return {C_[c] + bwt_.rank(c, r.lo), C_[c] + bwt_.rank(c, r.hi)};
+    bwt_.rank_pair(c, r.lo, r.hi);
+    return {C_[c] + r.lo, C_[c] + r.hi};
   }
   // LF mapping: the row of the suffix one position earlier; c receives the byte stepped over.
   uint64_t lf(uint64_t row, uint8_t& c) const {
@@ -69,7 +71,13 @@ class Shard {
     return C_[c] + r;
   }
   uint64_t text_position(uint64_t row) const;
-  uint64_t row_of_isa_sample(uint64_t k) const { return isa_by_sample_ ? sa_marks_.select(isa_[k]) : isa_[k]; }
+  uint64_t row_of_isa_sample(uint64_t k) const {
+    switch (isa_kind_) {
+      case 0: return isa_[k];
+      case 1: return sa_marks_.select(isa_[k]);
+      default: return sa_marks_.select(isa_shortcuts_.inverse(sa_values_, k * (isa_sample() / sa_sample())));
+    }
+  }
   uint64_t doc_of(uint64_t pos) const { return doc_starts_.rank(pos + 1) - 1; }
   void check_doc(uint64_t doc) const;
   std::vector<uint64_t> docs_in_range(Range r) const;
@@ -81,8 +89,11 @@ class Shard {
   WaveletTree bwt_;
   EliasFano sa_marks_;
   IntVector sa_values_;
+  // ISA samples, by kind: 0 = rows, 1 = SA-sample indices (files written before kind 2),
+  // 2 = shortcuts inverting sa_values_ (isa_sample a multiple of sa_sample).
+  uint64_t isa_kind_ = 0;
   IntVector isa_;
-  bool isa_by_sample_ = false;  // isa_ holds SA-sample indices rather than rows
+  InversePermutation isa_shortcuts_;
   EliasFano doc_starts_;
   IntVector doc_end_rows_;
 };

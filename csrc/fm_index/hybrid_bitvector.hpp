@@ -68,10 +68,28 @@ class HybridBitvector {
     bit = (w >> (off & 63)) & 1;
     return ones + popcount64(w & ((uint64_t{1} << (off & 63)) - 1));
   }
+  // Decodes runs from the block start; while at a word boundary of the payload, a word whose 16
+  // nibbles are all single-nibble runs ending before off is skipped with two byte-sum multiplies.
   static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit) {
+    constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0Full, kBytes = 0x0101010101010101ull;
     uint32_t pos = 0, ones = 0, nib = 0, b = 0;
     auto next = [&]() { const uint32_t v = (p[nib >> 1] >> ((nib & 1) * 4)) & 15; ++nib; return v; };
     for (;;) {
+      if ((nib & 15) == 0) {
+        uint64_t w;
+        std::memcpy(&w, p + (nib >> 1), 8);
+        const bool has_escape = ((w - 0x1111111111111111ull) & ~w & 0x8888888888888888ull) != 0;
+        if (!has_escape) {
+          const auto even = static_cast<uint32_t>(((w & kLowNibbles) * kBytes) >> 56);  // runs of bit b
+          const auto odd = static_cast<uint32_t>((((w >> 4) & kLowNibbles) * kBytes) >> 56);
+          if (pos + even + odd <= off) {
+            pos += even + odd;
+            ones += b ? even : odd;
+            nib += 16;
+            continue;
+          }
+        }
+      }
       uint32_t len = next();
       if (len == 0) {
         len = next();

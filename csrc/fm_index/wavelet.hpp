@@ -33,6 +33,29 @@ class WaveletTree {
     }
     return i;
   }
+  // rank(c, lo) and rank(c, hi) in one walk, so the two chains of cache misses overlap.
+  void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi) const {
+    const unsigned len = code_len_[c];
+    if (len == 0) {
+      lo = hi = 0;
+      return;
+    }
+    const uint64_t code = codes_[c];
+    const Node* v = &nodes_[0];
+    for (unsigned d = 0; d < len; ++d) {
+      const uint64_t ones_lo = bits_.rank1(v->offset + lo) - v->ones_before;
+      const uint64_t ones_hi = bits_.rank1(v->offset + hi) - v->ones_before;
+      if ((code >> d) & 1) {
+        lo = ones_lo;
+        hi = ones_hi;
+      } else {
+        lo -= ones_lo;
+        hi -= ones_hi;
+      }
+      if (lo >= hi) return;
+      v = &nodes_[v->child[(code >> d) & 1]];
+    }
+  }
   // seq[i], with rank(seq[i], i) stored into rank: one root-to-leaf walk (for LF).
   uint8_t access_rank(uint64_t i, uint64_t& rank) const {
     const Node* v = &nodes_[0];
