@@ -10,6 +10,12 @@ their own bodies); "own-file hit@10" counts queries whose top 10 holds a passage
     python eval/bench_dense.py --passages 100000                 # CPU part
     python eval/bench_dense.py --passages 1000000 --gpu          # + GPU comparison (GPU machine)
 
+On a machine without a GPU, embedding 100k passages takes an hour; the GPU run can hand over its
+first --passages embeddings instead (float16, in 20k-row .npy files, with the queries' vectors):
+
+    python eval/bench_dense.py --gpu --no-cpu-part --passages 100000 --export-vectors DIR  # GPU machine
+    python eval/bench_dense.py --vectors DIR                      # CPU part here, on those vectors
+
 Prints tables; writes eval/results/bench_dense[-gpu].json and a recall/QPS plot (PNG).
 """
 
@@ -41,7 +47,7 @@ def default_roots() -> list[str]:
     import sysconfig
 
     roots = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], "/usr/share/doc"}
-    for p in ("/usr/lib/python3", "/usr/local/lib"):
+    for p in ("/usr/lib/python3", "/usr/local/lib", "/usr/include", "/usr/local/cuda/include"):
         roots.add(p)
     return sorted(r for r in roots if os.path.isdir(r))
 
@@ -180,18 +186,38 @@ def cpu_part(args, X, Q, qdoc, doc_of, work: Path) -> dict:
 
 
 def gpu_part(args, X, Qall, work: Path) -> dict:
+    """Each comparison on its own: one that fails records its error and the others still run."""
+    import traceback
+
+    out = {}
+    for name, fn in (("flat", gpu_flat), ("ivfpq", gpu_ivfpq), ("binary", gpu_binary), ("ivfpq_cpu_build", cpu_ivfpq_build)):
+        t = time.time()
+        try:
+            fn(args, X, Qall, work, out)
+        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, printed, the rest goes on
+            traceback.print_exc()
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"  gpu part {name}: {time.time() - t:.1f}s", file=sys.stderr)
+    return out
+
+
+def _gpu_setup(args, X, Qall, out):
     import faiss
 
-    from retrieval.dense import DenseIndex, build_from_vectors
-    from retrieval.dense.index import _gpu_resources, pack_bits
+    from retrieval.dense.index import _gpu_resources
 
     n, d = X.shape
     nq = args.gpu_queries
     Q = np.ascontiguousarray(np.resize(Qall, (nq, d)))  # real queries, repeated to fill the batch
     Qc = Q[:args.cpu_queries_1m]
-    res = _gpu_resources()
-    out = {"n": n, "dim": d, "gpu_queries": nq, "cpu_queries": len(Qc), "cpu_threads": faiss.omp_get_max_threads()}
+    out.update({"n": n, "dim": d, "gpu_queries": nq, "cpu_queries": len(Qc), "cpu_threads": faiss.omp_get_max_threads(),
+                "faiss": faiss.__version__, "gpus": faiss.get_num_gpus()})
+    return faiss, _gpu_resources(), Q, Qc, d
 
+
+def gpu_flat(args, X, Qall, work, out):
+    faiss, res, Q, Qc, d = _gpu_setup(args, X, Qall, out)
+    nq = len(Q)
     cpu_flat = faiss.IndexFlatIP(d)
     cpu_flat.add(X)
     gpu_flat = faiss.index_cpu_to_gpu(res, 0, cpu_flat)
@@ -200,8 +226,15 @@ def gpu_part(args, X, Qall, work: Path) -> dict:
     tc, _ = timed(lambda: cpu_flat.search(Qc, 10))
     out["flat"] = {"gpu_qps": round(nq / tg, 1), "cpu_qps": round(len(Qc) / tc, 1), "bytes_per_vector": d * 4}
     del gpu_flat
-    truth_c = truth[:len(Qc)]
+    out["_truth"] = truth
 
+
+def gpu_ivfpq(args, X, Qall, work, out):
+    from retrieval.dense import DenseIndex, build_from_vectors
+
+    faiss, res, Q, Qc, d = _gpu_setup(args, X, Qall, out)
+    truth = out["_truth"]
+    truth_c = truth[:len(Qc)]
     # IVF-PQ: trained and filled on the GPU by build_from_vectors, saved in CPU form
     section = build_from_vectors(X, work / "pq", "pq", device="auto", quiet=True)
     pq = {"factory": section["factory"], "build_device": section["build_device"], "train_points": section["train_points"],
@@ -217,6 +250,9 @@ def gpu_part(args, X, Qall, work: Path) -> dict:
             secs, (_, ids) = timed(lambda: ix.index.search(QQ, 10), repeat=3 if tag == "gpu" else 1)
             row[f"{tag}_qps_raw_k10"] = round(len(QQ) / secs, 1)
             row[f"{tag}_recall_raw"] = round(recall_at(ids, tt), 4)
+            kc = 10 * int(ix.params["rescore_multiplier"])  # the candidates rescoring asks for
+            secs, _ = timed(lambda: ix.index.search(QQ, kc), repeat=3 if tag == "gpu" else 1)
+            row[f"{tag}_qps_raw_k{kc}"] = round(len(QQ) / secs, 1)
             secs, (_, ids) = timed(lambda: ix.search(QQ, 10))
             row[f"{tag}_qps_rescored"] = round(len(QQ) / secs, 1)
             row[f"{tag}_recall_rescored"] = round(recall_at(ids, tt), 4)
@@ -225,6 +261,14 @@ def gpu_part(args, X, Qall, work: Path) -> dict:
     out["ivfpq"] = pq
     del gpu_ix
 
+
+def gpu_binary(args, X, Qall, work, out):
+    from retrieval.dense import DenseIndex, build_from_vectors
+    from retrieval.dense.index import pack_bits
+
+    faiss, res, Q, Qc, d = _gpu_setup(args, X, Qall, out)
+    truth = out["_truth"]
+    truth_c = truth[:len(Qc)]
     # binary: sign bits, exhaustive Hamming, CPU vs GPU
     section = build_from_vectors(X, work / "bin", "binary", device="cpu", quiet=True)
     b = {"factory": section["factory"], "code_bytes_per_vector": section["code_bytes_per_vector"]}
@@ -238,11 +282,20 @@ def gpu_part(args, X, Qall, work: Path) -> dict:
         b[f"{tag}_qps_rescored"] = round(len(QQ) / secs, 1)
         b[f"{tag}_recall_rescored"] = round(recall_at(ids, tt), 4)
     out["binary"] = b
-    return out
+
+
+def cpu_ivfpq_build(args, X, Qall, work, out):
+    """The same IVF-PQ recipe trained and filled on this machine's CPU: the train-time peer."""
+    from retrieval.dense import build_from_vectors
+
+    section = build_from_vectors(X, work / "pq-cpu", "pq", device="cpu", quiet=True)
+    out["ivfpq_cpu_build"] = {"factory": section["factory"], "train_points": section["train_points"],
+                              "train_s": section["train_seconds"], "build_s": section["build_seconds"]}
 
 
 def embed_rate(embedder, texts, n: int) -> dict:
     sample = texts[:n]
+    embedder.model.float()  # float32 on the CPU whatever the weights' file holds
     embedder.encode(sample[:64], progress=False)
     secs, _ = timed(lambda: embedder.encode(sample, progress=False))
     return {"device": embedder.device, "passages": len(sample), "passages_per_s": round(len(sample) / secs, 1)}
@@ -272,6 +325,58 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_gpu(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = result["gpu"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    p = g["ivfpq"]
+    for tag, style in (("gpu", "o-"), ("cpu", "s--")):
+        for kind, mk in (("raw", "raw k=10"), ("rescored", "rescored")):
+            xs = [row[f"{tag}_qps_{'raw_k10' if kind == 'raw' else kind}"] for row in p["sweep"]]
+            ys = [row[f"{tag}_recall_{kind}"] for row in p["sweep"]]
+            ax.plot(xs, ys, style, ms=4, alpha=1.0 if kind == "rescored" else 0.5,
+                    label=f"{p['factory']} {tag.upper()} {mk} (nprobe {', '.join(str(r['nprobe']) for r in p['sweep'])})")
+    b = g["binary"]
+    for tag, mk in (("gpu", "D"), ("cpu", "d")):
+        ax.plot([b[f"{tag}_qps_rescored"]], [b[f"{tag}_recall_rescored"]], mk, ms=7, label=f"binary {tag.upper()} rescored")
+    for tag, mk in (("gpu", "^"), ("cpu", "v")):
+        ax.plot([g["flat"][f"{tag}_qps"]], [1.0], mk, ms=8, label=f"flat {tag.upper()}")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"queries/s (GPU batch {g['gpu_queries']}, CPU batch {g['cpu_queries']}, {g['cpu_threads']} CPU threads)")
+    ax.set_ylabel("recall@10 vs exact flat")
+    ax.set_title(f"rtv dense at {g['n']:,} real passages, {result.get('gpu_name')} vs its CPU", fontsize=10)
+    ax.legend(fontsize=6.5, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+CHUNK_ROWS = 20000
+
+
+def export_vectors(dirpath: Path, E, Q, qtexts, qdoc, doc_of, info: dict) -> None:
+    dirpath.mkdir(parents=True, exist_ok=True)
+    for i, lo in enumerate(range(0, len(E), CHUNK_ROWS)):
+        np.save(dirpath / f"vec-{i:03d}.npy", E[lo:lo + CHUNK_ROWS].astype(np.float16), allow_pickle=False)
+    np.savez(dirpath / "meta.npz", Q=Q.astype(np.float32), qdoc=qdoc, doc_of=doc_of[:len(E)],
+             qtexts=np.array(qtexts), info=np.array(json.dumps(info)))
+
+
+def import_vectors(dirpath: Path):
+    parts = sorted(dirpath.glob("vec-*.npy"))
+    if not parts:
+        raise SystemExit(f"--vectors {dirpath}: no vec-*.npy files; make them with --export-vectors on the GPU machine")
+    E = np.concatenate([np.load(f).astype(np.float32) for f in parts])
+    E /= np.linalg.norm(E, axis=1, keepdims=True)  # float16 rounding: back to unit length
+    m = np.load(dirpath / "meta.npz")
+    if len(m["doc_of"]) != len(E):
+        raise SystemExit(f"--vectors {dirpath}: {len(E)} vectors but {len(m['doc_of'])} passages in meta.npz; copy every vec-*.npy")
+    return E, m["Q"], [str(t) for t in m["qtexts"]], m["qdoc"], m["doc_of"], json.loads(str(m["info"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--passages", type=int, default=100_000, help="passages for the CPU part (and the GPU part without --gpu-passages)")
@@ -287,7 +392,13 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="directory to cache passages' embeddings between runs")
     ap.add_argument("--out", default=str(ROOT / "eval" / "results"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-cpu-part", action="store_true", help="skip the per-recipe CPU part (with --gpu)")
+    ap.add_argument("--export-vectors", default=None, help="write the first --passages embeddings (float16) and the queries here")
+    ap.add_argument("--vectors", default=None, help="CPU part on vectors written by --export-vectors (no embedding here)")
+    ap.add_argument("--cpu-embed-sample", type=int, default=512, help="passages for the CPU embedding rate")
     args = ap.parse_args()
+    if args.vectors:
+        return main_on_vectors(args)
     os.environ.setdefault("RTV_SILENT", "1")
 
     from retrieval.dense.embedder import default_model_dir, load_embedder
@@ -335,26 +446,79 @@ def main() -> None:
             np.save(cache, E)
     Q = embedder.encode(qtexts, progress=False)
     print(f"embedding: {result['embedding']}", file=sys.stderr)
+    suffix = "-gpu" if args.gpu else ""
+    json_path = out_dir / f"bench_dense{suffix}.json"
+    json_path.write_text(json.dumps(result, indent=1))
+    n_cpu = min(args.passages, len(E))
+    if args.export_vectors:
+        info = {k: result.get(k) for k in ("model", "machine", "gpu_name", "torch", "roots", "max_tokens", "embedding")}
+        export_vectors(Path(args.export_vectors), E[:n_cpu], Q, qtexts, qdoc, doc_of, info)
     if embedder.device != "cpu":
         cpu_emb = load_embedder(device="cpu")
-        result["embedding_cpu"] = embed_rate(cpu_emb, texts, 512)
+        result["embedding_cpu"] = embed_rate(cpu_emb, texts, args.cpu_embed_sample)
         print(f"embedding on CPU: {result['embedding_cpu']}", file=sys.stderr)
+        json_path.write_text(json.dumps(result, indent=1))
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        n_cpu = min(args.passages, len(E))
-        result["cpu"] = cpu_part(args, E[:n_cpu], Q, qdoc, doc_of[:n_cpu], work / "cpu")
+        if not args.no_cpu_part:
+            result["cpu"] = cpu_part(args, E[:n_cpu], Q, qdoc, doc_of[:n_cpu], work / "cpu")
+            json_path.write_text(json.dumps(result, indent=1))
         if args.gpu:
+            del embedder
+            import torch
+
+            torch.cuda.empty_cache()
             result["gpu"] = gpu_part(args, np.ascontiguousarray(E[:args.gpu_passages]), Q, work / "gpu")
 
-    suffix = "-gpu" if args.gpu else ""
-    (out_dir / f"bench_dense{suffix}.json").write_text(json.dumps(result, indent=1))
-    plot(result, out_dir / f"bench_dense{suffix}.png")
+    if "gpu" in result:
+        result["gpu"].pop("_truth", None)
+    json_path.write_text(json.dumps(result, indent=1))
+    if "cpu" in result:
+        plot(result, out_dir / f"bench_dense{suffix}.png")
+    if "gpu" in result:
+        plot_gpu(result, out_dir / "bench_dense-gpu-qps.png")
+    report(result)
+
+
+def main_on_vectors(args) -> None:
+    """The CPU part on vectors embedded elsewhere (--export-vectors); the CPU embedding rate here."""
+    from retrieval.dense.embedder import default_model_dir, load_embedder
+
+    E, Q, qtexts, qdoc, doc_of, info = import_vectors(Path(args.vectors))
+    n = min(args.passages, len(E))
+    roots = args.roots or default_roots()
+    files = list_files(roots, args.seed)
+    texts, _, _ = collect(files, args.cpu_embed_sample, str(default_model_dir()), args.max_tokens, 16, args.workers, 0)
+    emb = load_embedder(device="cpu")
+    result = {"model": info["model"], "machine": platform.node(), "cpu_count": os.cpu_count(),
+              "vectors_from": {**info, "dir": str(args.vectors),
+                               "note": "passages, queries and their embeddings made by --export-vectors on the GPU machine"},
+              "roots": info["roots"], "max_tokens": info["max_tokens"], "passages_total": n,
+              "embedding_cpu": {**embed_rate(emb, texts, args.cpu_embed_sample),
+                                "corpus": f"{len(texts)} passages of this machine's files ({roots})"}}
+    if info.get("model") != emb.model_id:
+        raise SystemExit(f"--vectors {args.vectors}: made with {info.get('model')}, not {emb.model_id}")
+    print(f"vectors: {n:,} from {args.vectors} ({info.get('gpu_name')}); CPU embedding {result['embedding_cpu']}", file=sys.stderr)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result["cpu"] = cpu_part(args, np.ascontiguousarray(E[:n]), Q, qdoc, doc_of[:n], Path(tmp) / "cpu")
+    (out_dir / "bench_dense.json").write_text(json.dumps(result, indent=1))
+    plot(result, out_dir / "bench_dense.png")
     report(result)
 
 
 def report(r: dict) -> None:
-    cpu = r["cpu"]
+    cpu = r.get("cpu")
+    if cpu:
+        report_cpu(r, cpu)
+    e = r.get("embedding", {})
+    print(f"\nembedding: {e}; CPU: {r.get('embedding_cpu')}")
+    report_gpu(r)
+
+
+def report_cpu(r: dict, cpu: dict) -> None:
     print(f"\n## Dense recipes on {cpu['n']:,} real passages, {cpu['n_queries']} real queries "
           f"({r['model']}, dim {cpu['dim']}, CPU {cpu['threads']} threads, machine {r['machine']})\n")
     print("| recipe | factory | code B/vec | x smaller | store B/vec | params | recall@10 vs flat | own-file hit@10 | CPU QPS | build s |")
@@ -365,8 +529,19 @@ def report(r: dict) -> None:
         print(f"| {name} | {x['factory']} | {x['code_bytes_per_vector']:.0f} | {x['compression_vs_float32']} | "
               f"{x['store_bytes_per_vector']:.0f} | {params} | {dflt['recall@10']:.4f} | {dflt['own_file_hit@10']:.3f} | "
               f"{dflt['qps']:,.0f} | {x['build_s']} |")
-    e = r.get("embedding", {})
-    print(f"\nembedding: {e}; CPU: {r.get('embedding_cpu')}")
+
+
+def report_gpu(r: dict) -> None:
+    try:
+        _report_gpu(r)
+    except (KeyError, TypeError) as exc:  # a part that failed: its error is in the JSON
+        print(f"(GPU report incomplete: {exc!r}; errors: {[k for k, v in r.get('gpu', {}).items() if isinstance(v, dict) and 'error' in v]})")
+    c = r.get("gpu", {}).get("ivfpq_cpu_build")
+    if c and "train_s" in c:
+        print(f"IVF-PQ on the CPU ({r['gpu'].get('cpu_threads')} threads): trained in {c['train_s']} s, built in {c['build_s']} s")
+
+
+def _report_gpu(r: dict) -> None:
     g = r.get("gpu")
     if g:
         print(f"\n## GPU vs CPU at {g['n']:,} vectors ({r.get('gpu_name')}; GPU batch {g['gpu_queries']}, CPU batch {g['cpu_queries']}, {g['cpu_threads']} CPU threads)\n")

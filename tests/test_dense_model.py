@@ -75,3 +75,28 @@ def test_model_errors(tmp_path, embedder):
         load_embedder(str(tmp_path / "empty"), device="cpu")
     with pytest.raises(ModelError, match="built with model"):
         check_model({"model": "other/model", "dim": 384}, embedder)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="torch sees no CUDA GPU")
+def test_gpu_embeddings_match_cpu(embedder):
+    """float16 on the GPU vs float32 on the CPU: the same directions, the same nearest passages."""
+    gpu = load_embedder(device="cuda")
+    assert gpu.device.startswith("cuda") and gpu.model_id == embedder.model_id
+    texts = PASSAGES + [q for q, _ in QUERIES]
+    a = embedder.encode(texts, progress=False)
+    b = gpu.encode(texts, progress=False)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() > 0.999, cos
+    qa, qb = a[len(PASSAGES):], b[len(PASSAGES):]
+    pa, pb = a[:len(PASSAGES)], b[:len(PASSAGES)]
+    assert np.array_equal(np.argmax(qa @ pa.T, axis=1), np.argmax(qb @ pb.T, axis=1))

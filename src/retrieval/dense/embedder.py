@@ -126,9 +126,11 @@ def load_embedder(model: str | None = None, device: str = "auto") -> Embedder:
     """Load an embedding model offline: the shipped default, a local directory, or a cached hub name."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     to_load, model_id = resolve_model(model)
     dev = resolve_device(device)
+    # on a GPU the (Rust) tokenizer is the bottleneck unless it uses all cores; on the CPU the model
+    # needs the cores, and forked workers must not inherit a tokenizer thread pool
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if dev.startswith("cuda") else "false")
     st = require("sentence_transformers", "dense")
     try:
         kwargs = {}

@@ -83,9 +83,11 @@ def _set_params(index, plan: dict, params: dict, on_gpu: bool) -> None:
     if plan["kind"] == "binary":
         return
     ps = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
-    if "nprobe" in params:
+    # a parameter the index has no use for (nprobe on flat, say: a small corpus fell back to it) is
+    # left alone rather than an error
+    if "nprobe" in params and "IVF" in plan["factory"]:
         ps.set_index_parameter(index, "nprobe", int(params["nprobe"]))
-    if "ef_search" in params and not on_gpu:
+    if "ef_search" in params and "HNSW" in plan["factory"] and not on_gpu:
         ps.set_index_parameter(index, "efSearch", int(params["ef_search"]))
 
 
