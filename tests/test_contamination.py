@@ -110,8 +110,10 @@ def test_scores_equal_naive_scan(planted):
     docs = planted["docs"]
     rows = [json.loads(line) for line in planted["bench"].read_text().splitlines()]
     # group: windows first searched together as one span; must not change any result
-    for unit, n, group in (("chars", 50, 64), ("tokens", 13, 64), ("chars", 20, 3), ("chars", 50, 1)):
-        cfg = ContaminationConfig(unit=unit, window=n, group=group)
+    # (coarse_group: a first pass over longer runs; 512 covers a whole item, 8 splits it)
+    for unit, n, group, coarse in (("chars", 50, 64, 512), ("tokens", 13, 64, 512), ("chars", 20, 3, 8),
+                                   ("chars", 50, 1, 512), ("chars", 50, 64, 1)):
+        cfg = ContaminationConfig(unit=unit, window=n, group=group, coarse_group=coarse)
         results = {r.id: r for r in BenchmarkRun(planted["index"], planted["bench"], ["question", "answer"], config=cfg)}
         for row in rows[:16] + rows[-4:]:  # planted items and some controls
             total, found = _oracle(docs, [row["question"], row["answer"]], n, unit)
@@ -129,11 +131,16 @@ def test_matches_have_documents_offsets_snippets(planted):
         assert r.matches and r.match_count >= 1, r.id
         needle = r.matched_text.encode()
         assert len(r.matched_text) >= 50
+        assert r.match_count == sum(d.encode().count(needle) for d in docs)  # no overlapping repeats here
         for m in r.matches:
             doc = docs[m["doc_id"]].encode()
             assert doc[m["offset"]:m["offset"] + len(needle)] == needle
             assert m["ext_id"] == f"doc{m['doc_id']}"
-            assert r.matched_text[:30] in m["snippet"]
+            # the snippet is the match with context on both sides, cut from the document itself
+            snip = m["snippet"].encode()
+            a = snip.index(needle)
+            assert doc[m["offset"] - a:m["offset"] - a + len(snip)] == snip
+            assert a >= min(40, m["offset"]) and len(snip) - a - len(needle) >= min(40, len(doc) - m["offset"] - len(needle))
     worst = run.summary.worst()
     assert worst[0].bucket == "dirty" and worst[0].score == 1.0
 
@@ -238,3 +245,25 @@ def test_benchmark_is_streamed(planted, tmp_path):
     t.join(timeout=60)
     assert waited.get("ok") is True and n == 800
     assert run.summary.counts["dirty"] == 600
+
+
+def test_locate_through_prefix_equals_find(planted):
+    """The scorer locates a long match through its first window when both occur equally often;
+    with any prefix, frequent or not, its occurrences equal Index.find's."""
+    from retrieval.contamination import Scorer
+
+    index, docs = planted["index"], planted["docs"]
+    scorer = Scorer(index, ContaminationConfig())
+    rng = random.Random(7)
+    shortcut = 0
+    for _ in range(60):
+        doc = rng.choice([d for d in docs if len(d) > 300]).encode()
+        a = rng.randrange(len(doc) - 200)
+        query = doc[a:a + rng.choice([40, 120, 200])]
+        prefix = query[: rng.choice([3, 8, 20])]
+        counts = scorer._shard_counts(query)
+        shortcut += all(int(sh.count(prefix)) == c for sh, c in zip(index.exact.shards, counts) if c)
+        got = scorer._locate(query, counts, 5, prefix)
+        want = index.find(query, offset=0, limit=5)
+        assert got == ([int(x) for x in want[0]], [int(x) for x in want[1]])
+    assert 0 < shortcut < 60  # both paths taken

@@ -85,6 +85,8 @@ class ContaminationConfig:
     batch_bytes: int = 1 << 20  # text packed into one count_windows call
     max_span_bytes: int = 1000  # longest matched span searched with find()
     group: int = 64  # windows first searched together as one span (1: every window on its own)
+    coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
+    snippet_context: int = 40  # bytes of context on each side of a match at least
 
     def __post_init__(self):
         if self.unit not in DEFAULT_WINDOW:
@@ -288,6 +290,7 @@ class Scorer:
 
     def _flush(self, buf, starts, lengths, pending) -> Iterator[EntryResult]:
         data = bytes(buf)
+        self._known = {}
         if starts:
             s = np.concatenate(starts)
             ln = np.concatenate(lengths)
@@ -297,22 +300,35 @@ class Scorer:
             s = ln = np.zeros(0, dtype=np.int64)
             found = np.zeros(0, dtype=bool)
         results = [self._result(p, data, s, ln, found) for p in pending]
+        self._known = {}
         if self.semantic is not None:
             self.semantic.annotate(results, [p.entry for p in pending])
         yield from results
 
+    def _shard_windows(self, data: bytes, starts: np.ndarray, lengths: np.ndarray, existence_only: bool) -> np.ndarray:
+        """Counts of each window per shard, shape (shards, windows): one batched C++ call per shard."""
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        shards = getattr(getattr(self.index, "exact", None), "shards", None)
+        if shards is None:
+            return np.asarray(self.index.count_windows(data, starts, lengths, existence_only=existence_only))[None, :]
+        return np.stack([np.asarray(sh.count_windows(data, starts, lengths, existence_only)) for sh in shards])
+
     def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray, segs: list[tuple[int, int]]) -> np.ndarray:
         """found[i]: does window i occur in the corpus?
 
-        Two batched calls. First, each run of `group` consecutive windows of one segment is
-        searched as a single span (the union of the windows): if the span occurs, so do all of its
-        windows. This makes verbatim-contaminated text cost about one search step per byte instead
-        of one per byte and window. Then only the windows of spans that do not occur are counted,
-        one by one (the C++ side skips windows that contain an absent string).
+        Runs of consecutive windows of one segment are first searched as single spans (the union
+        of the windows), coarse runs of `coarse_group` windows, then runs of `group` windows in what
+        is not found yet: if a span occurs, so do all of its windows. Verbatim-contaminated text
+        costs about one search step per byte instead of one per byte and window. Only windows of
+        spans that do not occur are then counted one by one (the C++ side skips windows that
+        contain a string already found absent). The per-shard counts of found spans are kept
+        (`self._known`) so that the matches of an entry need not search its span again.
         """
-        g = self.config.group
+        cfg = self.config
         found = np.zeros(len(s), dtype=bool)
-        if g > 1:
+        levels = [] if cfg.group <= 1 else [cfg.coarse_group, cfg.group] if cfg.coarse_group > cfg.group else [cfg.group]
+        for g in levels:
             firsts, lasts = [], []
             for w0, nw in segs:
                 f = np.arange(w0, w0 + nw, g, dtype=np.int64)
@@ -320,20 +336,27 @@ class Scorer:
                 lasts.append(np.minimum(f + g, w0 + nw) - 1)
             first = np.concatenate(firsts)
             last = np.concatenate(lasts)
-            multi = last > first  # single-window groups go straight to the second pass
-            first, last = first[multi], last[multi]
-            if len(first):
-                span_start = s[first]
-                span_len = s[last] + ln[last] - span_start
-                hit = np.asarray(self.index.count_windows(data, span_start, span_len, existence_only=True)) > 0
-                cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
-                np.add.at(cover, first[hit], 1)
-                np.add.at(cover, last[hit] + 1, -1)
-                found = np.cumsum(cover[:-1]) > 0
+            keep = last > first  # single-window groups go straight to the window pass
+            if found.any():  # skip runs already covered by a found coarser span
+                done = np.concatenate(([0], np.cumsum(found)))
+                keep &= (done[last + 1] - done[first]) < (last + 1 - first)
+            first, last = first[keep], last[keep]
+            if not len(first):
+                continue
+            span_start = s[first]
+            span_len = s[last] + ln[last] - span_start
+            counts = self._shard_windows(data, span_start, span_len, existence_only=False)
+            hit = counts.sum(axis=0) > 0
+            cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
+            np.add.at(cover, first[hit], 1)
+            np.add.at(cover, last[hit] + 1, -1)
+            found |= np.cumsum(cover[:-1]) > 0
+            for a, b, c in zip(span_start[hit].tolist(), span_len[hit].tolist(), counts[:, hit].T.tolist()):
+                self._known[(a, b)] = c
         todo = np.flatnonzero(~found)
         if len(todo):
-            counts = np.asarray(self.index.count_windows(data, s[todo], ln[todo], existence_only=True))
-            found[todo] = counts > 0
+            counts = self._shard_windows(data, s[todo], ln[todo], existence_only=True)
+            found[todo] = counts.max(axis=0) > 0
         return found
 
     def _result(self, p: _Pending, data: bytes, s, ln, found) -> EntryResult:
@@ -367,34 +390,78 @@ class Scorer:
             rl, w = best
             span_start = int(s[w])
             span_end = int(s[w + rl - 1] + ln[w + rl - 1])
-            self._matches(r, data[span_start:span_end], data[span_start : span_start + int(ln[w])])
+            self._matches(r, data, span_start, span_end, int(ln[w]))
         return r
 
     # -- matches: documents, offsets, snippets ---------------------------------------------------
-    def _matches(self, r: EntryResult, span: bytes, first_window: bytes) -> None:
+    def _matches(self, r: EntryResult, data: bytes, span_start: int, span_end: int, first_len: int) -> None:
+        """Documents, offsets and snippets of the entry's longest run of found windows
+        (data[span_start:span_end], cut to max_span_bytes), or of its first window when the run
+        does not occur as a whole."""
         cfg = self.config
         idx = self.index
-        query = _cut_utf8(span, cfg.max_span_bytes)
-        n = int(idx.count(query)) if query != first_window else 0
-        if n == 0:  # the union of overlapping found windows need not occur as a whole
+        query = _cut_utf8(data[span_start:span_end], cfg.max_span_bytes)
+        first_window = data[span_start : span_start + first_len]
+        counts = None
+        if query != first_window:
+            counts = self._known.get((span_start, len(query)))
+            if counts is None:
+                counts = self._shard_counts(query)
+        if not counts or sum(counts) == 0:  # the union of overlapping found windows need not occur as a whole
             query = first_window
-            n = int(idx.count(query))
+            counts = self._known.get((span_start, len(query))) or self._shard_counts(query)
+        n = sum(counts)
         r.matched_text = query.decode("utf-8", "replace")
         r.match_count = n
         if n == 0 or cfg.max_matches <= 0:
             return
-        doc_ids, offsets = idx.find(query, offset=0, limit=cfg.max_matches)
-        doc_ids = [int(d) for d in np.asarray(doc_ids)]
-        offsets = [int(o) for o in np.asarray(offsets)]
+        doc_ids, offsets = self._locate(query, counts, cfg.max_matches, first_window)
         info = self._docs(doc_ids)
-        half = max(cfg.snippet_width - len(query), 0) // 2
+        # the snippet is the match itself with context read on either side (the match is known)
+        half = max((cfg.snippet_width - len(query)) // 2, cfg.snippet_context)
         for d, off in zip(doc_ids, offsets):
             ext_id, source = info.get(d, (None, None))
             try:
-                snip = idx.snippet(d, max(off - half, 0), len(query) + 2 * half)
+                a = max(off - half, 0)
+                left = idx.snippet(d, a, off - a) if off > a else ""
+                right = idx.snippet(d, off + len(query), half)
+                snip = left + r.matched_text + right
             except Exception:  # noqa: BLE001 - a snippet is a courtesy; never fail the report on it
                 snip = None
             r.matches.append({"doc_id": d, "ext_id": ext_id, "source": source, "offset": off, "snippet": snip})
+
+    def _shard_counts(self, query: bytes) -> list[int]:
+        """Occurrences of `query` in each shard (one backward search per shard)."""
+        shards = getattr(getattr(self.index, "exact", None), "shards", None)
+        if shards is None:
+            return [int(self.index.count(query))]
+        return [int(sh.count(query)) for sh in shards]
+
+    def _locate(self, query: bytes, counts: list[int], limit: int, prefix: bytes = b"") -> tuple[list[int], list[int]]:
+        """First `limit` occurrences as (global doc ids, byte offsets), searching only the shards whose
+        count is known to be non-zero (Index.find would count every shard again).
+
+        A long query is located through its `prefix` (the first window) when the prefix occurs in a
+        shard exactly as often as the query: every occurrence of the query is one of the prefix at
+        the same offset, so both have the same suffix-array range and the same occurrences, and
+        the search is len(prefix) steps instead of len(query)."""
+        exact = getattr(self.index, "exact", None)
+        if getattr(exact, "shards", None) is None or len(counts) != len(exact.shards):
+            d, o = self.index.find(query, offset=0, limit=limit)
+            return [int(x) for x in np.asarray(d)], [int(x) for x in np.asarray(o)]
+        docs: list[int] = []
+        offs: list[int] = []
+        short = prefix and len(prefix) * 2 <= len(query) and query.startswith(prefix)
+        for sh, first, c in zip(exact.shards, exact.first_docs, counts):
+            if len(docs) >= limit:
+                break
+            if c == 0:
+                continue
+            q = prefix if short and int(sh.count(prefix)) == c else query
+            d, o = sh.locate(q, 0, limit - len(docs))
+            docs += [int(x) + first for x in np.asarray(d)]
+            offs += [int(x) for x in np.asarray(o)]
+        return docs, offs
 
     def _docs(self, ids: list[int]) -> dict[int, tuple]:
         need = [i for i in dict.fromkeys(ids) if i not in self._doc_cache]
