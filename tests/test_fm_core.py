@@ -251,3 +251,31 @@ def test_not_a_shard_and_missing(tmp_path):
         fm.Shard(str(p))
     with pytest.raises(FileNotFoundError):
         fm.Shard(str(tmp_path / "missing.fm"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=corpora, rate=st.sampled_from([1, 3, 32]))
+def test_libdivsufsort_suffix_array_gives_the_same_shard(docs, rate):
+    """The shard built from libdivsufsort's suffix array (the ShardWriter path) is byte-identical
+    to the one built with our SA-IS."""
+    pytest.importorskip("pydivsufsort")
+    from retrieval.exact import suffix_array
+
+    text = bytearray(make_text(docs))
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = os.path.join(tmp, "a.fm"), os.path.join(tmp, "b.fm")
+        fm.build_shard(bytes(text), a, sa_sample=rate, isa_sample=rate)
+        fm.build_shard(text, b, sa_sample=rate, isa_sample=rate, suffix_array=suffix_array(text))
+        assert open(a, "rb").read() == open(b, "rb").read()
+
+
+def test_suffix_array_argument_is_checked(tmp_path):
+    import numpy as np
+
+    text = make_text([b"abc", b"abd"])
+    with pytest.raises(TypeError, match="int32"):
+        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.zeros(len(text), np.int64))
+    with pytest.raises(ValueError, match="as long as the text"):
+        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.zeros(len(text) - 1, np.int32))
+    with pytest.raises(ValueError, match="out of range"):
+        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.full(len(text), 10**6, np.int32))

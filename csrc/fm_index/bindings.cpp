@@ -59,8 +59,19 @@ PYBIND11_MODULE(_fm_index, m) {
   m.def(
       "build_shard",
       [](const py::buffer& text, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
-         const py::object& progress) {
+         const py::object& progress, const py::object& suffix_array) {
         py::buffer_info info = byte_buffer(text);
+        int32_t* sa = nullptr;
+        py::array_t<int32_t> sa_array;
+        if (!suffix_array.is_none()) {
+          if (!py::isinstance<py::array_t<int32_t>>(suffix_array))
+            throw py::type_error("suffix_array must be a numpy int32 array");
+          sa_array = suffix_array.cast<py::array_t<int32_t>>();
+          if (sa_array.ndim() != 1 || sa_array.shape(0) != info.size || !(sa_array.flags() & py::array::c_style) ||
+              !sa_array.writeable())
+            throw py::value_error("suffix_array must be a writable contiguous int32 array as long as the text");
+          sa = sa_array.mutable_data();
+        }
         rtv::BuildProgress cb;
         if (!progress.is_none()) {
           cb = [&progress](const char* stage, uint64_t done, uint64_t total) {
@@ -70,12 +81,13 @@ PYBIND11_MODULE(_fm_index, m) {
         }
         py::gil_scoped_release release;
         rtv::build_shard(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), path, sa_sample,
-                         isa_sample, cb);
+                         isa_sample, cb, sa);
       },
       py::arg("text"), py::arg("path"), py::arg("sa_sample") = 32, py::arg("isa_sample") = 32,
-      py::arg("progress") = py::none(),
+      py::arg("progress") = py::none(), py::arg("suffix_array") = py::none(),
       "Build one shard file from documents each terminated by a 0xFF byte. progress(stage, done, total) "
-      "is called at most ~100 times per stage.");
+      "is called at most ~100 times per stage. suffix_array: optional int32 array holding the text's "
+      "suffix array (e.g. pydivsufsort.divsufsort); it is overwritten.");
 
   py::class_<Shard, std::shared_ptr<Shard>>(m, "Shard")
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,

@@ -17,7 +17,7 @@
 namespace rtv {
 
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
-                 const BuildProgress& progress) {
+                 const BuildProgress& progress, int32_t* sa_buffer) {
   constexpr uint8_t kSeparator = 0xFF;
   if (n == 0) throw std::invalid_argument("cannot build a shard from empty text");
   if (n > 0x7FFFFFFFu) throw std::invalid_argument("shard text must be smaller than 2 GiB; split the corpus");
@@ -35,14 +35,22 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   }
   const uint64_t n_docs = doc_starts.size();
 
-  report("suffix_array", 0, n);
-  std::unique_ptr<int32_t[]> sa(new int32_t[n]);
-  suffix_array(text, static_cast<int32_t>(n), sa.get());
-  report("suffix_array", n, n);
+  std::unique_ptr<int32_t[]> own_sa;
+  int32_t* sa = sa_buffer;
+  if (sa == nullptr) {
+    report("suffix_array", 0, n);
+    own_sa.reset(new int32_t[n]);
+    sa = own_sa.get();
+    suffix_array(text, static_cast<int32_t>(n), sa);
+    report("suffix_array", n, n);
+  }
 
   // One pass over the rows of T$ (row 0 is the sentinel suffix) derives the BWT and samples.
+  // The BWT is written over the suffix array as it is consumed, saving n bytes: byte r - 1 lies in
+  // sa[(r - 1) / 4], already read when row r reads sa[r - 1] and then writes byte r - 1.
   const uint64_t rows = n + 1;
-  std::vector<uint8_t> bwt(rows);
+  uint8_t* const bwt = reinterpret_cast<uint8_t*>(sa);
+  const uint8_t first_byte = text[n - 1];
   std::vector<uint32_t> marks, sa_values, doc_end_rows(n_docs);
   // When ISA positions are also SA-sampled positions, the ISA is the inverse of the permutation
   // sa_values (sample index -> position / sa_sample); it is stored as cycle shortcuts (kind 2)
@@ -52,15 +60,17 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   marks.reserve(n / sa_sample + 2);
   sa_values.reserve(n / sa_sample + 2);
   uint64_t primary = 0;
-  bwt[0] = text[n - 1];
   const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
+  uint8_t pending = first_byte;  // bwt[r - 1], written once sa[r - 1] has been read
   for (uint64_t r = 1; r < rows; ++r) {
     const auto p = static_cast<uint32_t>(sa[r - 1]);
+    bwt[r - 1] = pending;
+    if (p >= n) throw std::invalid_argument("suffix array value out of range");
     if (p == 0) {
       primary = r;
-      bwt[r] = kSeparator;  // stands in for the sentinel; queries correct for it
+      pending = kSeparator;  // stands in for the sentinel; queries correct for it
     } else {
-      bwt[r] = text[p - 1];
+      pending = text[p - 1];
     }
     if (p % sa_sample == 0) {
       marks.push_back(static_cast<uint32_t>(r));
@@ -73,7 +83,7 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
     }
     if (r % step == 0) report("bwt", r, rows);
   }
-  sa.reset();
+  bwt[rows - 1] = pending;
   report("bwt", rows, rows);
 
   std::vector<uint64_t> C(257, 0);
@@ -87,8 +97,8 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   body.put_u64(primary);
   body.put_vector(C);
   section_begin.push_back(body.size());
-  WaveletTree::write(body, bwt.data(), rows, [&](uint64_t done, uint64_t total) { report("wavelet", done, total); });
-  std::vector<uint8_t>().swap(bwt);
+  WaveletTree::write(body, bwt, rows, [&](uint64_t done, uint64_t total) { report("wavelet", done, total); });
+  own_sa.reset();
   section_begin.push_back(body.size());
   EliasFano::write(body, std::vector<uint64_t>(marks.begin(), marks.end()), rows);
   std::vector<uint32_t>().swap(marks);
