@@ -64,6 +64,10 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   uint8_t pending = first_byte;  // bwt[r - 1], written once sa[r - 1] has been read
   for (uint64_t r = 1; r < rows; ++r) {
     const auto p = static_cast<uint32_t>(sa[r - 1]);
+    if (r + 32 < rows) {  // the text byte before a suffix is a random access: fetch it ahead
+      const auto ahead = static_cast<uint32_t>(sa[r + 31]);
+      __builtin_prefetch(text + (ahead > 0 && ahead < n ? ahead - 1 : 0));
+    }
     bwt[r - 1] = pending;
     if (p >= n) throw std::invalid_argument("suffix array value out of range");
     if (p == 0) {

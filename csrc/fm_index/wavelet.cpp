@@ -62,6 +62,15 @@ Tree huffman_tree(const std::vector<uint64_t>& freq) {
   return t;
 }
 
+// Ones among bits [begin, end) of LSB-first words.
+uint64_t count_ones(const std::vector<uint64_t>& bits, uint64_t begin, uint64_t end) {
+  uint64_t ones = 0, p = begin;
+  for (; p < end && (p & 63) != 0; ++p) ones += (bits[p >> 6] >> (p & 63)) & 1;
+  for (; p + 64 <= end; p += 64) ones += popcount64(bits[p >> 6]);
+  for (; p < end; ++p) ones += (bits[p >> 6] >> (p & 63)) & 1;
+  return ones;
+}
+
 }  // namespace
 
 void WaveletTree::write(Writer& out, const uint8_t* seq, uint64_t n, const Progress& progress) {
@@ -87,15 +96,22 @@ void WaveletTree::write(Writer& out, const uint8_t* seq, uint64_t n, const Progr
   std::vector<uint64_t> bits(total_bits / 64 + 1, 0);
   std::vector<uint64_t> cursor(offset.begin(), offset.end() - 1);
   const uint64_t step = std::max<uint64_t>(n / 100, 1 << 20);
+  // Per symbol, the nodes on its root-to-leaf path, so the hot loop follows no child links.
+  std::vector<std::array<uint8_t, 64>> path(256);
+  for (int c = 0; c < 256; ++c) {
+    int32_t v = 0;
+    for (unsigned d = 0; d < t.code_len[c]; ++d) {
+      path[c][d] = static_cast<uint8_t>(v);
+      v = t.child[v][(t.codes[c] >> d) & 1];
+    }
+  }
   for (uint64_t i = 0; i < n; ++i) {
     const uint8_t c = seq[i];
     const uint64_t code = t.codes[c];
-    int32_t v = 0;
-    for (unsigned d = 0; d < t.code_len[c]; ++d) {
-      const uint64_t b = (code >> d) & 1;
-      const uint64_t pos = cursor[v]++;
-      bits[pos >> 6] |= b << (pos & 63);
-      v = t.child[v][b];
+    const uint8_t* nodes_on_path = path[c].data();
+    for (unsigned d = 0, len = t.code_len[c]; d < len; ++d) {
+      const uint64_t pos = cursor[nodes_on_path[d]]++;
+      bits[pos >> 6] |= ((code >> d) & 1) << (pos & 63);
     }
     if (progress && (i + 1) % step == 0) progress(i + 1, n);
   }
@@ -107,7 +123,7 @@ void WaveletTree::write(Writer& out, const uint8_t* seq, uint64_t n, const Progr
     nodes[v].ones_before = ones;
     nodes[v].child[0] = t.child[v][0];
     nodes[v].child[1] = t.child[v][1];
-    for (uint64_t p = offset[v]; p < offset[v + 1]; ++p) ones += (bits[p >> 6] >> (p & 63)) & 1;
+    ones += count_ones(bits, offset[v], offset[v + 1]);
   }
   out.put_u64(n);
   out.put_vector(nodes);
