@@ -110,15 +110,20 @@ def test_scores_equal_naive_scan(planted):
     docs = planted["docs"]
     rows = [json.loads(line) for line in planted["bench"].read_text().splitlines()]
     # group: windows first searched together as one span; must not change any result
-    # (coarse_group: a first pass over longer runs; 512 covers a whole item, 8 splits it)
+    # (coarse_group / fine_group: passes over longer / shorter runs; 512 covers a whole item, 8 splits it)
     for unit, n, group, coarse in (("chars", 50, 64, 512), ("tokens", 13, 64, 512), ("chars", 20, 3, 8),
                                    ("chars", 50, 1, 512), ("chars", 50, 64, 1)):
-        cfg = ContaminationConfig(unit=unit, window=n, group=group, coarse_group=coarse)
-        results = {r.id: r for r in BenchmarkRun(planted["index"], planted["bench"], ["question", "answer"], config=cfg)}
-        for row in rows[:16] + rows[-4:]:  # planted items and some controls
-            total, found = _oracle(docs, [row["question"], row["answer"]], n, unit)
-            r = results[row["task_id"]]
-            assert (r.windows, r.found) == (total, found), (unit, n, row["task_id"])
+        for fine in (8, 0):
+            cfg = ContaminationConfig(unit=unit, window=n, group=group, coarse_group=coarse, fine_group=fine)
+            _check_against_oracle(planted, rows, docs, cfg, unit, n)
+
+
+def _check_against_oracle(planted, rows, docs, cfg, unit, n):
+    results = {r.id: r for r in BenchmarkRun(planted["index"], planted["bench"], ["question", "answer"], config=cfg)}
+    for row in rows[:16] + rows[-4:]:  # planted items and some controls
+        total, found = _oracle(docs, [row["question"], row["answer"]], n, unit)
+        r = results[row["task_id"]]
+        assert (r.windows, r.found) == (total, found), (cfg, row["task_id"])
 
 
 def test_matches_have_documents_offsets_snippets(planted):

@@ -86,6 +86,7 @@ class ContaminationConfig:
     max_span_bytes: int = 1000  # longest matched span searched with find()
     group: int = 64  # windows first searched together as one span (1: every window on its own)
     coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
+    fine_group: int = 8  # a last, finer pass of the same kind (< 2 or >= group: none)
     snippet_context: int = 40  # bytes of context on each side of a match at least
 
     def __post_init__(self):
@@ -328,6 +329,8 @@ class Scorer:
         cfg = self.config
         found = np.zeros(len(s), dtype=bool)
         levels = [] if cfg.group <= 1 else [cfg.coarse_group, cfg.group] if cfg.coarse_group > cfg.group else [cfg.group]
+        if levels and 1 < cfg.fine_group < cfg.group:
+            levels.append(cfg.fine_group)
         for g in levels:
             firsts, lasts = [], []
             for w0, nw in segs:
