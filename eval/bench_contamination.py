@@ -195,6 +195,27 @@ def timed_run(index, bench: Path, fields, config=None, repeat: int = 3) -> dict:
             "unit": config.unit, "window": config.window}
 
 
+def step_cost(index, bench: Path, n: int = 300) -> dict:
+    """Nanoseconds per backward-search step of Index.count on texts that occur in the corpus (the
+    cut-from-indexed-files entries of `bench`): each byte of such a pattern is one step, none is
+    cut short. This is the floor for verifying a verbatim-contaminated entry."""
+    texts = []
+    with open(bench, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["id"].startswith("dirty-"):
+                texts.append(row["text"].encode("utf-8"))
+            if len(texts) >= n:
+                break
+    for t in texts[:20]:  # warm up
+        index.count(t)
+    t0 = time.perf_counter()
+    found = sum(1 for t in texts if index.count(t) > 0)
+    dt = time.perf_counter() - t0
+    steps = sum(len(t) for t in texts)
+    return {"patterns": len(texts), "found": found, "steps": steps, "ns_per_step": round(dt / max(steps, 1) * 1e9)}
+
+
 def cmd_speed(args) -> None:
     from retrieval.contamination import ContaminationConfig
 
@@ -214,6 +235,7 @@ def cmd_speed(args) -> None:
         rows.append({**peer, "benchmark": peer["benchmark"] + " [peer: group=1]", "dirty_share": share,
                      "chars_per_entry": args.chars})
         rows[-2]["speedup_vs_peer"] = round(rows[-2]["entries_per_s"] / peer["entries_per_s"], 2)
+    steps = step_cost(index, DATA / f"bench-{args.mb}mb-{args.n}-10.jsonl")
     b = DATA / f"bench-{args.mb}mb-{args.n}-0.jsonl"
     rows.append({**timed_run(index, b, ["text"], ContaminationConfig(unit="tokens")), "dirty_share": 0.0,
                  "chars_per_entry": args.chars})
@@ -224,6 +246,7 @@ def cmd_speed(args) -> None:
         "corpus": {"path": str(corpus), "bytes": nbytes, "documents": info["documents"], "target_mb": args.mb},
         "index": {"bytes": info["index_bytes"], "exact_bytes": info["exact_bytes"], "shards": len(info["shards"]),
                   "build_s": None if build_s is None else round(build_s, 1)},
+        "count_step": steps,
         "peak_rss_mb": round(max(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024),
         "runs": rows,
     }
@@ -241,6 +264,8 @@ def cmd_speed(args) -> None:
               f"{r['seconds']:>8} {r['entries_per_s']:>10} {r['windows_per_s']:>10} {ratio:>8}  {r['buckets']}")
     print(f"target: >= 1000 entries/s on every benchmark (peers aside): "
           f"{'met' if all(r['entries_per_s'] >= 1000 for r in rows if 'peer' not in r['benchmark']) else 'MISSED'}")
+    print(f"Index.count on {steps['patterns']} indexed texts of {args.chars} characters: "
+          f"{steps['ns_per_step']} ns per backward-search step")
     print(f"wrote {out}")
 
 
