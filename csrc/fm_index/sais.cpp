@@ -31,19 +31,39 @@ void fill_buckets(const Char* s, int32_t n, std::vector<int32_t>& bkt, bool ends
   }
 }
 
+// Types come from the text where possible instead of the type bitvector, whose lookups would be a
+// second random memory access per suffix (s[j] and s[j + 1] share a cache line):
+// - left-to-right, the array holds only LMS seeds and L-type suffixes, so for an entry j + 1,
+//   suffix j is L-type exactly when s[j] >= s[j + 1];
+// - right-to-left over a byte text, entry i is S-type exactly when it lies past the L-type part of
+//   its bucket, whose end the first scan leaves in bkt (kept in l_end; 256 entries).
 template <class Char>
 void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, std::vector<int32_t>& bkt) {
+  constexpr int64_t kAhead = 16;  // prefetch distance for the random text reads
   fill_buckets(s, n, bkt, false);
   // Suffix n-1 follows the virtual sentinel: it is L-type and the smallest of its bucket.
   sa[bkt[s[n - 1]]++] = n - 1;
   for (int64_t i = 0; i < n; ++i) {
-    int32_t j = sa[i] - 1;
-    if (sa[i] > 0 && !t.s(j)) sa[bkt[s[j]]++] = j;
+    if (i + kAhead < n && sa[i + kAhead] > 0) __builtin_prefetch(s + sa[i + kAhead] - 1);
+    const int32_t j = sa[i] - 1;
+    if (sa[i] > 0 && s[j] >= s[j + 1]) sa[bkt[s[j]]++] = j;
   }
+  constexpr bool kBytes = sizeof(Char) == 1;
+  std::vector<int32_t> l_end;
+  if (kBytes) l_end = bkt;
   fill_buckets(s, n, bkt, true);
   for (int64_t i = n - 1; i >= 0; --i) {
-    int32_t j = sa[i] - 1;
-    if (sa[i] > 0 && t.s(j)) sa[--bkt[s[j]]] = j;
+    if (i >= kAhead && sa[i - kAhead] > 0) __builtin_prefetch(s + sa[i - kAhead] - 1);
+    const int32_t j = sa[i] - 1;
+    if (sa[i] <= 0) continue;
+    bool j_is_s;
+    if (kBytes) {
+      const auto c = s[j + 1];
+      j_is_s = s[j] < c || (s[j] == c && i >= l_end[c]);
+    } else {
+      j_is_s = t.s(j);
+    }
+    if (j_is_s) sa[--bkt[s[j]]] = j;
   }
 }
 
