@@ -152,7 +152,7 @@ def cpu_part(args, X, Q, qdoc, doc_of, work: Path) -> dict:
     out = {"n": n, "dim": d, "n_queries": len(Q), "threads": faiss.omp_get_max_threads(), "recipes": {}}
     sweeps = {
         "flat": [{}],
-        "pq": [{"nprobe": p, "rescore_multiplier": m} for p in (16, 32, 48, 64, 128) for m in (1, 5, 10, 20)],
+        "pq": [{"nprobe": p, "rescore_multiplier": m} for p in (16, 32, 64, 128, 192, 256) for m in (1, 10, 20)],
         "binary": [{"rescore_multiplier": m} for m in (1, 5, 10, 20, 50)],
         "hnsw": [{"ef_search": e, "rescore_multiplier": m} for e in (32, 64, 128, 256) for m in (1, 4)],
     }
@@ -242,8 +242,8 @@ def gpu_ivfpq(args, X, Qall, work, out):
           "code_bytes_per_vector": section["code_bytes_per_vector"], "sweep": []}
     gpu_ix = DenseIndex.open(work / "pq", section, device="auto")
     cpu_ix = DenseIndex.open(work / "pq", section, device="cpu")
-    for nprobe in (16, 32, 48, 64):
-        row = {"nprobe": nprobe}
+    for nprobe in sorted({16, 32, 64, 128, 256, 512, int(section["params"]["nprobe"])}):
+        row = {"nprobe": nprobe, "default": nprobe == int(section["params"]["nprobe"])}
         for ix, tag, QQ, tt in ((gpu_ix, "gpu", Q, truth), (cpu_ix, "cpu", Qc, truth_c)):
             ix.set_params(nprobe=nprobe)
             ix.index.search(QQ[:100], 10)

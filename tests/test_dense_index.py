@@ -146,8 +146,11 @@ def test_small_corpus_falls_back_to_flat(data, tmp_path, capsys):
 
 def test_auto_uses_pq_for_large(data):
     p = plan(None, 50000, 384)
-    assert p["recipe"] == "pq" and p["factory"] == "IVF1024,PQ48x8np" and p["m"] == 48
+    assert p["recipe"] == "pq" and p["factory"] == "IVF1024,PQ64x8np" and p["m"] == 64
     assert 50000 / p["nlist"] >= 39
+    assert 384 * 4 / (p["m"] + 8) >= 16  # codes + id: at least 16x smaller than float32
+    assert p["params"]["nprobe"] == 192  # nprobe_fraction 3/16 of the lists
+    assert plan(None, 1_000_000, 384)["params"]["nprobe"] == 768
 
 
 @pytest.mark.parametrize("n", [10000, 20000, 100000, 1000000, 10**8])
@@ -276,3 +279,20 @@ def test_gpu_build_saves_cpu_form(data, tmp_path):
     cpu = DenseIndex.open(tmp_path, section, device="cpu")
     assert not cpu.on_gpu
     assert recall(cpu.search(queries, K)[1], truth) >= 0.95
+
+
+@pytest.mark.parametrize("name", ["pq", "binary"])
+def test_torch_rescoring_matches_numpy(data, built, name):
+    """The GPU rescoring path (torch), run here on the CPU, returns what the numpy path returns."""
+    torch = pytest.importorskip("torch")
+    _, queries, _ = data
+    d, section = built[name]
+    index = DenseIndex.open(d, section, device="cpu")
+    rng = np.random.default_rng(5)
+    cand = rng.integers(0, section["n_vectors"], size=(len(queries), 40))
+    cand[:, -3:] = -1  # padding ids, as FAISS returns them
+    ws, wi = index._rescore_numpy(queries, cand, K)
+    gs, gi = index._rescore_torch(queries, cand, K, "cpu")
+    np.testing.assert_allclose(gs, ws, rtol=1e-5, atol=1e-5)
+    assert (gi == wi).mean() > 0.999  # ties may order differently
+    assert torch.is_tensor(index._store_t[1])

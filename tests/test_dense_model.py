@@ -100,3 +100,13 @@ def test_gpu_embeddings_match_cpu(embedder):
     qa, qb = a[len(PASSAGES):], b[len(PASSAGES):]
     pa, pb = a[:len(PASSAGES)], b[:len(PASSAGES)]
     assert np.array_equal(np.argmax(qa @ pa.T, axis=1), np.argmax(qb @ pb.T, axis=1))
+
+
+def test_pooled_tokenization_matches_encode(embedder):
+    """The GPU path's worker-process tokenization, run here on the CPU, gives sentence-transformers'
+    own embeddings, in input order."""
+    texts = [p[: 20 + 7 * i] for i, p in enumerate(PASSAGES * 4)] + ["  padded  text  "]
+    want = embedder.encode(texts, progress=False)
+    got = embedder.encode_pooled(texts, batch_size=5, workers=2)
+    assert got.shape == want.shape
+    assert np.sum(got * want, axis=1).min() > 0.9999

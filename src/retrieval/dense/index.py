@@ -233,6 +233,15 @@ def build_from_vectors(vecs: np.ndarray, out_dir: Path, recipe: str | None = Non
     }
 
 
+def _torch_cuda() -> str | None:
+    """'cuda' when torch is installed and sees a GPU, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
+
+
 # -- model check --------------------------------------------------------------------------------------
 def check_model(section: dict, embedder) -> None:
     """ModelError when ``embedder`` is not the model the index was built with."""
@@ -369,6 +378,49 @@ class DenseIndex:
         return _pad(scores[:, :k], ids[:, :k], k)
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.on_gpu and self.rescore_on_gpu:
+            dev = _torch_cuda()
+            if dev is not None:
+                return self._rescore_torch(q, cand, k, dev)
+        return self._rescore_numpy(q, cand, k)
+
+    rescore_on_gpu = True  # with the index on the GPU, a copy of the store there re-scores (torch)
+
+    def _rescore_torch(self, q: np.ndarray, cand: np.ndarray, k: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+        """The same rescoring as ``_rescore_numpy``, on ``device`` with torch: the store is copied there
+        once (n x dim float16 or int8, what the mapped file holds)."""
+        import torch
+
+        if getattr(self, "_store_t", None) is None or self._store_t[0] != device:
+            vec = torch.from_numpy(np.ascontiguousarray(self.store.vectors)).to(device)
+            sc = (torch.from_numpy(np.ascontiguousarray(self.store.scales)).to(device)
+                  if self.store.scales is not None else None)
+            self._store_t = (device, vec, sc)
+        _, vec, sc = self._store_t
+        nq, kc = cand.shape
+        take = min(k, kc)
+        out_s = np.full((nq, k), -np.inf, dtype=np.float32)
+        out_i = np.full((nq, k), -1, dtype=np.int64)
+        per = max(1, (256 << 20) // max(1, kc * self.dim * 4))
+        with torch.inference_mode():
+            for lo in range(0, nq, per):
+                c = torch.from_numpy(cand[lo:lo + per]).to(device)
+                qq = torch.from_numpy(q[lo:lo + per]).to(device)
+                valid = c >= 0
+                ci = torch.where(valid, c, torch.zeros_like(c))
+                rows = vec[ci].float()  # (b, kc, dim)
+                if sc is not None:
+                    rows *= sc[ci][..., None]
+                s = torch.bmm(rows, qq[:, :, None])[..., 0]
+                s[~valid] = -torch.inf
+                ts, top = torch.topk(s, take, dim=1, largest=True, sorted=True)
+                ti = torch.gather(c, 1, top)
+                ti[~torch.isfinite(ts)] = -1
+                out_s[lo:lo + per, :take] = ts.cpu().numpy()
+                out_i[lo:lo + per, :take] = ti.cpu().numpy()
+        return out_s, out_i
+
+    def _rescore_numpy(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         nq, kc = cand.shape
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
         out_i = np.full((nq, k), -1, dtype=np.int64)

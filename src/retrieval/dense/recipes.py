@@ -114,6 +114,10 @@ def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
         if key in recipe:
             params[key] = int(recipe[key])
     params["rescore_multiplier"] = max(1, int(recipe.get("rescore_multiplier", 1))) if store != "none" else 1
+    if "nlist" in fmt and "nprobe_fraction" in recipe:
+        # real queries sit far from their passages (cosine ~0.5-0.65 for MiniLM): their neighbours
+        # spread over many lists, so the lists to visit grow with nlist (recall ~0.95 needs ~1/8-1/5)
+        params["nprobe"] = max(params.get("nprobe", 1), math.ceil(fmt["nlist"] * float(recipe["nprobe_fraction"])))
     if "nprobe" in params and "nlist" in fmt:
         params["nprobe"] = min(params["nprobe"], fmt["nlist"])
     # training sample: enough points per IVF list and per PQ centroid (256 x 39), capped
