@@ -86,7 +86,7 @@ class ContaminationConfig:
     max_span_bytes: int = 1000  # longest matched span searched with find()
     group: int = 64  # windows first searched together as one span (1: every window on its own)
     coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
-    fine_group: int = 8  # a last, finer pass of the same kind (< 2 or >= group: none)
+    fine_group: int = 8  # a last, finer pass, only in segments with a span found (< 2 or >= group: none)
     snippet_context: int = 40  # bytes of context on each side of a match at least
 
     def __post_init__(self):
@@ -332,8 +332,16 @@ class Scorer:
         if levels and 1 < cfg.fine_group < cfg.group:
             levels.append(cfg.fine_group)
         for g in levels:
+            level_segs = segs
+            if g == cfg.fine_group and g != levels[0]:
+                # the finest runs only in segments where a coarser span was found: partly copied
+                # text. In clean text every such run fails, at about the cost of the window pass.
+                done = np.concatenate(([0], np.cumsum(found)))
+                level_segs = [(w0, nw) for w0, nw in segs if done[w0 + nw] > done[w0]]
+                if not level_segs:
+                    continue
             firsts, lasts = [], []
-            for w0, nw in segs:
+            for w0, nw in level_segs:
                 f = np.arange(w0, w0 + nw, g, dtype=np.int64)
                 firsts.append(f)
                 lasts.append(np.minimum(f + g, w0 + nw) - 1)
