@@ -195,6 +195,18 @@ def timed_run(index, bench: Path, fields, config=None, repeat: int = 3) -> dict:
             "unit": config.unit, "window": config.window}
 
 
+def _git_head() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "eval/bench_contamination.py"], cwd=HERE.parent,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except OSError:
+        return None
+
+
 def step_cost(index, bench: Path, n: int = 300) -> dict:
     """Nanoseconds per backward-search step of Index.count on texts that occur in the corpus (the
     cut-from-indexed-files entries of `bench`): each byte of such a pattern is one step, none is
@@ -239,10 +251,11 @@ def cmd_speed(args) -> None:
     b = DATA / f"bench-{args.mb}mb-{args.n}-0.jsonl"
     rows.append({**timed_run(index, b, ["text"], ContaminationConfig(unit="tokens")), "dirty_share": 0.0,
                  "chars_per_entry": args.chars})
-    he = timed_run(index, humaneval_path(), ["prompt", "canonical_solution"])
+    he = timed_run(index, humaneval_path(), ["prompt", "canonical_solution"], repeat=7)  # small: best of more runs
     rows.append({**he, "dirty_share": None, "chars_per_entry": None})
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "commit": _git_head(),
         "corpus": {"path": str(corpus), "bytes": nbytes, "documents": info["documents"], "target_mb": args.mb},
         "index": {"bytes": info["index_bytes"], "exact_bytes": info["exact_bytes"], "shards": len(info["shards"]),
                   "build_s": None if build_s is None else round(build_s, 1)},
