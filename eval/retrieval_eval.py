@@ -109,13 +109,87 @@ def prepare_data(n_passages: int, n_test: int, seed: int) -> dict:
     return meta
 
 
+def passage_texts(meta: dict) -> list[str]:
+    """The passage texts exactly as Index.build cuts them (same reader, chunker and tokenizer)."""
+    from retrieval.chunking import chunk_spans
+    from retrieval.corpus import ReadOptions, read_documents
+    from retrieval.dense import load_embedder
+
+    tok = load_embedder(None, "cpu").tokenizer
+    out = []
+    for doc in read_documents([DATA / "corpus.jsonl"], ReadOptions(text_field="text", id_field="id")):
+        data = doc.text.encode("utf-8")
+        for s, e in chunk_spans(doc.text, PASSAGE_TOKENS, PASSAGE_OVERLAP, tok):
+            out.append(data[s:e].decode("utf-8", errors="replace"))
+    return out
+
+
+def export_passages(meta: dict) -> None:
+    """passages.jsonl.gz and a float16 copy of the embedding model, to embed on a GPU machine
+    (embedding 100k passages on a 2-core CPU takes hours)."""
+    import gzip
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.dense.embedder import default_model_dir
+
+    texts = passage_texts(meta)
+    with gzip.open(DATA / "passages.jsonl.gz", "wt", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps(t) + "\n")
+    m = SentenceTransformer(str(default_model_dir()), device="cpu")
+    m.to(torch.float16)
+    m.save(str(DATA / "minilm-fp16"))
+    print(f"{len(texts)} passages -> {DATA / 'passages.jsonl.gz'}; model -> {DATA / 'minilm-fp16'}")
+
+
+def embed_on_gpu(passages: Path, model: Path, out: Path, rows: str) -> None:
+    """Run on the GPU machine: embed passages[a:b] into out/vec-AAAAAA.npy (float16, 20k rows a file)."""
+    import gzip
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    texts = [json.loads(line) for line in gzip.open(passages, "rt", encoding="utf-8")]
+    a, b = (int(x) if x else None for x in rows.split(":"))
+    texts = texts[a:b]
+    m = SentenceTransformer(str(model), device="cuda")
+    m.to(torch.float16)
+    t0 = time.time()
+    v = m.encode(texts, batch_size=512, normalize_embeddings=True, convert_to_numpy=True).astype(np.float16)
+    print(f"{len(texts)} passages embedded in {time.time() - t0:.1f}s on {torch.cuda.get_device_name()}")
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(0, len(v), 20000):
+        np.save(out / f"vec-{(a or 0) + i:06d}.npy", v[i:i + 20000])
+
+
 def open_index(meta: dict):
     from retrieval import Index
 
     path = DATA / f"index-{meta['params']['passages']}"
     if path.exists():
         return Index.open(path, verify=False)
-    print(f"building the index at {path} (embeds every passage: minutes on a CPU)", file=sys.stderr)
+    vec_dir = DATA / "vectors"
+    if vec_dir.exists():  # embeddings made on a GPU machine (embed_on_gpu): use them, in passage order
+        import retrieval.dense.index as dense_index
+
+        parts = sorted(vec_dir.glob("vec-*.npy"))
+        vecs = np.concatenate([np.load(p) for p in parts]).astype(np.float32)
+        expected = passage_texts(meta)
+        if len(vecs) != len(expected):
+            sys.exit(f"{vec_dir}: {len(vecs)} vectors for {len(expected)} passages; embed them all again")
+
+        def precomputed(texts, n, embedder, batch=None):
+            got = list(texts)
+            if got != expected:
+                sys.exit(f"{vec_dir}: the index's passages differ from the embedded ones; embed them again")
+            return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+        dense_index.embed_passages = precomputed
+        print(f"building the index at {path} with the {len(vecs)} vectors of {vec_dir}", file=sys.stderr)
+    else:
+        print(f"building the index at {path} (embeds every passage: hours on a 2-core CPU)", file=sys.stderr)
     return Index.build([DATA / "corpus.jsonl"], path, id_field="id", dense=True, recipe="flat",
                        passage_tokens=PASSAGE_TOKENS, passage_overlap=PASSAGE_OVERLAP, device="cpu")
 
@@ -183,11 +257,20 @@ def main() -> None:
                     help="another CrossEncoder to measure as 'hybrid+rerank[NAME]' (repeatable)")
     ap.add_argument("--prepare", action="store_true", help="build the corpus and index, then stop")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N test queries (debugging)")
+    ap.add_argument("--export-passages", action="store_true", help="write passages + fp16 model for a GPU machine")
+    ap.add_argument("--embed", nargs=4, metavar=("PASSAGES", "MODEL", "OUT", "A:B"),
+                    help="(GPU machine) embed passages A:B into OUT/vec-*.npy")
     args = ap.parse_args()
+    if args.embed:
+        embed_on_gpu(Path(args.embed[0]), Path(args.embed[1]), Path(args.embed[2]), args.embed[3])
+        return
 
     import torch
 
     meta = prepare_data(args.passages, args.queries, args.seed)
+    if args.export_passages:
+        export_passages(meta)
+        return
     index = open_index(meta)
     if args.prepare:
         print(json.dumps({k: v for k, v in meta.items() if k not in ("test", "train")}))

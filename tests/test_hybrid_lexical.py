@@ -141,3 +141,9 @@ def test_whole_query_mode(tmp_path):
 def test_spans_in_text_non_ascii():
     text = "caf\u00e9 au lait, caf\u00e9"
     assert spans_in_text(text, ["caf\u00e9"]) == [(0, 5), (15, 20)]
+
+
+def test_fts_query_drops_stopwords_unless_nothing_else():
+    assert fts_query("the fox and the dog") == '"fox" OR "dog"'
+    assert fts_query("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
+    assert fts_query('"out of the box" thinking') == '"out of the box" OR "thinking" OR "out" OR "box"'

@@ -3,7 +3,8 @@
 Query syntax understood here (everything else is plain text):
 - `"a quoted phrase"`: the phrase must occur byte-for-byte (case-sensitive) in a passage for the
   exact stage; BM25 also scores it as an FTS5 phrase.
-- every other word is a BM25 term (OR semantics, ranked by FTS5's bm25()); words that are rare in
+- every other word is a BM25 term (OR semantics, ranked by FTS5's bm25(); English stop words are
+  left out unless the query has nothing else); words that are rare in
   the corpus (at most `rare_max` occurrences in the FM-index) are also looked up exactly, which
   finds identifiers and codes that the FTS tokenizer splits apart.
 
@@ -26,6 +27,11 @@ _PHRASE = re.compile(r'"([^"]+)"')
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)  # FTS5 unicode61: letters and digits are token chars
 _STRIP = ".,;:!?()[]{}<>'\"`"
 MAX_TERMS = 64
+# Lucene's English stop words. As OR terms they add little to BM25 (low idf) but cost the most:
+# FTS5 walks their long posting lists and scores every passage on them (measured in
+# eval/retrieval_eval.py). Quoted phrases keep them.
+STOPWORDS = frozenset("a an and are as at be but by for if in into is it no not of on or such that the their "
+                      "then there these they this to was will with".split())
 FTS_TABLE = "passages_fts"
 
 
@@ -59,7 +65,9 @@ def fts_query(text: str) -> str:
         words = _WORD.findall(phrase)
         if len(words) > 1:
             parts.append('"' + " ".join(words).replace('"', '""') + '"')
-    for word in _WORD.findall(_PHRASE.sub(" ", text) + " " + " ".join(q.phrases)):
+    words = _WORD.findall(_PHRASE.sub(" ", text) + " " + " ".join(q.phrases))
+    content = [w for w in words if w.lower() not in STOPWORDS]
+    for word in content or words:  # stopwords only when the query has nothing else
         token = '"' + word.replace('"', '""') + '"'
         if token not in parts:
             parts.append(token)
