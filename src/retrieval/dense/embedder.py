@@ -145,7 +145,13 @@ class Embedder:
                     pb.update(len(b))
             pending.clear()
 
-        with mp.get_context("fork").Pool(workers, initializer=_tok_init, initargs=(self.tokenizer,)) as pool:
+        if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("1", "true"):
+            # parallelism switched on explicitly: a forked worker would inherit a locked thread pool
+            self.tokenizer(["warm up"])  # harmless; what matters is the workers' own setting
+            ctx = mp.get_context("spawn")
+        else:
+            ctx = mp.get_context("fork")
+        with ctx.Pool(workers, initializer=_tok_init, initargs=(self.tokenizer,)) as pool:
             for b, enc in zip(batches, pool.imap(_tok_batch, jobs, chunksize=1)):
                 feats = {k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}
                 with torch.inference_mode():
@@ -165,6 +171,8 @@ _TOK = None
 
 def _tok_init(tokenizer) -> None:
     global _TOK
+    # a forked child must not use the tokenizer's thread pool (inherited locked, it deadlocks)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _TOK = tokenizer
 
 
@@ -180,9 +188,9 @@ def load_embedder(model: str | None = None, device: str = "auto") -> Embedder:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     to_load, model_id = resolve_model(model)
     dev = resolve_device(device)
-    # on a GPU the (Rust) tokenizer is the bottleneck unless it uses all cores; on the CPU the model
-    # needs the cores, and forked workers must not inherit a tokenizer thread pool
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if dev.startswith("cuda") else "false")
+    # no tokenizer thread pool: a process forked after one was used (the GPU path tokenizes in forked
+    # workers) deadlocks when parallelism is switched on explicitly
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     st = require("sentence_transformers", "dense")
     try:
         kwargs = {}
