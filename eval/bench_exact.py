@@ -289,7 +289,10 @@ def plot(r: dict, path: Path) -> None:
         ax.plot([r["peer"]["ratio"]], [r["peer"]["find_ns_per_occurrence"] / 1000], "s", label="fm-index (Rust)")
     ax.axvline(0.44, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("index bytes / corpus bytes")
+    ticks = [0.25, 0.5, 1, 2, 4]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("index bytes / corpus bytes (log)")
     ax.set_ylabel("find µs per occurrence")
     ax.legend(fontsize=8)
     fig.tight_layout()
