@@ -255,6 +255,8 @@ def main() -> None:
     ap.add_argument("--rerank-max-length", type=int, default=160, help="tokens of query + passage (passages are 128)")
     ap.add_argument("--extra-reranker", action="append", default=[], metavar="NAME=DIR",
                     help="another CrossEncoder to measure as 'hybrid+rerank[NAME]' (repeatable)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (retrieval_eval<TAG>.json/.png)")
     ap.add_argument("--prepare", action="store_true", help="build the corpus and index, then stop")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N test queries (debugging)")
     ap.add_argument("--export-passages", action="store_true", help="write passages + fp16 model for a GPU machine")
@@ -267,6 +269,8 @@ def main() -> None:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     meta = prepare_data(args.passages, args.queries, args.seed)
     if args.export_passages:
         export_passages(meta)
@@ -370,9 +374,11 @@ def main() -> None:
         "ranx_report": str(report),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "retrieval_eval.json").write_text(json.dumps(out, indent=1))
-    plot(rows, RESULTS / "retrieval_eval.png", out["dataset"])
-    print(f"wrote {RESULTS / 'retrieval_eval.json'} and {RESULTS / 'retrieval_eval.png'}")
+    js, png = RESULTS / f"retrieval_eval{args.tag}.json", RESULTS / f"retrieval_eval{args.tag}.png"
+    out["command"] = " ".join(["python"] + sys.argv)
+    js.write_text(json.dumps(out, indent=1))
+    plot(rows, png, out["dataset"])
+    print(f"wrote {js} and {png}")
     index.close()
 
 
