@@ -107,7 +107,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         bs = batch_size or self.default_batch_size
-        workers = min(16, (os.cpu_count() or 1) - 1)
+        workers = int(os.environ.get("RTV_EMBED_WORKERS", min(16, (os.cpu_count() or 1) - 1)))
         if self.device.startswith("cuda") and len(texts) >= 8 * bs and workers >= 2:
             # on a GPU, tokenizing in this one process is the bottleneck (~6k passages/s on an H100
             # machine, the model itself runs several times faster): tokenize in worker processes

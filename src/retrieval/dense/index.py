@@ -392,8 +392,8 @@ class DenseIndex:
         import torch
 
         if getattr(self, "_store_t", None) is None or self._store_t[0] != device:
-            vec = torch.from_numpy(np.ascontiguousarray(self.store.vectors)).to(device)
-            sc = (torch.from_numpy(np.ascontiguousarray(self.store.scales)).to(device)
+            vec = torch.from_numpy(np.array(self.store.vectors)).to(device)  # a writable copy of the map
+            sc = (torch.from_numpy(np.array(self.store.scales)).to(device)
                   if self.store.scales is not None else None)
             self._store_t = (device, vec, sc)
         _, vec, sc = self._store_t
