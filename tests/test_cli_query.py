@@ -63,3 +63,10 @@ def test_reranker_path_reranks(index_dir, tmp_path):
     tools = set(hits[0]["text"].split()) & {"hammer", "saw", "drill", "wrench", "screwdriver", "chisel",
                                             "pliers", "shovel", "rake", "axe", "ladder", "file"}
     assert tools  # the cross-encoder put a 'tools' passage first
+
+
+@pytest.mark.parametrize("k", ["0", "31"])
+def test_k_out_of_range_is_an_error(index_dir, k):
+    r = query(index_dir, "list tools", "-k", k, "--no-rerank")
+    assert r.exit_code == 1
+    assert f"-k {k}" in r.output and ("must be >= 1" in r.output or "holds only 30 passages" in r.output)

@@ -265,10 +265,7 @@ class Index:
     def search_dense(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         if self.dense is None:
             raise InputError(f"{self.path}: built without a dense part; rebuild with `rtv index --dense` or use --mode exact/lexical")
-        n = self.store.n_passages
-        if k <= 0:
-            raise InputError(f"-k {k}: must be >= 1")
-        k = min(k, n)
+        _check_k(k, self.store.n_passages)
         scores, ids = self.dense.search(list(queries), k)
         return [self.hits([i for i in row_ids if i >= 0], row_scores[: (row_ids >= 0).sum()], "dense")
                 for row_scores, row_ids in zip(scores, ids)]
@@ -281,6 +278,7 @@ class Index:
         for q in queries:
             if not isinstance(q, str) or not q.strip():
                 raise InputError("empty query; give some text to search for")
+        _check_k(k, self.store.n_passages)
         if mode == "dense" and not options:
             return self.search_dense(queries, k)
         from .hybrid import search
@@ -302,3 +300,10 @@ class Index:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _check_k(k: int, n_passages: int) -> None:
+    if k <= 0:
+        raise InputError(f"-k {k}: must be >= 1")
+    if k > n_passages:
+        raise InputError(f"-k {k}: the index holds only {n_passages} passages; ask for at most {n_passages}")
