@@ -149,6 +149,34 @@ def test_count_windows(docs, data, existence_only):
     assert got == ([min(c, 1) for c in counts] if existence_only else counts)
 
 
+@SETTINGS
+@given(corpora, st.data(), st.booleans(), st.sampled_from([2, 3, 16, 0]))
+def test_interleaved_count_windows_equals_serial_and_scan(docs, data, existence_only, group):
+    """Lockstep searches (group > 1, or 0 = chosen by layout) give what the one-at-a-time path
+    (group=1) and a naive scan give, on sliding, scattered and overlapping windows."""
+    pieces = data.draw(st.lists(st.one_of(st.sampled_from(docs), st.binary(max_size=30)), min_size=1, max_size=6))
+    text = b"zq".join(pieces) + b"\xff" * data.draw(st.integers(0, 1))
+    assume(len(text) > 0)
+    if data.draw(st.booleans()):  # sliding windows of one width
+        width = data.draw(st.integers(1, min(12, len(text))))
+        starts = np.arange(0, len(text) - width + 1, dtype=np.int64)
+        lengths = np.full(len(starts), width, dtype=np.int64)
+    else:
+        n = data.draw(st.integers(1, 60))
+        starts = np.array([data.draw(st.integers(0, len(text) - 1)) for _ in range(n)], dtype=np.int64)
+        lengths = np.array([data.draw(st.integers(1, len(text) - s)) for s in starts], dtype=np.int64)
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = build(docs, directory=tmp)
+        serial = shard.count_windows(text, starts, lengths, existence_only, 1).tolist()
+        got = shard.count_windows(text, starts, lengths, existence_only, group).tolist()
+        patterns = [text[s : s + n] for s, n in zip(starts, lengths)]
+        many = shard.count_many(patterns, group).tolist()
+        assert shard.count_many(patterns, 1).tolist() == many
+    counts = [len(naive_occurrences(docs, p)) if SEP not in p else 0 for p in patterns]
+    assert many == counts
+    assert serial == got == ([min(c, 1) for c in counts] if existence_only else counts)
+
+
 def test_sliding_windows_of_long_text(tmp_path):
     rng = np.random.default_rng(0)
     docs = [bytes(rng.choice(list(b"abcd"), size=int(rng.integers(0, 400))).astype(np.uint8)) for _ in range(40)]

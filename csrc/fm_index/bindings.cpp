@@ -110,15 +110,16 @@ PYBIND11_MODULE(_fm_index, m) {
           py::arg("pattern"))
       .def(
           "count_many",
-          [](const Shard& s, const std::vector<std::string>& patterns) {
-            std::vector<uint64_t> counts(patterns.size());
+          [](const Shard& s, const std::vector<std::string>& patterns, size_t group) {
+            std::vector<uint64_t> counts;
             {
               py::gil_scoped_release release;
-              for (size_t i = 0; i < patterns.size(); ++i) counts[i] = s.count(patterns[i]);
+              counts = s.count_many(patterns, group);
             }
             return to_array(counts);
           },
-          py::arg("patterns"))
+          py::arg("patterns"), py::arg("group") = Shard::kDefaultGroup,
+          "count() of every pattern; group > 1 interleaves that many searches (1: one after another).")
       .def(
           "locate",
           [](const Shard& s, const py::bytes& pattern, uint64_t offset, uint64_t limit) {
@@ -184,7 +185,7 @@ PYBIND11_MODULE(_fm_index, m) {
       .def(
           "count_windows",
           [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,
-             bool existence_only) {
+             bool existence_only, size_t group) {
             if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.size() != lengths.size())
               throw py::value_error("starts and lengths must be 1-D arrays of equal length");
             std::string t = bytes_arg(text);
@@ -192,9 +193,13 @@ PYBIND11_MODULE(_fm_index, m) {
             {
               py::gil_scoped_release release;
               out = s.count_windows(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()),
-                                    existence_only);
+                                    existence_only, group);
             }
             return to_array(out);
           },
-          py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("existence_only") = false);
+          py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("existence_only") = false,
+          py::arg("group") = Shard::kAutoGroup,
+          "Occurrences (0/1 with existence_only) of each window text[start, start + length). group: "
+          "backward searches run in lockstep with prefetching (1: one after another; 0: serial for "
+          "overlapping windows, 16 otherwise; same results).");
 }

@@ -218,7 +218,7 @@ std::string Shard::snippet(uint64_t doc, uint64_t offset, uint64_t width) const 
 }
 
 std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                           size_t n_windows, bool existence_only) const {
+                                           size_t n_windows, bool existence_only, size_t group) const {
   for (size_t i = 0; i < n_windows; ++i) {
     if (starts[i] < 0 || lengths[i] <= 0 || static_cast<uint64_t>(starts[i]) > text.size() ||
         static_cast<uint64_t>(lengths[i]) > text.size() - static_cast<uint64_t>(starts[i]))
@@ -226,37 +226,162 @@ std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t*
                                   ", length " + std::to_string(lengths[i]) + ") is empty or outside the text");
   }
   // Group windows by end and extend one backward search per end, shortest window first.
-  std::vector<size_t> order(n_windows);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    const int64_t ea = starts[a] + lengths[a], eb = starts[b] + lengths[b];
-    return ea != eb ? ea < eb : starts[a] > starts[b];
+  SortedWindows w{text, starts, std::vector<int64_t>(n_windows), std::vector<size_t>(n_windows), {}, existence_only};
+  for (size_t i = 0; i < n_windows; ++i) w.ends[i] = starts[i] + lengths[i];
+  std::iota(w.order.begin(), w.order.end(), 0);
+  std::sort(w.order.begin(), w.order.end(), [&](size_t a, size_t b) {
+    return w.ends[a] != w.ends[b] ? w.ends[a] < w.ends[b] : starts[a] > starts[b];
   });
+  for (size_t k = 0; k < n_windows; ++k)
+    if (k == 0 || w.ends[w.order[k]] != w.ends[w.order[k - 1]]) w.bounds.push_back(k);
+  w.bounds.push_back(n_windows);
   std::vector<uint64_t> out(n_windows, 0);
-  // Largest p such that text[p, e) is absent for some end e seen so far: since ends only grow,
-  // any later window starting at or before p contains that absent string and counts 0.
+  if (group == kAutoGroup) group = auto_group(w);
+  if (group <= 1)
+    count_serial(w, out.data());
+  else
+    count_interleaved(w, group, out.data());
+  return out;
+}
+
+std::vector<uint64_t> Shard::count_many(const std::vector<std::string>& patterns, size_t group) const {
+  std::string text;
+  std::vector<int64_t> starts(patterns.size()), lengths(patterns.size());
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    if (patterns[i].empty()) throw std::invalid_argument("empty pattern (pattern " + std::to_string(i) + ")");
+    starts[i] = static_cast<int64_t>(text.size());
+    lengths[i] = static_cast<int64_t>(patterns[i].size());
+    text += patterns[i];
+  }
+  // A window never spans two patterns, so the absent-substring shortcut stays within one pattern.
+  return count_windows(text, starts.data(), lengths.data(), patterns.size(), false, group);
+}
+
+// Interleaving pays when the searches touch unrelated cache lines (scattered windows: ~1.4x on a
+// 1 GB index). Overlapping windows (sliding ones, ends closer than a window's length) make
+// consecutive searches reuse each other's lines from L2, which a single search keeps and
+// ~16 streams over different parts of the text would evict (measured ~0.6x); they stay serial.
+size_t Shard::auto_group(const SortedWindows& w) {
+  const size_t n_groups = w.bounds.size() - 1;
+  if (n_groups < 2) return 1;
+  const int64_t first = w.ends[w.order.front()], last = w.ends[w.order.back()];
+  uint64_t total_length = 0;
+  for (size_t k = 0; k < w.order.size(); ++k) total_length += static_cast<uint64_t>(w.ends[k] - w.starts[k]);
+  const double mean_gap = static_cast<double>(last - first) / static_cast<double>(n_groups - 1);
+  const double mean_length = static_cast<double>(total_length) / static_cast<double>(w.order.size());
+  return mean_gap < mean_length ? 1 : kDefaultGroup;
+}
+
+// One search per distinct end, in order of ends. absent_from is the largest p such that
+// text[p, e) is absent for some end e seen so far: since ends only grow, any later window
+// starting at or before p contains that absent string and counts 0.
+void Shard::count_serial(const SortedWindows& w, uint64_t* out) const {
   int64_t absent_from = -1;
   const Range all{0, C_[256]};
-  for (size_t g = 0; g < n_windows;) {
-    const int64_t end = starts[order[g]] + lengths[order[g]];
-    size_t g_end = g;
-    while (g_end < n_windows && starts[order[g_end]] + lengths[order[g_end]] == end) ++g_end;
+  for (size_t g = 0; g + 1 < w.bounds.size(); ++g) {
     Range r = all;
-    int64_t pos = end;
-    for (size_t w = g; w < g_end; ++w) {
-      const size_t idx = order[w];
-      const int64_t start = starts[idx];
+    int64_t pos = w.ends[w.order[w.bounds[g]]];
+    for (size_t k = w.bounds[g]; k < w.bounds[g + 1]; ++k) {
+      const size_t idx = w.order[k];
+      const int64_t start = w.starts[idx];
       if (start <= absent_from) break;  // this and all longer windows of the group are absent
-      while (pos > start && !r.empty()) r = extend(r, static_cast<uint8_t>(text[--pos]));
+      while (pos > start && !r.empty()) r = extend(r, static_cast<uint8_t>(w.text[--pos]));
       if (r.empty()) {
         absent_from = std::max(absent_from, pos);
         break;
       }
-      out[idx] = existence_only ? 1 : r.hi - r.lo;
+      out[idx] = w.existence_only ? 1 : r.hi - r.lo;
     }
-    g = g_end;
   }
-  return out;
+}
+
+// The same searches split into `group` streams of consecutive ends (each keeps its own
+// absent_from, so the shortcut holds within a stream). Round-robin, each live stream takes one
+// stage of its current wavelet level: prefetch the payload lines (its directory entries were
+// prefetched a round earlier), then rank and prefetch the next level's directory entries. While
+// one stream's lines arrive, the others compute, so ~group cache misses are in flight at once.
+void Shard::count_interleaved(const SortedWindows& w, size_t group, uint64_t* out) const {
+  struct Stream {
+    size_t g, g_stop;  // end groups still to do: [g, g_stop)
+    size_t k = 0, k_end = 0;  // windows of the current group still to do (positions in order)
+    int64_t pos = 0, absent_from = -1;
+    Range r{0, 0};
+    uint8_t c = 0;
+    bool fetch_payload = false;
+    WaveletTree::PairWalk walk{};
+  };
+  const Range all{0, C_[256]};
+  // Runs the window logic up to the next extend step that needs the wavelet tree and starts its
+  // walk; false when the stream has no work left.
+  auto advance = [&](Stream& s) -> bool {
+    for (;;) {
+      if (s.k == s.k_end) {
+        if (s.g == s.g_stop) return false;
+        s.k = w.bounds[s.g];
+        s.k_end = w.bounds[++s.g];
+        s.pos = w.ends[w.order[s.k]];
+        s.r = all;
+      }
+      const size_t idx = w.order[s.k];
+      const int64_t start = w.starts[idx];
+      if (start <= s.absent_from) {  // this and all longer windows of the group are absent
+        s.k = s.k_end;
+        continue;
+      }
+      if (s.r.empty()) {
+        s.absent_from = std::max(s.absent_from, s.pos);
+        s.k = s.k_end;
+        continue;
+      }
+      if (s.pos > start) {
+        const auto c = static_cast<uint8_t>(w.text[--s.pos]);
+        if (c == kSeparator) {
+          s.r = {0, 0};
+          continue;
+        }
+        s.walk.lo = s.r.lo;
+        s.walk.hi = s.r.hi;
+        if (!bwt_.walk_begin(c, s.walk)) {
+          s.r = {0, 0};
+          continue;
+        }
+        s.c = c;
+        s.fetch_payload = true;
+        return true;
+      }
+      out[idx] = w.existence_only ? 1 : s.r.hi - s.r.lo;
+      ++s.k;
+    }
+  };
+  const size_t n_groups = w.bounds.size() - 1;
+  const size_t n_streams = std::min(group, n_groups);
+  std::vector<Stream> live;
+  live.reserve(n_streams);
+  for (size_t i = 0; i < n_streams; ++i) {
+    Stream s;
+    s.g = n_groups * i / n_streams;
+    s.g_stop = n_groups * (i + 1) / n_streams;
+    if (advance(s)) live.push_back(s);
+  }
+  while (!live.empty()) {
+    for (size_t i = 0; i < live.size();) {
+      Stream& s = live[i];
+      if (s.fetch_payload) {
+        bwt_.walk_prefetch(s.walk);
+        s.fetch_payload = false;
+      } else if (!bwt_.walk_level(s.walk)) {
+        s.fetch_payload = true;
+      } else {
+        s.r = {C_[s.c] + s.walk.lo, C_[s.c] + s.walk.hi};
+        if (!advance(s)) {
+          live[i] = live.back();
+          live.pop_back();
+          continue;
+        }
+      }
+      ++i;
+    }
+  }
 }
 
 }  // namespace rtv

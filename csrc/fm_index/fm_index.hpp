@@ -48,8 +48,15 @@ class Shard {
   // Bytes [offset, offset + width) of a document, clipped to its end.
   std::string snippet(uint64_t doc, uint64_t offset, uint64_t width) const;
   // Occurrences (or 0/1 with existence_only) of text[starts[i], starts[i] + lengths[i]).
+  // group > 1 runs that many backward searches in lockstep, prefetching each one's next cache
+  // lines so their misses overlap; group 1 runs them one after another; kAutoGroup picks by the
+  // windows' layout (see auto_group). Same results either way.
+  static constexpr size_t kDefaultGroup = 16;
+  static constexpr size_t kAutoGroup = 0;
   std::vector<uint64_t> count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                      size_t n_windows, bool existence_only) const;
+                                      size_t n_windows, bool existence_only, size_t group = kAutoGroup) const;
+  // count() of every pattern, through count_windows (so interleaved as above).
+  std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup) const;
 
  private:
   struct Range {
@@ -57,6 +64,18 @@ class Shard {
     bool empty() const { return lo >= hi; }
   };
   Range search(std::string_view pattern) const;
+  // The two engines of count_windows. order: window ids sorted by (end, start descending);
+  // order[bounds[g], bounds[g + 1]) are the windows of the g-th distinct end.
+  struct SortedWindows {
+    std::string_view text;
+    const int64_t* starts;
+    std::vector<int64_t> ends;
+    std::vector<size_t> order, bounds;
+    bool existence_only;
+  };
+  static size_t auto_group(const SortedWindows& w);
+  void count_serial(const SortedWindows& w, uint64_t* out) const;
+  void count_interleaved(const SortedWindows& w, size_t group, uint64_t* out) const;
   // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
   Range extend(Range r, uint8_t c) const {
     if (c == kSeparator) return {0, 0};

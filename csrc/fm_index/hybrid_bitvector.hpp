@@ -26,6 +26,20 @@ class HybridBitvector {
     bool bit;
     return access_rank(i, bit);
   }
+  // Prefetch hints for interleaved searches: first the directory entry (and superblock) of bit
+  // i, later, once that entry is likely cached, the payload lines a rank at i will read.
+  void prefetch_directory(uint64_t i) const {
+    __builtin_prefetch(directory_ + i / kBlockBits);
+    __builtin_prefetch(supers_ + i / kBlockBits / kBlocksPerSuper);
+  }
+  void prefetch_payload(uint64_t i) const {
+    const uint64_t block = i / kBlockBits;
+    const uint32_t entry = directory_[block];
+    if ((entry & 3) < kPlain) return;  // all-zeros / all-ones blocks have no payload
+    const uint8_t* p = payload_ + supers_[block / kBlocksPerSuper].offset + ((entry >> 2) & 0x3FFF);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + kBlockBits / 8 - 1);  // a payload of up to 64 bytes may span two lines
+  }
   // Returns rank1(i) (ones in [0, i)) and stores bit i into bit (0 when i == size).
   uint64_t access_rank(uint64_t i, bool& bit) const {
     const uint64_t block = i / kBlockBits;

@@ -56,6 +56,53 @@ class WaveletTree {
       v = &nodes_[v->child[(code >> d) & 1]];
     }
   }
+  // rank_pair split into steps, so a caller can interleave many walks and overlap their cache
+  // misses: walk_begin, then alternately walk_prefetch and walk_level until walk_level returns
+  // true. lo and hi then hold exactly what rank_pair(c, lo, hi) would have stored.
+  struct PairWalk {
+    uint64_t lo, hi, code;
+    int32_t node;
+    unsigned depth, len;
+  };
+  // Starts a walk over w.lo, w.hi (set by the caller); false if c does not occur (lo = hi = 0).
+  bool walk_begin(uint8_t c, PairWalk& w) const {
+    w.len = code_len_[c];
+    if (w.len == 0) {
+      w.lo = w.hi = 0;
+      return false;
+    }
+    w.code = codes_[c];
+    w.node = 0;
+    w.depth = 0;
+    bits_.prefetch_directory(nodes_[0].offset + w.lo);
+    bits_.prefetch_directory(nodes_[0].offset + w.hi);
+    return true;
+  }
+  void walk_prefetch(const PairWalk& w) const {
+    const Node& v = nodes_[w.node];
+    bits_.prefetch_payload(v.offset + w.lo);
+    bits_.prefetch_payload(v.offset + w.hi);
+  }
+  // One level of the walk; true when it is over. Otherwise prefetches the next level's directory.
+  bool walk_level(PairWalk& w) const {
+    const Node& v = nodes_[w.node];
+    const uint64_t ones_lo = bits_.rank1(v.offset + w.lo) - v.ones_before;
+    const uint64_t ones_hi = bits_.rank1(v.offset + w.hi) - v.ones_before;
+    const unsigned b = (w.code >> w.depth) & 1;
+    if (b) {
+      w.lo = ones_lo;
+      w.hi = ones_hi;
+    } else {
+      w.lo -= ones_lo;
+      w.hi -= ones_hi;
+    }
+    if (w.lo >= w.hi || ++w.depth == w.len) return true;
+    w.node = v.child[b];
+    const Node& next = nodes_[w.node];
+    bits_.prefetch_directory(next.offset + w.lo);
+    bits_.prefetch_directory(next.offset + w.hi);
+    return false;
+  }
   // seq[i], with rank(seq[i], i) stored into rank: one root-to-leaf walk (for LF).
   uint8_t access_rank(uint64_t i, uint64_t& rank) const {
     const Node* v = &nodes_[0];
