@@ -6,8 +6,10 @@ Same shard, same inputs, in one run, so the ratio is the claim. Workloads:
 - `sliding windows`: every 50-byte window of held-out text, stride 1 (the contamination pass);
   `auto` (the default, group=0) keeps these serial.
 Results must agree between modes (checked). Prints a table and writes eval/results/bench_windows.json.
+`--contamination`: also `BenchmarkRun` entries/s (as in eval/bench_contamination.py speed) on the
+1 GB index with every count_windows call forced to group=1 vs the default, alternating.
 
-    flock /tmp/rtv-bench.lock python eval/bench_windows.py
+    flock /tmp/rtv-bench.lock python eval/bench_windows.py --contamination
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ HERE = Path(__file__).parent
 DATA = HERE / "data"
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
 INDEXES = {
     "real-200mb (idx-r32)": (DATA / "idx-r32" / "exact" / "shard-00000.fmi", DATA / "real-200mb.jsonl"),
@@ -67,10 +70,39 @@ def workloads(corpus: Path, rng: random.Random, n: int) -> dict:
     return out
 
 
+def contamination_ab() -> dict:
+    """entries/s of the contamination pipeline with count_windows pinned to group=1 vs the default."""
+    from bench_contamination import get_index, timed_run
+    from retrieval.exact import _fm
+
+    shard_cls = _fm().Shard
+    default = shard_cls.count_windows
+    index, _ = get_index(DATA / "contam-1000mb.jsonl", "contam-1000mb-idx")
+    rows = {}
+    print("| benchmark | count_windows group=1 entries/s | default (auto) entries/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for bench in ("bench-1000mb-5000-0.jsonl", "bench-1000mb-5000-10.jsonl"):
+        rates = {}
+        for _ in range(2):
+            for mode in ("group=1", "default"):
+                shard_cls.count_windows = (default if mode == "default" else
+                                           lambda self, t, s, l, e=False, g=1: default(self, t, s, l, e, 1))
+                try:
+                    r = timed_run(index, DATA / bench, ["text"], repeat=1)
+                finally:
+                    shard_cls.count_windows = default
+                rates[mode] = max(rates.get(mode, 0.0), r["entries_per_s"])
+        rows[bench] = {"group1_entries_per_s": rates["group=1"], "default_entries_per_s": rates["default"],
+                       "ratio": rates["default"] / rates["group=1"]}
+        print(f"| {bench} | {rates['group=1']:,.1f} | {rates['default']:,.1f} | {rates['default'] / rates['group=1']:.2f} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="patterns / windows per workload")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--contamination", action="store_true", help="also time rtv contamination runs, group=1 vs default")
     args = ap.parse_args()
     from retrieval.exact import _fm
 
@@ -103,6 +135,8 @@ def main() -> None:
                            "auto_per_s": rates[0], "ratio_16_vs_1": rates[16] / rates[1]}
             print(f"| {name} | {wname} | {rates[1]:,.0f} | {rates[16]:,.0f} | {rates[16] / rates[1]:.2f} | {rates[0]:,.0f} |")
         result["indexes"][name] = {"index_bytes": shard.index_bytes, "text_bytes": shard.text_bytes, "workloads": rows}
+    if args.contamination:
+        result["contamination"] = contamination_ab()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_windows.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS / 'bench_windows.json'}")
