@@ -25,15 +25,9 @@ class Retriever:
     def __init__(self, path_or_index, mode: str = "hybrid", k: int = 10, rerank: bool = True, reranker=None,
                  fusion: str = "rrf", *, depth: int | None = None, rerank_top_n: int = 50,
                  weights: Mapping[str, float] | None = None, device: str = "auto"):
-        from .hybrid import MODES
-        from .hybrid.fusion import FUSIONS
+        from .hybrid import check_options
 
-        if mode not in MODES:
-            raise InputError(f"mode {mode!r}: use one of {', '.join(MODES)}")
-        if fusion not in FUSIONS:
-            raise InputError(f"fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-        if not isinstance(k, int) or k < 1:
-            raise InputError(f"k {k}: must be an integer >= 1")
+        check_options(mode, k, fusion, flags=False)
         if isinstance(path_or_index, (str, os.PathLike, Path)):
             from .index import Index
 

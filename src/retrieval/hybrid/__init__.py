@@ -30,15 +30,22 @@ MODES = ("hybrid", "dense", "lexical", "exact")
 MAX_QUERY_BYTES = 8192
 
 
-def _check(queries: Sequence[str], mode: str, k: int, fusion: str) -> list[str]:
+def check_options(mode: str, k: int, fusion: str, *, flags: bool = True) -> None:
+    """Refuse an unknown mode or fusion and a k below 1; errors name the CLI flag (flags=True)
+    or the Python argument."""
     from .fusion import FUSIONS
 
+    dash1, dash2 = ("-", "--") if flags else ("", "")
     if mode not in MODES:
-        raise InputError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+        raise InputError(f"{dash2}mode {mode!r}: use one of {', '.join(MODES)}")
     if fusion not in FUSIONS:
-        raise InputError(f"--fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        raise InputError(f"{dash2}fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
     if not isinstance(k, int) or k < 1:
-        raise InputError(f"-k {k}: must be an integer >= 1")
+        raise InputError(f"{dash1}k {k}: must be an integer >= 1")
+
+
+def _check(queries: Sequence[str], mode: str, k: int, fusion: str) -> list[str]:
+    check_options(mode, k, fusion)
     if isinstance(queries, str):
         queries = [queries]
     out = []
