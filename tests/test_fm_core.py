@@ -9,6 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from _oracles import naive_occurrences
+
 fm = pytest.importorskip("retrieval._fm_index")
 
 SEP = b"\xff"
@@ -36,16 +38,6 @@ rates = st.sampled_from([1, 2, 4, 32])
 
 def make_text(docs):
     return b"".join(d + SEP for d in docs)
-
-
-def naive_occurrences(docs, pattern):
-    occ = []
-    for d, doc in enumerate(docs):
-        start = doc.find(pattern)
-        while start != -1:
-            occ.append((d, start))
-            start = doc.find(pattern, start + 1)
-    return occ
 
 
 def build(docs, sa_sample=32, isa_sample=32, directory=None):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _oracles import naive_occurrences
 from retrieval import Index, IndexFormatError, InputError
 
 ALPHABETS = [
@@ -17,16 +18,6 @@ ALPHABETS = [
     st.characters(min_codepoint=0, max_codepoint=0x2FF, exclude_categories=("Cs",)),
     st.sampled_from(["é", "ß", "中", "🙂", "a", " ", "\n", "\x00"]),
 ]
-
-
-def naive_occurrences(docs: list[bytes], pattern: bytes) -> list[tuple[int, int]]:
-    out = []
-    for d, text in enumerate(docs):
-        start = text.find(pattern)
-        while start != -1:
-            out.append((d, start))
-            start = text.find(pattern, start + 1)
-    return out
 
 
 def build(docs: list[str], directory: Path, **kw) -> Index:
