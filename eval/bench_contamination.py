@@ -17,7 +17,6 @@ the JSON lines, the Markdown bulletin and the HTML report to eval/results/.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -27,6 +26,8 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+
+from real_corpus import read_text_file, walk_files  # eval/ is on sys.path when run as a script
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -38,12 +39,7 @@ TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".html", ".json", ".c", ".h", ".c
 
 
 def _files(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if "__pycache__" in dirpath:
-            continue
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
+    return walk_files(root, skip_pycache=True)
 
 
 def _text(path: Path) -> str | None:
@@ -51,17 +47,7 @@ def _text(path: Path) -> str | None:
     inner = Path(path.stem).suffix.lower() if suffix == ".gz" else suffix
     if path.is_symlink() or (inner not in TEXT_SUFFIXES and not str(path).startswith("/usr/share/")):
         return None
-    try:
-        data = path.read_bytes()
-        if len(data) > 20_000_000:
-            return None
-        if suffix == ".gz":
-            data = gzip.decompress(data)
-        if not data or b"\0" in data[:8192]:
-            return None
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
-        return None
+    return read_text_file(path, gz=suffix == ".gz", sniff=8192, max_bytes=20_000_000)
 
 
 def build_corpus(mb: int) -> tuple[Path, Path, int]:

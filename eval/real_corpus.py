@@ -20,25 +20,36 @@ ROOTS = [Path("/usr/share/doc"), Path("/usr/share/man"), PYLIB]
 CACHE = Path(__file__).parent / "data"
 
 
-def _files(root: Path):
+def walk_files(root: Path, skip_pycache: bool = False):
+    """Files under root in a stable (sorted) order."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if skip_pycache and "__pycache__" in dirpath:
+            continue
         for name in sorted(filenames):
             yield Path(dirpath) / name
+
+
+def read_text_file(path: Path, *, gz: bool, sniff: int, max_bytes: int | None = None) -> str | None:
+    """The file's UTF-8 text (gunzipped when gz), or None when it is unreadable, empty, larger than
+    max_bytes, not UTF-8, or has a NUL byte in its first `sniff` bytes (binary)."""
+    try:
+        data = path.read_bytes()
+        if max_bytes is not None and len(data) > max_bytes:
+            return None
+        if gz:
+            data = gzip.decompress(data)
+        if not data or b"\0" in data[:sniff]:
+            return None
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+        return None
 
 
 def _text(path: Path) -> str | None:
     if root_is_python(path) and path.suffix != ".py":
         return None
-    try:
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-        if not data or b"\0" in data[:4096]:
-            return None
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
-        return None
+    return read_text_file(path, gz=path.suffix == ".gz", sniff=4096)
 
 
 def root_is_python(path: Path) -> bool:
@@ -57,7 +68,7 @@ def build_corpus(target_mb: int) -> Path:
     shares = [0.4, 0.7, 1.0]  # doc up to 40%, man up to 70% cumulative, Python sources fill the rest
     with open(tmp, "w", encoding="utf-8") as f:
         for root, share in zip(ROOTS, shares):
-            for path in _files(root):
+            for path in walk_files(root):
                 if total >= target * share:
                     break
                 text = _text(path)
