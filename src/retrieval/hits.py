@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -24,3 +25,20 @@ class Hit:
             "score": float(self.score), "text": self.text, "start": self.start, "end": self.end,
             "spans": [list(s) for s in self.spans], "stages": self.stages, "metadata": self.metadata,
         }
+
+
+def join_hits(store, pids: Sequence[int], scores: Sequence[float], stages: Sequence[dict]) -> list[Hit]:
+    """Hits for passage ids (in order), joined with their passage and document rows in `store`;
+    ids with no passage row are dropped."""
+    rows = {r["id"]: r for r in store.passages(pids)}
+    docs = {d["id"]: d for d in store.documents({r["doc_id"] for r in rows.values()})}
+    out = []
+    for pid, score, st in zip(pids, scores, stages):
+        row = rows.get(int(pid))
+        if row is None:
+            continue
+        doc = docs.get(row["doc_id"], {})
+        out.append(Hit(passage_id=row["id"], doc_id=row["doc_id"], text=row["text"], score=float(score),
+                       start=row["start"], end=row["end"], ext_id=doc.get("ext_id"),
+                       metadata=doc.get("metadata") or {}, stages=st))
+    return out

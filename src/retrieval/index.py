@@ -14,7 +14,7 @@ from . import __version__
 from .corpus import ReadOptions, read_documents
 from .errors import IndexFormatError, InputError
 from .exact import ExactIndex, ShardWriter
-from .hits import Hit
+from .hits import Hit, join_hits
 from .manifest import FORMAT_NAME, FORMAT_VERSION, file_entry, read_manifest, write_manifest
 from .progress import bar, note
 from .store import Store
@@ -249,18 +249,9 @@ class Index:
         return self._dense
 
     def hits(self, passage_ids: Sequence[int], scores: Sequence[float], stage: str) -> list[Hit]:
-        """Hits for passage ids (in order), joined with their passage and document rows."""
-        rows = self.store.passages(passage_ids)
-        docs = {d["id"]: d for d in self.store.documents({r["doc_id"] for r in rows})}
-        by_id = {r["id"]: r for r in rows}
-        out = []
-        for rank, (pid, score) in enumerate(zip(passage_ids, scores), start=1):
-            row = by_id[int(pid)]
-            doc = docs.get(row["doc_id"], {})
-            out.append(Hit(passage_id=row["id"], doc_id=row["doc_id"], text=row["text"], score=float(score),
-                           start=row["start"], end=row["end"], ext_id=doc.get("ext_id"),
-                           metadata=doc.get("metadata", {}), stages={stage: {"rank": rank, "score": float(score)}}))
-        return out
+        """Hits for passage ids (in order) found by one stage, joined with their passage and document rows."""
+        stages = [{stage: {"rank": rank, "score": float(score)}} for rank, score in enumerate(scores, start=1)]
+        return join_hits(self.store, passage_ids, scores, stages)
 
     def search_dense(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         if self.dense is None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..errors import InputError
-from ..hits import Hit
+from ..hits import Hit, join_hits
 
 MODES = ("hybrid", "dense", "lexical", "exact")
 MAX_QUERY_BYTES = 8192
@@ -55,22 +55,6 @@ def _check(queries: Sequence[str], mode: str, k: int, fusion: str) -> list[str]:
         if len(q.encode("utf-8")) > MAX_QUERY_BYTES:
             raise InputError(f"query of {len(q.encode('utf-8'))} bytes: longer than {MAX_QUERY_BYTES}; shorten it")
         out.append(q)
-    return out
-
-
-def _hits(index, pids: list[int], scores: list[float], stages: list[dict], spans: list[list]) -> list[Hit]:
-    store = index.store
-    rows = {r["id"]: r for r in store.passages(pids)}
-    docs = {d["id"]: d for d in store.documents({r["doc_id"] for r in rows.values()})}
-    out = []
-    for pid, score, st, sp in zip(pids, scores, stages, spans):
-        row = rows.get(pid)
-        if row is None:
-            continue
-        doc = docs.get(row["doc_id"], {})
-        out.append(Hit(passage_id=pid, doc_id=row["doc_id"], text=row["text"], score=float(score),
-                       start=row["start"], end=row["end"], ext_id=doc.get("ext_id"),
-                       metadata=doc.get("metadata") or {}, spans=sp, stages=st))
     return out
 
 
@@ -173,7 +157,7 @@ def search(index, queries: Sequence[str], mode: str = "hybrid", k: int = 10, rer
         order = order[:k]
         pids = [o[0] for o in order]
         patterns = pq.phrases if pq.phrases else ([q.strip()] if mode == "exact" else [])
-        hits = _hits(index, pids, [o[1] for o in order], [o[2] for o in order], [[] for _ in order])
+        hits = join_hits(index.store, pids, [o[1] for o in order], [o[2] for o in order])
         for h in hits:
             if h.passage_id in exact_spans:
                 h.spans = [tuple(s) for s in exact_spans[h.passage_id]]
