@@ -168,10 +168,4 @@ def search(index, queries: Sequence[str], mode: str = "hybrid", k: int = 10, rer
     return results
 
 
-def hit_to_json(hit: Hit, rank: int) -> dict:
-    """One hit as JSON for `rtv query --json`: rank, doc_id, passage_id, score, text, start, end,
-    spans, stages (stage -> {rank, score}), ext_id, metadata."""
-    return hit.to_json(rank)
-
-
-__all__ = ["search", "hit_to_json", "MODES"]
+__all__ = ["search", "check_options", "MODES"]
