@@ -310,10 +310,8 @@ class Scorer:
         """Counts of each window per shard, shape (shards, windows): one batched C++ call per shard."""
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        shards = getattr(getattr(self.index, "exact", None), "shards", None)
-        if shards is None:
-            return np.asarray(self.index.count_windows(data, starts, lengths, existence_only=existence_only))[None, :]
-        return np.stack([np.asarray(sh.count_windows(data, starts, lengths, existence_only)) for sh in shards])
+        return np.stack([np.asarray(sh.count_windows(data, starts, lengths, existence_only))
+                         for sh in self.index.exact.shards])
 
     def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray, segs: list[tuple[int, int]]) -> np.ndarray:
         """found[i]: does window i occur in the corpus?
@@ -443,10 +441,7 @@ class Scorer:
 
     def _shard_counts(self, query: bytes) -> list[int]:
         """Occurrences of `query` in each shard (one backward search per shard)."""
-        shards = getattr(getattr(self.index, "exact", None), "shards", None)
-        if shards is None:
-            return [int(self.index.count(query))]
-        return [int(sh.count(query)) for sh in shards]
+        return [int(sh.count(query)) for sh in self.index.exact.shards]
 
     def _locate(self, query: bytes, counts: list[int], limit: int, prefix: bytes = b"") -> tuple[list[int], list[int]]:
         """First `limit` occurrences as (global doc ids, byte offsets), searching only the shards whose
@@ -456,10 +451,7 @@ class Scorer:
         shard exactly as often as the query: every occurrence of the query is one of the prefix at
         the same offset, so both have the same suffix-array range and the same occurrences, and
         the search is len(prefix) steps instead of len(query)."""
-        exact = getattr(self.index, "exact", None)
-        if getattr(exact, "shards", None) is None or len(counts) != len(exact.shards):
-            d, o = self.index.find(query, offset=0, limit=limit)
-            return [int(x) for x in np.asarray(d)], [int(x) for x in np.asarray(o)]
+        exact = self.index.exact
         docs: list[int] = []
         offs: list[int] = []
         short = prefix and len(prefix) * 2 <= len(query) and query.startswith(prefix)
@@ -477,13 +469,8 @@ class Scorer:
     def _docs(self, ids: list[int]) -> dict[int, tuple]:
         need = [i for i in dict.fromkeys(ids) if i not in self._doc_cache]
         if need:
-            store = getattr(self.index, "store", None)
-            rows = store.documents(need) if store is not None else []
-            for row in rows:
-                if isinstance(row, dict):
-                    self._doc_cache[int(row["id"])] = (row.get("ext_id"), row.get("source"))
-                else:
-                    self._doc_cache[int(row[0])] = (row[1], row[2])
+            for row in self.index.store.documents(need):
+                self._doc_cache[int(row["id"])] = (row.get("ext_id"), row.get("source"))
         if len(self._doc_cache) > 100_000:
             self._doc_cache.clear()
         return {i: self._doc_cache.get(i, (None, None)) for i in ids}
