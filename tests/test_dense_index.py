@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import tomllib
 
 import numpy as np
 import pytest
@@ -11,10 +13,12 @@ faiss = pytest.importorskip("faiss")
 
 from retrieval.dense import (DenseIndex, available_recipes, build_dense, build_from_vectors,  # noqa: E402
                              check_model, gpu_count, load_recipe, plan)
-from retrieval.dense.recipes import choose_nlist  # noqa: E402
+from retrieval.dense.recipes import choose_nlist, recipe_dirs  # noqa: E402
+from retrieval.dense.vectors import Rescorer  # noqa: E402
 from retrieval.errors import IndexFormatError, InputError, ModelError  # noqa: E402
 
 N, D, NQ, K = 20000, 128, 300, 10
+MORE = 4000  # extra base vectors: a second, larger build of each recipe measures bytes per vector
 
 
 def clustered(n: int, d: int, n_centers: int, seed: int, spread: float = 0.6) -> np.ndarray:
@@ -32,6 +36,11 @@ def data():
     base, queries = x[:N], x[N:]
     truth = np.argsort(-(queries @ base.T), axis=1)[:, :K]
     return base, queries, truth
+
+
+@pytest.fixture(scope="module")
+def more():
+    return clustered(MORE, D, 200, seed=8)
 
 
 def recall(ids: np.ndarray, truth: np.ndarray) -> float:
@@ -89,13 +98,27 @@ def test_rescored_scores_are_exact_and_sorted(data, built):
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
+@pytest.mark.parametrize("name", ["flat", "pq", "binary", "hnsw"])
+def test_bytes_per_vector_is_what_the_file_grows_by(data, more, built, name, tmp_path):
+    """code_bytes_per_vector is measured, not computed: a build with MORE vectors has an index
+    file larger by MORE x that (HNSW's random levels make it approximate); index_bytes_per_vector
+    is the file's size over the vectors."""
+    d, section = built[name]
+    size = (d / "index.faiss").stat().st_size
+    assert section["index_bytes_per_vector"] == pytest.approx(size / N, abs=0.01)
+    bigger = build_from_vectors(np.concatenate([data[0], more]), tmp_path, name, device="cpu", quiet=True)
+    assert bigger["factory"] == section["factory"]  # the same layout (nlist), or the slope means nothing
+    grown = ((tmp_path / "index.faiss").stat().st_size - size) / MORE
+    assert section["code_bytes_per_vector"] == pytest.approx(grown, rel=0.02)
+    assert section["code_bytes_per_vector"] <= section["index_bytes_per_vector"]
+
+
 def test_compression(built):
+    """Compressed recipes are at least 16x smaller than float32 per vector, measured on disk;
+    flat's file holds the float32 vectors themselves."""
     for name in ("pq", "binary"):
-        section = built[name][1]
-        assert section["code_bytes_per_vector"] * 16 <= D * 4, name
-    assert built["pq"][1]["factory"].startswith("IVF")
-    assert built["flat"][1]["code_bytes_per_vector"] == D * 4
-    assert built["pq"][1]["store"]["dtype"] == "float16"
+        assert built[name][1]["code_bytes_per_vector"] * 16 <= D * 4, name
+    assert built["flat"][1]["code_bytes_per_vector"] == pytest.approx(D * 4, abs=0.01)
     assert built["flat"][1]["store"] is None
 
 
@@ -144,13 +167,31 @@ def test_small_corpus_falls_back_to_flat(data, tmp_path, capsys):
     assert "flat" in capsys.readouterr().err
 
 
-def test_auto_uses_pq_for_large(data):
-    p = plan(None, 50000, 384)
-    assert p["recipe"] == "pq" and p["factory"] == "IVF1024,PQ64x8np" and p["m"] == 64
-    assert 50000 / p["nlist"] >= 39
-    assert 384 * 4 / (p["m"] + 8) >= 16  # codes + id: at least 16x smaller than float32
-    assert p["params"]["nprobe"] == 192  # nprobe_fraction 3/16 of the lists
-    assert plan(None, 1_000_000, 384)["params"]["nprobe"] == 768
+def _recipe_file(name: str) -> dict:
+    """A recipe's [dense] table read straight from its TOML file (not through load_recipe)."""
+    path = next(d / f"{name}.toml" for d in recipe_dirs() if (d / f"{name}.toml").is_file())
+    return tomllib.loads(path.read_text())["dense"]
+
+
+def test_auto_switches_where_pq_toml_says():
+    pq = _recipe_file("pq")
+    assert plan(None, pq["min_vectors"] - 1, 384, quiet=True)["recipe"] == "flat"
+    assert plan(None, pq["min_vectors"], 384, quiet=True)["recipe"] == "pq"
+    assert plan("pq", pq["min_vectors"] - 1, 384, quiet=True)["recipe"] == "flat"
+
+
+@pytest.mark.parametrize("n", [50000, 1_000_000])
+def test_pq_plan_follows_pq_toml(n):
+    """The concrete pq plan for n vectors of 384 dims keeps what pq.toml asks for."""
+    pq = _recipe_file("pq")
+    p = plan("pq", n, 384, quiet=True)
+    nlist, m = p["nlist"], p["m"]
+    assert p["factory"] == pq["factory"].format(nlist=nlist, m=m)
+    assert 384 % m == 0 and abs(384 / m - pq["dims_per_code"]) <= 1  # dims_per_code dims a byte
+    assert n / nlist >= pq["min_points_per_list"]
+    assert p["params"]["nprobe"] == min(nlist, max(pq["nprobe"], math.ceil(nlist * pq["nprobe_fraction"])))
+    assert p["params"]["rescore_multiplier"] == pq["rescore_multiplier"] and p["store"] == pq["store"]
+    assert min(n, nlist * pq["train_points_per_list"]) <= p["train_points"] <= pq["max_train_points"]
 
 
 @pytest.mark.parametrize("n", [10000, 20000, 100000, 1000000, 10**8])
@@ -283,16 +324,30 @@ def test_gpu_build_saves_cpu_form(data, tmp_path):
 
 @pytest.mark.parametrize("name", ["pq", "binary"])
 def test_torch_rescoring_matches_numpy(data, built, name):
-    """The GPU rescoring path (torch), run here on the CPU, returns what the numpy path returns."""
-    torch = pytest.importorskip("torch")
-    _, queries, _ = data
-    d, section = built[name]
-    index = DenseIndex.open(d, section, device="cpu")
+    """The GPU rescoring path (torch), run here on the CPU, returns what the numpy path returns,
+    and both return the brute-force top k of the candidates' full vectors."""
+    pytest.importorskip("torch")
+    base, queries, _ = data
+    index = open_cpu(built, name)
     rng = np.random.default_rng(5)
-    cand = rng.integers(0, section["n_vectors"], size=(len(queries), 40))
+    cand = rng.integers(0, N, size=(len(queries), 40))
     cand[:, -3:] = -1  # padding ids, as FAISS returns them
-    ws, wi = index._rescore_numpy(queries, cand, K)
-    gs, gi = index._rescore_torch(queries, cand, K, "cpu")
+    ws, wi = Rescorer(index.store)(queries, cand, K)
+    gs, gi = Rescorer(index.store, device="cpu")(queries, cand, K)
     np.testing.assert_allclose(gs, ws, rtol=1e-5, atol=1e-5)
     assert (gi == wi).mean() > 0.999  # ties may order differently
-    assert torch.is_tensor(index._store_t[1])
+    exact = np.einsum("qd,qkd->qk", queries, base[np.where(cand >= 0, cand, 0)])
+    exact[cand < 0] = -np.inf
+    want = -np.sort(-exact, axis=1)[:, :K]
+    np.testing.assert_allclose(ws, want, atol=2e-3)  # float16 store
+
+
+def test_binary_without_rescoring_is_hamming_order(data, built):
+    """rescore=False on the binary recipe: the k smallest Hamming distances of the sign bits,
+    against a brute-force numpy popcount."""
+    base, queries, _ = data
+    scores, ids = open_cpu(built, "binary").search(queries[:40], K, rescore=False)
+    bits_b, bits_q = base > 0, queries[:40] > 0
+    ham = (bits_q[:, None, :] != bits_b[None, :, :]).sum(axis=2)
+    np.testing.assert_array_equal(-scores, np.take_along_axis(ham, ids, 1))
+    np.testing.assert_array_equal(-scores, np.sort(ham, axis=1)[:, :K])

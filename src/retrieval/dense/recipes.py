@@ -15,7 +15,9 @@ from ..errors import InputError
 from ..progress import note
 
 AUTO = "auto"
-SMALL_CORPUS = 10000  # below this, "auto" uses flat (exact search costs little; IVF cannot train well)
+# "auto" is this recipe, or flat below its min_vectors (exact search costs little there, and IVF
+# cannot train well): the recipe file alone says where the switch is
+AUTO_LARGE = "pq"
 
 
 def recipe_dirs() -> list[Path]:
@@ -80,14 +82,14 @@ def _pq_m(dim: int, dims_per_code: int) -> int:
 def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
     """Resolve a recipe for ``n`` vectors of ``dim`` dims: the concrete factory string and params."""
     recipe = load_recipe(name)
-    if recipe["name"] == AUTO:
-        recipe = load_recipe("flat" if n < SMALL_CORPUS else "pq")
-        if recipe["name"] == "flat" and not quiet:
-            note(f"{n} passages (< {SMALL_CORPUS}): using exact flat search (recipe 'flat')")
-    elif n < int(recipe.get("min_vectors", 0)):
+    auto = recipe["name"] == AUTO
+    if auto:
+        recipe = load_recipe(AUTO_LARGE)
+    if n < int(recipe.get("min_vectors", 0)):
         if not quiet:
-            note(f"{n} passages is too few to train recipe {recipe['name']!r} "
-                 f"(needs {recipe['min_vectors']}); using exact flat search (recipe 'flat')")
+            why = (f"{n} passages (< {recipe['min_vectors']})" if auto else
+                   f"{n} passages is too few to train recipe {recipe['name']!r} (needs {recipe['min_vectors']})")
+            note(f"{why}: using exact flat search (recipe 'flat')")
         recipe = load_recipe("flat")
     fmt = {"dim": dim}
     factory = recipe["factory"]
