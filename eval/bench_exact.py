@@ -44,16 +44,19 @@ def child(argv: list[str]) -> dict:
 
 def child_build_rtv(corpus: str, out: str, rate: int) -> None:
     """The exact index alone (what fm-index builds): texts in memory -> FM-index shard files."""
-    from retrieval.exact import MAX_SHARD_BYTES, ShardWriter
+    from retrieval.build import plan_shards
+    from retrieval.corpus import Document
+    from retrieval.exact import MAX_SHARD_BYTES, write_shard
 
     shutil.rmtree(out, ignore_errors=True)
     Path(out).mkdir(parents=True)
     texts = load_texts(Path(corpus))
     t, c = time.perf_counter(), time.process_time()
-    writer = ShardWriter(Path(out), MAX_SHARD_BYTES, rate, rate)
-    for text in texts:
-        writer.add(text.encode())
-    section = writer.finish()
+    docs = (Document(str(i), text, corpus) for i, text in enumerate(texts))
+    shards = []
+    for shard in plan_shards(docs, MAX_SHARD_BYTES):  # the shard plan and writer of `rtv index`
+        shards.append({**write_shard(shard.text, Path(out), shard.file, rate, rate), "first_doc": shard.first_doc})
+    section = {"sa_sample": rate, "isa_sample": rate, "shards": shards}
     build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - c
     (Path(out) / "exact.json").write_text(json.dumps(section))
     print(json.dumps({"exact_bytes": sum(s["bytes"] for s in section["shards"]),

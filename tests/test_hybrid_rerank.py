@@ -75,3 +75,91 @@ def test_rerank_reorders_fused_candidates(tiny_ce, tmp_path):
         assert {h.passage_id for h in base} >= {h.passage_id for h in hits}
     finally:
         index.close()
+
+
+# -- one rerank policy ("auto") for the CLI, Index.search and Retriever ------------------------------
+def _lexical_index(tmp_path):
+    import json
+
+    from retrieval import Index
+
+    rng = random.Random(5)
+    docs = [{"id": f"d{i}", "text": f"list {topic_passage(rng, ['animals', 'colors', 'tools'][i % 3])}"}
+            for i in range(30)]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return Index.build([src], tmp_path / "idx", dense=False)
+
+
+def _offline_cache(monkeypatch, tmp_path, default_model=None):
+    """An offline Hugging Face cache, empty or holding `default_model` as the default reranker's id
+    (the cache layout huggingface_hub reads: models--ORG--NAME/{refs/main, snapshots/REV/})."""
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at import otherwise
+    if default_model is not None:
+        import shutil
+
+        repo = cache / ("models--" + DEFAULT_RERANKER.replace("/", "--"))
+        shutil.copytree(default_model, repo / "snapshots" / "0123abcd")
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0123abcd")
+    import retrieval.hybrid.rerank as rerank_module
+
+    monkeypatch.setattr(rerank_module, "_told_missing", False)
+
+
+def test_auto_without_the_default_model_ranks_without_it_and_says_so_once(monkeypatch, tmp_path, capsys):
+    from retrieval import Retriever, progress
+    from retrieval.hybrid.rerank import resolve_reranker
+
+    _offline_cache(monkeypatch, tmp_path)
+    monkeypatch.setattr(progress, "_silent", False)
+    index = _lexical_index(tmp_path)
+    try:
+        r = Retriever(index, k=5)  # the default policy must not raise offline (it used to: ModelError)
+        assert r.rerank is False
+        hits = index.search("list tools", k=5)
+        assert hits and all("rerank" not in h.stages for h in hits)
+        err = capsys.readouterr().err
+        assert err.count("ranking without a cross-encoder") == 1 and DEFAULT_RERANKER in err
+        with pytest.raises(ModelError):  # asked for explicitly: must load
+            resolve_reranker(True)
+        with pytest.raises(ModelError, match="no such directory"):
+            resolve_reranker("auto", reranker=str(tmp_path / "nope"))
+        assert resolve_reranker("auto", mode="dense") is None and resolve_reranker(False) is None
+    finally:
+        index.close()
+
+
+def test_auto_uses_the_default_model_when_it_is_on_disk_everywhere(monkeypatch, tmp_path, tiny_ce):
+    """With the default cross-encoder in the local cache, Index.search, Retriever and `rtv query`
+    all rerank hybrid results by default, and agree with an explicit reranker."""
+    import json
+
+    from click.testing import CliRunner
+
+    from retrieval import Retriever
+    from rtv_cli.main import cli
+
+    _offline_cache(monkeypatch, tmp_path, default_model=tiny_ce)
+    index = _lexical_index(tmp_path)
+    try:
+        explicit = index.search("list tools", k=5, reranker=Reranker(str(tiny_ce), max_length=256))
+        by_default = index.search("list tools", k=5)
+        retrieved = Retriever(index, k=5).retrieve("list tools")
+        out = CliRunner().invoke(cli, ["query", str(index.path), "list tools", "-k", "5", "--json"])
+        assert out.exit_code == 0, out.output
+        cli_ids = [json.loads(line)["passage_id"] for line in out.stdout.splitlines()]
+        assert all("rerank" in h.stages for h in by_default + retrieved)
+        want = [h.passage_id for h in explicit]
+        assert [h.passage_id for h in by_default] == want == [h.passage_id for h in retrieved] == cli_ids
+        assert index.search("list tools", k=5, rerank=False)[0].stages.get("rerank") is None
+        with pytest.raises(Exception, match="rerank 'yes'"):
+            index.search("list tools", k=5, rerank="yes")
+    finally:
+        index.close()

@@ -28,75 +28,28 @@ def as_pattern(pattern: str | bytes, what: str = "pattern") -> bytes:
     return data
 
 
-def suffix_array(text: bytearray) -> np.ndarray | None:
-    """The suffix array from libdivsufsort (the `pydivsufsort` wheel) when installed: on real text it
-    is ~3x faster than our SA-IS (eval/bench_exact.py). None lets the C++ build run its own SA-IS."""
-    try:
-        from pydivsufsort import divsufsort
-    except ImportError:
-        return None
-    sa = divsufsort(np.frombuffer(text, dtype=np.uint8))
-    return sa if sa.dtype == np.int32 and len(sa) == len(text) else None
+def write_shard(text: bytearray, directory: Path, rel: str, sa_sample: int, isa_sample: int,
+                desc: str = "shard") -> dict:
+    """Build the FM-index shard of `text` (documents' bytes, each followed by 0xFF) at
+    directory/rel, with a progress bar per build stage; returns its manifest entry."""
+    path = directory / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    progress = bar(desc=desc, unit="B", unit_scale=True)
+    stage = [None]
 
+    def report(name: str, done: int, total: int) -> None:
+        if stage[0] != name:
+            stage[0] = name
+            progress.reset(total=total)
+            progress.set_description(f"{desc}: {name}")
+        progress.n = done
+        progress.refresh()
 
-class ShardWriter:
-    """Collects documents as UTF-8 bytes + 0xFF separators and writes a shard whenever full."""
-
-    def __init__(self, directory: Path, shard_size: int, sa_sample: int, isa_sample: int):
-        if shard_size <= 0 or shard_size > MAX_SHARD_BYTES:
-            raise InputError(f"--shard-size {shard_size}: must be between 1 byte and 2 GiB")
-        self.directory = directory
-        self.shard_size = shard_size
-        self.sa_sample = sa_sample
-        self.isa_sample = isa_sample
-        self.buffer = bytearray()
-        self.n_docs = 0
-        self.first_doc = 0
-        self.shards: list[dict] = []
-
-    def add(self, data: bytes) -> None:
-        if len(data) + 1 > MAX_SHARD_BYTES:
-            raise InputError(f"a document of {len(data)} bytes exceeds the 2 GiB shard limit; split it")
-        if self.buffer and len(self.buffer) + len(data) + 1 > self.shard_size:
-            self.flush()
-        self.buffer += data
-        self.buffer += SEPARATOR
-        self.n_docs += 1
-
-    def flush(self) -> None:
-        if not self.n_docs:
-            return
-        rel = f"exact/shard-{len(self.shards):05d}.fmi"
-        path = self.directory / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        progress = bar(desc=f"shard {len(self.shards)}", unit="B", unit_scale=True)
-        stage = [None]
-
-        def report(name: str, done: int, total: int) -> None:
-            if stage[0] != name:
-                stage[0] = name
-                progress.reset(total=total)
-                progress.set_description(f"shard {len(self.shards)}: {name}")
-            progress.n = done
-            progress.refresh()
-
-        report("suffix_array", 0, len(self.buffer))
-        sa = suffix_array(self.buffer)
-        _fm().build_shard(self.buffer, str(path), self.sa_sample, self.isa_sample, report, sa)
-        del sa
-        progress.close()
-        shard = _fm().Shard(str(path), False)
-        self.shards.append({
-            "file": rel, "first_doc": self.first_doc, "n_docs": self.n_docs,
-            "text_bytes": len(self.buffer), "bytes": path.stat().st_size, "checksum": f"{shard.checksum:016x}",
-        })
-        self.first_doc += self.n_docs
-        self.n_docs = 0
-        self.buffer = bytearray()
-
-    def finish(self) -> dict:
-        self.flush()
-        return {"sa_sample": self.sa_sample, "isa_sample": self.isa_sample, "shards": self.shards}
+    _fm().build_shard(text, str(path), sa_sample, isa_sample, report)
+    progress.close()
+    shard = _fm().Shard(str(path), False)
+    return {"file": rel, "n_docs": shard.n_docs, "text_bytes": len(text), "bytes": path.stat().st_size,
+            "checksum": f"{shard.checksum:016x}"}
 
 
 class ExactIndex:

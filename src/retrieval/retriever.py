@@ -7,8 +7,10 @@
 
 A Hit has passage_id, doc_id, ext_id, text, score, start/end (byte span of the passage in its
 document), metadata (the document's), spans (exact matches inside the passage) and stages
-(stage -> {rank, score}). With rerank=True the cross-encoder is loaded at construction, so a
-missing model fails at once with a ModelError saying how to provide one.
+(stage -> {rank, score}). Reranking follows the one policy of the CLI and Index.search
+(retrieval.options): rerank="auto" (the default) uses the default cross-encoder for hybrid
+search when it is on disk and says once when it is not; rerank=True (or a `reranker`) loads the
+model at construction, so a missing one fails at once with a ModelError saying how to provide it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 
 from .errors import InputError
 from .hits import Hit
+from .options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, DEFAULT_RERANK, check_options
 
 
 class Retriever:
-    def __init__(self, path_or_index, mode: str = "hybrid", k: int = 10, rerank: bool = True, reranker=None,
-                 fusion: str = "rrf", *, depth: int | None = None, rerank_top_n: int = 50,
-                 weights: Mapping[str, float] | None = None, device: str = "auto"):
-        from .hybrid import check_options
+    def __init__(self, path_or_index, mode: str = DEFAULT_MODE, k: int = DEFAULT_K, rerank=DEFAULT_RERANK,
+                 reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
+                 rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, device: str = "auto"):
+        from .hybrid.rerank import resolve_reranker
 
         check_options(mode, k, fusion, flags=False)
         if isinstance(path_or_index, (str, os.PathLike, Path)):
@@ -38,11 +41,7 @@ class Retriever:
             self._owns_index = False
         self.mode, self.k, self.fusion = mode, k, fusion
         self.depth, self.weights = depth, dict(weights) if weights else None
-        self.reranker = None
-        if rerank:
-            from .hybrid.rerank import get_reranker
-
-            self.reranker = get_reranker(reranker, device=None if device == "auto" else device, top_n=rerank_top_n)
+        self.reranker = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)
 
     @property
     def rerank(self) -> bool:

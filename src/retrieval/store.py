@@ -15,6 +15,8 @@ import sqlite_utils
 
 from .errors import IndexFormatError
 
+FTS_TABLE = "passages_fts"  # BM25 over passages (SQLite FTS5), made by sqlite-utils' enable_fts
+
 
 def _m001_documents_passages(db: sqlite_utils.Database) -> None:
     db["documents"].create(
@@ -119,8 +121,32 @@ class Store:
         """Rows (id, doc_id, start, end, text) for the given passage ids, in the given order."""
         return self._rows("passages", ids, decode_metadata=False)
 
-    def iter_passages(self, batch: int = 10000) -> Iterator[dict]:
+    def iter_passages(self) -> Iterator[dict]:
         yield from self.db.query("select id, doc_id, start, end, text from passages order by id")
+
+    def bm25(self, match: str, k: int) -> list[tuple[int, float]]:
+        """Top-k passages for an FTS5 MATCH expression as (passage_id, FTS5 rank); lower rank is better.
+        Raises sqlite3.OperationalError for an expression FTS5 cannot parse."""
+        try:
+            return self.db.execute(f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? order by rank limit ?",
+                                   [match, int(k)]).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise IndexFormatError(f"{self.path}: has no full-text index ({exc}); rebuild the index with `rtv index`") from None
+            raise
+
+    def passage_spans(self, doc_ids: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
+        """doc_id -> [(passage_id, start, end)] sorted by start (through the passages(doc_id) index)."""
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        ids = sorted({int(d) for d in doc_ids})
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            marks = ",".join("?" * len(part))
+            for pid, doc, s, e in self.db.execute(
+                f"select id, doc_id, start, end from passages where doc_id in ({marks}) order by doc_id, start", part
+            ):
+                out.setdefault(doc, []).append((pid, s, e))
+        return out
 
     def _rows(self, table: str, ids: Iterable[int], decode_metadata: bool) -> list[dict]:
         ids = [int(i) for i in ids]

@@ -1,15 +1,16 @@
 """Hybrid ranking: candidates from dense, lexical (BM25) and exact stages, fused, then reranked.
 
-    search(index, queries, mode="hybrid", k=10, rerank=False, reranker=None, fusion="rrf")
+    search(index, queries, mode="hybrid", k=10, rerank="auto", reranker=None, fusion="weighted")
         -> list[list[Hit]]
 
 Modes:
 - hybrid: dense top-`depth` + BM25 top-`depth` + exact matches of quoted phrases / rare terms,
-  fused (RRF k=60 by default, or weighted min-max score fusion). A dense part that the index was
-  built without is left out (the other stages still run).
+  fused (weighted min-max score fusion by default, or RRF k=60; see retrieval.options and
+  fusion.py). A dense part that the index was built without is left out (the other stages run).
 - dense / lexical: that stage alone. exact: quoted phrases (or the whole query) byte-for-byte.
-Rerank (any mode): a cross-encoder rescoring the first `rerank_top_n` (default 50) candidates;
-the rest keep their order below them.
+Rerank: a cross-encoder rescoring the first `rerank_top_n` (default 50) candidates; the rest keep
+their order below them. rerank="auto" (the default) reranks hybrid results when the default model
+is on disk (hybrid/rerank.py: resolve_reranker, the policy the CLI and Retriever share).
 Quoted phrases are constraints: passages containing more of the query's quoted phrases always
 rank above passages containing fewer (so an exact phrase outranks paraphrases).
 
@@ -22,150 +23,150 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..hits import Hit, join_hits
+from ..options import DEFAULT_FUSION, DEFAULT_RERANK, MODES, check_k_fits, check_options, check_queries
 
-MODES = ("hybrid", "dense", "lexical", "exact")
-MAX_QUERY_BYTES = 8192
-
-
-def check_options(mode: str, k: int, fusion: str, *, flags: bool = True) -> None:
-    """Refuse an unknown mode or fusion and a k below 1; errors name the CLI flag (flags=True)
-    or the Python argument."""
-    from .fusion import FUSIONS
-
-    dash1, dash2 = ("-", "--") if flags else ("", "")
-    if mode not in MODES:
-        raise InputError(f"{dash2}mode {mode!r}: use one of {', '.join(MODES)}")
-    if fusion not in FUSIONS:
-        raise InputError(f"{dash2}fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"{dash1}k {k}: must be an integer >= 1")
+Ranked = list[tuple[int, float]]  # (passage_id, score), best first
 
 
-def _check(queries: Sequence[str], mode: str, k: int, fusion: str) -> list[str]:
-    check_options(mode, k, fusion)
-    if isinstance(queries, str):
-        queries = [queries]
-    out = []
-    for q in queries:
-        if not isinstance(q, str) or not q.strip():
-            raise InputError("empty query; give some text to search for")
-        if len(q.encode("utf-8")) > MAX_QUERY_BYTES:
-            raise InputError(f"query of {len(q.encode('utf-8'))} bytes: longer than {MAX_QUERY_BYTES}; shorten it")
-        out.append(q)
-    return out
+@dataclass
+class Ranking:
+    """One query's candidates, best first: (passage_id, score, stages) with stages as in Hit."""
+
+    order: list[tuple[int, float, dict]]
+    phrase_count: dict[int, int] = field(default_factory=dict)  # passage -> quoted phrases it contains
+    exact_spans: dict[int, list] = field(default_factory=dict)  # passage -> exact match spans
+
+    def constrain_phrases(self, order: list[tuple[int, float, dict]]) -> list[tuple[int, float, dict]]:
+        """Quoted phrases are constraints: more phrases matched ranks first (a stable sort)."""
+        return sorted(order, key=lambda o: -self.phrase_count.get(o[0], 0)) if self.phrase_count else order
 
 
-def search(index, queries: Sequence[str], mode: str = "hybrid", k: int = 10, rerank: bool = False,
-           reranker=None, fusion: str = "rrf", *, depth: int | None = None, rerank_top_n: int | None = None,
-           weights: Mapping[str, float] | None = None, rrf_k: int = 60, rare_max: int = 50,
-           timings: dict | None = None) -> list[list[Hit]]:
+class _Timer:
+    """Adds each stage's seconds to a caller's dict (the `timings` argument)."""
+
+    def __init__(self, into: dict | None):
+        self.into = into if into is not None else {}
+        self.since = time.perf_counter()
+
+    def tick(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into[name] = self.into.get(name, 0.0) + now - self.since
+        self.since = now
+
+
+# -- stages -----------------------------------------------------------------------------------------
+def dense_stage(index, queries: list[str], depth: int) -> list[Ranked]:
+    """Dense top-`depth` passages of every query (one batched embedding and search)."""
+    scores, ids = index.dense.search(queries, min(depth, index.store.n_passages))
+    return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
+            for row_scores, row_ids in zip(scores, ids)]
+
+
+def fuse_stages(lists: Mapping[str, Ranked], fusion: str, *, rrf_k: int,
+                weights: Mapping[str, float] | None) -> list[tuple[int, float, dict]]:
+    """One ranking from the stages' lists: a single stage keeps its own ranks and scores."""
+    from .fusion import fuse
+
+    if len(lists) == 1:
+        stage, ranked = next(iter(lists.items()))
+        return [(pid, s, {stage: {"rank": r, "score": s}}) for r, (pid, s) in enumerate(ranked, 1)]
+    order = []
+    for r, c in enumerate(fuse(lists, fusion, k=rrf_k, weights=weights), 1):
+        order.append((c.passage_id, c.score, {**c.stages, "fused": {"rank": r, "score": c.score}}))
+    return order
+
+
+def rerank_stage(index, reranker, query: str, ranking: Ranking) -> list[tuple[int, float, dict]]:
+    """The cross-encoder's order for the first `reranker.top_n` candidates; the rest keep their
+    order below them (scored below the lowest reranked score)."""
+    order = ranking.order
+    n = min(reranker.top_n, len(order))
+    head = order[:n]
+    texts = {r["id"]: r["text"] for r in index.store.passages([o[0] for o in head])}
+    head = [o for o in head if o[0] in texts]
+    scores = reranker.score(query, [texts[o[0]] for o in head])
+    ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
+    new_head = [(pid, float(s), {**st, "rerank": {"rank": r, "score": float(s)}})
+                for r, ((pid, _, st), s) in enumerate(ranked_head, 1)]
+    new_head = ranking.constrain_phrases(new_head)
+    low = min((o[1] for o in new_head), default=0.0)
+    return new_head + [(pid, low - i - 1.0, st) for i, (pid, _, st) in enumerate(order[n:])]
+
+
+def to_hits(index, ranking: Ranking, k: int, patterns: Sequence[str]) -> list[Hit]:
+    """The first k candidates as Hits, with the byte spans of exact matches (or of `patterns`)."""
+    from .lexical import spans_in_text
+
+    order = ranking.order[:k]
+    hits = join_hits(index.store, [o[0] for o in order], [o[1] for o in order], [o[2] for o in order])
+    for h in hits:
+        if h.passage_id in ranking.exact_spans:
+            h.spans = [tuple(s) for s in ranking.exact_spans[h.passage_id]]
+        elif patterns:
+            h.spans = spans_in_text(h.text, patterns)
+    return hits
+
+
+# -- the search -------------------------------------------------------------------------------------
+def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int = 10, rerank="auto",
+           reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
+           rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, rrf_k: int = 60,
+           rare_max: int = 50, device: str | None = None, timings: dict | None = None) -> list[list[Hit]]:
     """Search `queries` (a list, or one string) in an open Index; one list of Hits per query.
 
-    depth: candidates taken from each stage (default max(100, k)).
+    rerank: "auto" | True | False (retrieval.options); reranker: a model path/id, a CrossEncoder or
+    a Reranker. depth: candidates taken from each stage (default max(100, k)).
     rerank_top_n: how many fused candidates the cross-encoder rescores (default 50).
     weights: per-stage weights for fusion ({"dense": 1, "lexical": 1, "exact": 1}).
     timings: if a dict is given, per-stage seconds are added to it."""
-    from .fusion import fuse
-    from .lexical import bm25, exact_candidates, parse_query, spans_in_text
+    from .lexical import bm25, exact_candidates, parse_query
+    from .rerank import resolve_reranker
 
-    queries = _check(queries, mode, k, fusion)
+    queries = check_queries(queries)
+    check_options(mode, k, fusion)
+    check_k_fits(k, index.store.n_passages)
     depth = max(100, k) if depth is None else int(depth)
     if depth < 1:
         raise InputError(f"depth {depth}: must be >= 1")
-    t = timings if timings is not None else {}
-
-    def tick(name: str, since: float) -> float:
-        now = time.perf_counter()
-        t[name] = t.get(name, 0.0) + now - since
-        return now
-
-    rr = None
-    if rerank:
-        from .rerank import get_reranker
-
-        rr = get_reranker(reranker, top_n=rerank_top_n)  # fails here, before any work, if no model
-    parsed = [parse_query(q) for q in queries]
-
-    now = time.perf_counter()
-    dense_lists: list[list[tuple[int, float]]] = [[] for _ in queries]
-    dense_part = index.dense if mode in ("hybrid", "dense") else None
-    if mode == "dense" and dense_part is None:
-        raise InputError(f"{index.path}: built without a dense part; rebuild with `rtv index --dense` or use --mode lexical/exact/hybrid")
-    if dense_part is not None:
-        n = index.store.n_passages
-        scores, ids = dense_part.search(list(queries), min(depth, n))
-        for qi in range(len(queries)):
-            dense_lists[qi] = [(int(p), float(s)) for p, s in zip(ids[qi], scores[qi]) if int(p) >= 0]
-        now = tick("dense", now)
+    if mode == "dense" and index.dense is None:
+        raise InputError(f"{index.path}: built without a dense part; rebuild with `rtv index --dense` "
+                         "or use --mode lexical/exact/hybrid")
+    rr = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)  # fails before any work
+    timer = _Timer(timings)
+    dense_lists = None
+    if mode in ("hybrid", "dense") and index.dense is not None:
+        dense_lists = dense_stage(index, queries, depth)
+        timer.tick("dense")
 
     results: list[list[Hit]] = []
     for qi, q in enumerate(queries):
-        pq = parsed[qi]
-        lists: dict[str, list[tuple[int, float]]] = {}
-        exact_spans: dict[int, list] = {}
-        phrase_count: dict[int, int] = {}
-        if mode in ("hybrid", "dense") and dense_part is not None:
+        pq = parse_query(q)
+        lists: dict[str, Ranked] = {}
+        ranking = Ranking([])
+        if dense_lists is not None:
             lists["dense"] = dense_lists[qi]
         if mode in ("hybrid", "lexical"):
-            now = time.perf_counter()
             lists["lexical"] = bm25(index.store, q, depth)
-            now = tick("lexical", now)
+            timer.tick("lexical")
         if mode in ("hybrid", "exact"):
-            now = time.perf_counter()
             ex = exact_candidates(index, pq, whole_query=(mode == "exact"), rare_max=rare_max, k=depth)
             lists["exact"] = ex.ranked
-            exact_spans, phrase_count = ex.spans, ex.phrases_matched
-            now = tick("exact", now)
-
-        now = time.perf_counter()
-        if len(lists) == 1:  # a single stage: its own ranking and scores
-            stage, ranked = next(iter(lists.items()))
-            order = [(pid, s, {stage: {"rank": r, "score": s}}) for r, (pid, s) in enumerate(ranked, 1)]
-        else:
-            fused = fuse(lists, fusion, k=rrf_k, weights=weights)
-            order = []
-            for r, c in enumerate(fused, 1):
-                st = dict(c.stages)
-                st["fused"] = {"rank": r, "score": c.score}
-                order.append((c.passage_id, c.score, st))
-        if pq.phrases:  # quoted phrases are constraints: more phrases matched ranks first (stable)
-            order.sort(key=lambda o: -phrase_count.get(o[0], 0))
-        now = tick("fusion", now)
-
-        if rr is not None and order:
-            n = min(rr.top_n, len(order))
-            head = order[:n]
-            texts = {r["id"]: r["text"] for r in index.store.passages([o[0] for o in head])}
-            head = [o for o in head if o[0] in texts]
-            scores = rr.score(q, [texts[o[0]] for o in head])
-            ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
-            new_head = []
-            for r, ((pid, _, st), s) in enumerate(ranked_head, 1):
-                st = dict(st)
-                st["rerank"] = {"rank": r, "score": float(s)}
-                new_head.append((pid, float(s), st))
-            if pq.phrases:
-                new_head.sort(key=lambda o: -phrase_count.get(o[0], 0))
-            low = min((o[1] for o in new_head), default=0.0)
-            tail = [(pid, low - i - 1.0, st) for i, (pid, _, st) in enumerate(order[n:])]
-            order = new_head + tail  # the tail keeps its order, scored below the reranked head
-            now = tick("rerank", now)
-
-        order = order[:k]
-        pids = [o[0] for o in order]
+            ranking.exact_spans, ranking.phrase_count = ex.spans, (ex.phrases_matched if pq.phrases else {})
+            timer.tick("exact")
+        ranking.order = ranking.constrain_phrases(fuse_stages(lists, fusion, rrf_k=rrf_k, weights=weights))
+        timer.tick("fusion")
+        if rr is not None and ranking.order:
+            ranking.order = rerank_stage(index, rr, q, ranking)
+            timer.tick("rerank")
         patterns = pq.phrases if pq.phrases else ([q.strip()] if mode == "exact" else [])
-        hits = join_hits(index.store, pids, [o[1] for o in order], [o[2] for o in order])
-        for h in hits:
-            if h.passage_id in exact_spans:
-                h.spans = [tuple(s) for s in exact_spans[h.passage_id]]
-            elif patterns:
-                h.spans = spans_in_text(h.text, patterns)
-        tick("hits", now)
-        results.append(hits)
+        results.append(to_hits(index, ranking, k, patterns))
+        timer.tick("hits")
     return results
 
 
-__all__ = ["search", "check_options", "MODES"]
+__all__ = ["search", "check_options", "MODES", "DEFAULT_RERANK", "dense_stage", "fuse_stages", "rerank_stage",
+           "to_hits", "Ranking"]

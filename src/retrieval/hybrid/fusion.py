@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..options import DEFAULT_FUSION, FUSIONS
 
-FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 
 
@@ -98,7 +98,7 @@ def weighted(lists: Mapping[str, Ranked], weights: Mapping[str, float] | None = 
     return _sorted(cands, limit)
 
 
-def fuse(lists: Mapping[str, Ranked], method: str = "rrf", *, k: int = RRF_K,
+def fuse(lists: Mapping[str, Ranked], method: str = DEFAULT_FUSION, *, k: int = RRF_K,
          weights: Mapping[str, float] | None = None, limit: int | None = None) -> list[Fused]:
     if method == "rrf":
         return rrf(lists, k=k, weights=weights, limit=limit)

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import IndexFormatError, InputError
+from ..errors import InputError
 
 _PHRASE = re.compile(r'"([^"]+)"')
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)  # FTS5 unicode61: letters and digits are token chars
@@ -32,7 +32,6 @@ MAX_TERMS = 64
 # eval/retrieval_eval.py). Quoted phrases keep them.
 STOPWORDS = frozenset("a an and are as at be but by for if in into is it no not of on or such that the their "
                       "then there these they this to was will with".split())
-FTS_TABLE = "passages_fts"
 
 
 @dataclass
@@ -40,10 +39,6 @@ class ParsedQuery:
     text: str
     phrases: list[str] = field(default_factory=list)  # quoted phrases, without the quotes
     terms: list[str] = field(default_factory=list)  # whitespace tokens outside quotes, punctuation stripped
-
-    @property
-    def patterns(self) -> list[str]:
-        return self.phrases + self.terms
 
 
 def parse_query(text: str) -> ParsedQuery:
@@ -82,36 +77,18 @@ def bm25(store, query: str, k: int = 100) -> list[tuple[int, float]]:
     if not match:
         return []
     try:
-        rows = store.db.execute(
-            f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? order by rank limit ?", [match, int(k)]
-        ).fetchall()
+        rows = store.bm25(match, k)
     except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            raise IndexFormatError(f"{store.path}: has no full-text index ({exc}); rebuild the index with `rtv index`") from None
         raise InputError(f"query {query!r}: cannot be searched lexically ({exc})") from None
     return [(int(pid), -float(rank)) for pid, rank in rows]  # FTS5 rank = bm25(): lower is better
 
 
 # -- exact matches -> passages ---------------------------------------------------------------------
 
-def passages_of_docs(store, doc_ids: Sequence[int]) -> dict[int, list[tuple[int, int, int]]]:
-    """doc_id -> [(passage_id, start, end)] sorted by start (uses the passages(doc_id) index)."""
-    out: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    ids = sorted({int(d) for d in doc_ids})
-    for i in range(0, len(ids), 900):
-        part = ids[i:i + 900]
-        marks = ",".join("?" * len(part))
-        for pid, doc, s, e in store.db.execute(
-            f"select id, doc_id, start, end from passages where doc_id in ({marks}) order by doc_id, start", part
-        ):
-            out[doc].append((pid, s, e))
-    return out
-
-
 def map_occurrences(store, doc_ids, offsets, length: int) -> dict[int, list[tuple[int, int]]]:
     """passage_id -> [(start, end)] byte spans within the passage, for occurrences (doc, offset) of a
     pattern of `length` bytes. An occurrence belongs to every passage that contains it whole."""
-    by_doc = passages_of_docs(store, doc_ids)
+    by_doc = store.passage_spans(doc_ids)
     out: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for doc, off in zip(doc_ids, offsets):
         doc, off = int(doc), int(off)

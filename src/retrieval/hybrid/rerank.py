@@ -113,3 +113,40 @@ def get_reranker(reranker=None, *, device: str | None = None, top_n: int | None 
             reranker.top_n = top_n
         return reranker
     return Reranker(reranker, device=device, top_n=top_n or DEFAULT_TOP_N)
+
+
+_told_missing = False  # "auto" says once per process that the default model is missing
+
+
+def resolve_reranker(rerank="auto", reranker=None, *, mode: str = "hybrid", device: str | None = None,
+                     top_n: int | None = None) -> Reranker | None:
+    """The one reranking policy of the CLI, Index.search and Retriever (retrieval.options):
+    False: none. True: `reranker` (or the default model) must load, else a ModelError saying how
+    to get one. "auto": a `reranker` given explicitly must load; otherwise hybrid mode reranks
+    with the default cross-encoder when it is on disk (never a download) and says once, on
+    stderr, when it is not; the single-stage modes are not reranked."""
+    global _told_missing
+    from ..options import check_rerank
+    from ..progress import note
+
+    check_rerank(rerank)
+    if device == "auto":
+        device = None
+    if rerank is False:
+        return None
+    if rerank is True or reranker is not None:
+        return get_reranker(reranker, device=device, top_n=top_n)
+    if mode != "hybrid":
+        return None
+    try:
+        local = Path(resolve_model(None))
+    except ModelError:
+        local = None
+    if local is None or not local.is_dir():
+        if not _told_missing:
+            _told_missing = True
+            note(f"ranking without a cross-encoder: {DEFAULT_RERANKER} is not on disk "
+                 "(pass --reranker DIR / reranker='DIR', or --rerank / rerank=True to download it when online)")
+        return None
+    return get_reranker(str(local), device=device, top_n=top_n)
+
