@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retrieval.contamination import BenchmarkReader, Thresholds
-from retrieval.contamination import readers as readers_mod
+from retrieval.readers import formats as formats_mod
 from retrieval.errors import InputError
 from retrieval.windows import char_windows, token_windows, windows
 
@@ -99,7 +99,7 @@ def test_jsonl_ids_fields_lists_and_nesting(tmp_path):
 
 
 def test_json_array_streamed_across_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers_mod, "JSON_CHUNK_CHARS", 7)
+    monkeypatch.setattr(formats_mod, "JSON_CHUNK_BYTES", 7)
     rows = [{"id": i, "text": f"entry {i} " + "é" * i, "n": 12345.5} for i in range(30)]
     p = tmp_path / "b.json"
     p.write_text(" [ " + " , ".join(json.dumps(r, ensure_ascii=False) for r in rows) + " ] ", encoding="utf-8")
@@ -152,7 +152,7 @@ def _entries_from_rows():
     ("b.jsonl", json.dumps({"q": "x"}) + "\n", ["nope"], None, r"unknown field 'nope'.*fields present: q"),
     ("b.jsonl", json.dumps({"q": "x"}) + "\n", ["q"], "nope", r"unknown id field 'nope'"),
     ("b.jsonl", json.dumps({"zzz": "x"}) + "\n", None, None, r"pass --field with one of: zzz"),
-    ("b.jsonl", '{"q": "x"}\n{"q": broken\n', ["q"], None, r"b.jsonl:2: invalid JSON"),
+    ("b.jsonl", '{"q": "x"}\n{"q": broken\n', ["q"], None, r"b.jsonl: line 2: invalid JSON"),
     ("b.jsonl", "[1, 2]\n", ["q"], None, r"must be objects"),
     ("b.txt", "hello", ["q"], None, r"unknown benchmark format"),
     ("b.json", "", ["q"], None, r"empty JSON file"),
@@ -177,7 +177,7 @@ def test_unreadable_files(tmp_path):
         _entries(bad, ["q"])
     latin = tmp_path / "l.jsonl"
     latin.write_bytes(b'{"q": "caf\xe9"}\n')
-    with pytest.raises(InputError, match="not valid UTF-8"):
+    with pytest.raises(InputError, match=r"l.jsonl: invalid UTF-8 at line 1, byte offset 10; re-encode it as UTF-8"):
         _entries(latin, ["q"])
     (tmp_path / "x.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="parquet"):
