@@ -172,3 +172,40 @@ def test_fts_query_drops_stopwords_unless_nothing_else():
     assert fts_query("the fox and the dog") == '"fox" OR "dog"'
     assert fts_query("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
     assert fts_query('"out of the box" thinking') == '"out of the box" OR "thinking" OR "out" OR "box"'
+
+
+def test_occurrence_across_a_passage_cut_maps_to_the_passages_it_overlaps(tmp_path):
+    store = Store(tmp_path / "m.sqlite", create=True)
+    store.add_documents([{"id": 0, "ext_id": "a", "source": "m", "length": 20, "metadata": {}}])
+    text = "abcdefghijklmnopqrst"
+    store.add_passages([(0, 0, 10, text[0:10]), (0, 10, 20, text[10:20])])
+    # "ijklm" (8..13) lies in no passage whole: both passages get their clipped part of it
+    assert map_occurrences(store, [0], [8], 5) == {0: [(8, 10)], 1: [(0, 3)]}
+    assert map_occurrences(store, [0], [2], 3) == {0: [(2, 5)]}  # held whole: only that passage
+
+
+def test_exact_mode_finds_a_phrase_that_crosses_passages(tmp_path):
+    """Regression (issue 11.4): `count` found a phrase that `query --mode exact` missed because
+    the phrase straddled the cut between two passages (no overlap here to hide it)."""
+    import json
+
+    from retrieval import Index
+
+    words = " ".join(f"w{i}" for i in range(60))
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps({"text": words}) + "\n")
+    idx = Index.build([src], tmp_path / "idx", dense=False, passage_tokens=8, passage_overlap=0)
+    try:
+        passages = list(idx.store.iter_passages())
+        assert len(passages) > 3
+        cut = passages[1]["start"]  # a phrase from 6 bytes before the cut to 6 after it
+        phrase = words.encode()[cut - 6:cut + 6].decode()
+        assert idx.count(phrase) == 1
+        hits = idx.search(f'"{phrase}"', k=5, mode="exact")
+        assert {h.passage_id for h in hits} == {passages[0]["id"], passages[1]["id"]}
+        for h in hits:
+            for s, e in h.spans:  # each span is the part of the phrase inside that passage
+                part = h.text.encode()[s:e].decode()
+                assert part and part in phrase
+    finally:
+        idx.close()

@@ -87,16 +87,23 @@ def bm25(store, query: str, k: int = 100) -> list[tuple[int, float]]:
 
 def map_occurrences(store, doc_ids, offsets, length: int) -> dict[int, list[tuple[int, int]]]:
     """passage_id -> [(start, end)] byte spans within the passage, for occurrences (doc, offset) of a
-    pattern of `length` bytes. An occurrence belongs to every passage that contains it whole."""
+    pattern of `length` bytes. An occurrence belongs to every passage that contains it whole; one
+    that no passage holds whole (it crosses a cut between passages) belongs to every passage it
+    overlaps, with its span clipped to the passage, so exact search never loses what `find` finds."""
     by_doc = store.passage_spans(doc_ids)
     out: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for doc, off in zip(doc_ids, offsets):
         doc, off = int(doc), int(off)
-        for pid, s, e in by_doc.get(doc, ()):
-            if s > off:
+        end = off + length
+        overlapping = []
+        for pid, s, e in by_doc.get(doc, ()):  # sorted by start
+            if s >= end:
                 break
-            if off + length <= e:
-                out[pid].append((off - s, off - s + length))
+            if off < e:
+                overlapping.append((pid, s, e))
+        whole = [(pid, s, e) for pid, s, e in overlapping if s <= off and end <= e]
+        for pid, s, e in whole or overlapping:
+            out[pid].append((max(off, s) - s, min(end, e) - s))
     return out
 
 
