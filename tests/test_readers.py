@@ -13,11 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval import progress
 from retrieval.contamination import BenchmarkReader
 from retrieval.errors import InputError
 from retrieval.readers import ReadOptions, read_documents
+from retrieval.readers import formats as formats_mod
 
 ROWS = [{"id": f"r{i}", "text": f"record {i} héllo " + "wörld " * (i % 7), "lang": "de" if i % 2 else "en"}
         for i in range(400)]
@@ -291,3 +294,50 @@ def test_explicit_id_field_and_parquet_int_ids(tmp_path):
     docs = list(read_documents([path], ReadOptions(id_field="num")))
     assert [(d.ext_id, d.id_field, d.metadata) for d in docs] == [("10", "num", {"id": "no"}), ("11", "num", {"id": "no"})]
     assert [d.ext_id for d in read_documents([path])] == ["no", "no"]  # the builder refuses these duplicates
+
+
+# -- the streamed JSON array against json.loads, with pieces small enough to split everything ---------
+TEXT = st.text(st.sampled_from(list('ab "\\\n\t,]}[{:') + ["é", "中", "🙂", "\u2028"]), max_size=30)
+RECORD = st.fixed_dictionaries({"text": TEXT}, optional={"n": st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=False)),
+                                                         "t": st.sampled_from([True, False, None]), "l": st.lists(TEXT, max_size=3)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(RECORD, max_size=8), indent=st.sampled_from([None, 0, 2]), chunk=st.integers(1, 9))
+def test_streamed_array_equals_json_loads_and_every_prefix_is_refused(tmp_path_factory, records, indent, chunk):
+    path = tmp_path_factory.mktemp("arr") / "c.json"
+    body = json.dumps(records, ensure_ascii=False, indent=indent).encode()
+    old = formats_mod.JSON_CHUNK_BYTES
+    formats_mod.JSON_CHUNK_BYTES = chunk  # not monkeypatch: hypothesis reruns the body in one test
+    try:
+        path.write_bytes(body)
+        want = [r["text"] for r in json.loads(body)]
+        assert [d.text for d in read_documents([path])] == [t for t in want if t]
+        for cut in range(1, len(body), max(1, len(body) // 15)):
+            path.write_bytes(body[:cut])
+            with pytest.raises(InputError, match="c.json: "):
+                list(read_documents([path]))
+    finally:
+        formats_mod.JSON_CHUNK_BYTES = old
+
+
+@settings(max_examples=40, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=6), where=st.floats(0, 1), chunk=st.integers(1, 9))
+def test_invalid_utf8_position_in_streamed_array(tmp_path_factory, records, where, chunk):
+    path = tmp_path_factory.mktemp("utf") / "c.json"
+    body = json.dumps(records, ensure_ascii=False, indent=1).encode()
+    # put a stray continuation byte just after a character that starts inside a string value
+    starts = [i for i in range(len(body)) if body[i] & 0xC0 != 0x80 and body[:i].count(b'"') % 2 == 1]
+    if not starts:
+        return
+    at = starts[int(where * (len(starts) - 1))]
+    bad = body[:at] + b"\x80" + body[at:]
+    line = bad.count(b"\n", 0, at) + 1
+    path.write_bytes(bad)
+    old = formats_mod.JSON_CHUNK_BYTES
+    formats_mod.JSON_CHUNK_BYTES = chunk
+    try:
+        with pytest.raises(InputError, match=rf"invalid UTF-8 at line {line}, byte offset {at};"):
+            list(read_documents([path]))
+    finally:
+        formats_mod.JSON_CHUNK_BYTES = old
