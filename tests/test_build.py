@@ -88,10 +88,10 @@ def test_a_concurrent_runner_gives_the_same_index(tmp_path):
     build_index([src], tmp_path / "pool", BuildSettings(dense=False, shard_size=300), runner=pool_runner)
     a, b = Index.open(tmp_path / "serial"), Index.open(tmp_path / "pool")
     try:
-        files = sorted(p.name for p in (tmp_path / "serial" / "exact").iterdir())
-        assert files == sorted(p.name for p in (tmp_path / "pool" / "exact").iterdir()) and len(files) > 5
+        files = sorted(p.name for p in (a.root / "exact").iterdir())
+        assert files == sorted(p.name for p in (b.root / "exact").iterdir()) and len(files) > 5
         for f in files:
-            assert (tmp_path / "serial" / "exact" / f).read_bytes() == (tmp_path / "pool" / "exact" / f).read_bytes()
+            assert (a.root / "exact" / f).read_bytes() == (b.root / "exact" / f).read_bytes()
         assert _passages(a) == _passages(b)
         assert a.manifest["exact"] == b.manifest["exact"]
     finally:

@@ -118,13 +118,13 @@ def test_index_without_exact_part_or_dense(env, tmp_path):
     assert res.exit_code == 1 and "nothing-here" in res.output
     broken = tmp_path / "idx"
     shutil.copytree(env / "idx", broken)
-    shutil.rmtree(broken / "exact")
+    shutil.rmtree(broken / "gen-000001" / "exact")
     res = _run([broken, env / "bench.jsonl.gz", "--field", "prompt"])
     assert res.exit_code == 1 and "shard" in res.output.lower() and "Traceback" not in res.output
-    manifest = json.loads((env / "idx" / "manifest.json").read_text())
+    manifest = json.loads((env / "idx" / "gen-000001" / "manifest.json").read_text())
     manifest["exact"] = None  # an index recorded without an exact part
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("exact/")}
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    (broken / "gen-000001" / "manifest.json").write_text(json.dumps(manifest))
     res = _run([broken, env / "bench.jsonl.gz", "--field", "prompt"])
     assert res.exit_code == 1 and "no exact part" in res.output
     res = _run([env / "idx", env / "bench.jsonl.gz", "--field", "prompt", "--semantic"])

@@ -91,7 +91,7 @@ def test_open_detects_damage(tmp_path):
     idx = build(["hello world", "another document"], tmp_path)
     idx.close()
     path = tmp_path / "idx"
-    shard = next((path / "exact").glob("*.fmi"))
+    shard = next((path / "gen-000001" / "exact").glob("*.fmi"))
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x55
     shard.write_bytes(bytes(data))
@@ -104,7 +104,7 @@ def test_open_detects_damage(tmp_path):
 
 def test_newer_format_is_refused(tmp_path):
     build(["hello"], tmp_path)
-    manifest = tmp_path / "idx" / "manifest.json"
+    manifest = tmp_path / "idx" / "gen-000001" / "manifest.json"
     m = json.loads(manifest.read_text())
     m["format_version"] = 99
     manifest.write_text(json.dumps(m))

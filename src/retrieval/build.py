@@ -5,18 +5,26 @@
     embeddings -> store (documents, passages, full-text index) and the dense index from every
     shard's vectors -> manifest -> the directory published at the target path
 
-`build_shard` is a function of its `ShardInput` alone that writes only its own file, and the
-driver assigns global passage ids when it collects the outputs in shard order. So a runner can
-run shards one after another (`run_serial`, today's) or in worker processes or cluster tasks
-without changing the step. Nothing appears at the target unless the whole build completes.
+The per-shard step (`ShardStep`) is a function of its `ShardInput` alone that writes only its own
+file, and the driver assigns global passage ids when it collects the outputs in shard order. So a
+runner can run shards one after another (`run_serial`, today's) or in worker processes or cluster
+tasks without changing the step.
+
+Publishing (manifest.py describes the layout): one build per index path at a time (a lock that
+names its holder); the build writes a new generation beside the live one and makes it live with
+one atomic rename, so readers see the old index or the new one, never a mix, and a build that
+fails or is killed leaves the path as it was.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +34,8 @@ from . import __version__
 from .corpus import ReadOptions, read_documents
 from .errors import InputError
 from .exact import MAX_SHARD_BYTES, SEPARATOR, write_shard
-from .manifest import FORMAT_NAME, FORMAT_VERSION, file_entry, write_manifest
+from .manifest import (CURRENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST, file_entry, fsync_dir, generation_name,
+                       generations, publish, write_manifest)
 from .progress import bar
 from .store import Store
 
@@ -167,8 +176,8 @@ def run_serial(step: Callable[[ShardInput], ShardOutput], shards: Iterable[Shard
 
 def build_index(sources: Iterable[str | Path], path: str | Path, settings: BuildSettings | None = None,
                 *, overwrite: bool = False, runner: Runner = run_serial) -> Path:
-    """Build an index directory at `path`; returns `path`. Nothing appears there unless the build
-    completes; a failed build leaves no temporary directory behind."""
+    """Build an index directory at `path` (a new generation of it, with overwrite=True); returns
+    `path`. Nothing changes at `path` unless the whole build completes."""
     settings = settings or BuildSettings()
     settings.check()
     path = Path(path)
@@ -182,16 +191,18 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
             load_recipe(settings.recipe)  # fail on an unknown recipe before reading the corpus
         embedder = load_embedder(settings.model, settings.device)
         settings.passage_tokens = min(settings.passage_tokens, embedder.max_tokens)
-    tmp = _prepare_target(path, overwrite)
     started = time.time()
-    try:
-        manifest = _build_into(tmp, sources, settings, embedder, runner)
-        manifest["build_seconds"] = round(time.time() - started, 3)
-        write_manifest(tmp, manifest)
-        _move_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with build_lock(path):
+        target = Target(path, overwrite)
+        try:
+            manifest = _build_into(target.work, sources, settings, embedder, runner)
+            manifest["generation"] = target.number
+            manifest["build_seconds"] = round(time.time() - started, 3)
+            write_manifest(target.work, manifest)
+            target.publish()
+        except BaseException:
+            target.abandon()
+            raise
     return path
 
 
@@ -247,24 +258,95 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
     return manifest
 
 
-def _prepare_target(path: Path, overwrite: bool) -> Path:
-    """The temporary sibling directory a build writes into before it is renamed to `path`."""
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; choose another -o or pass --force to replace it")
-    if path.exists() and not (path / "manifest.json").is_file() and any(path.iterdir()):
-        raise InputError(f"{path}: exists and is not an rtv index; refusing to replace it")
+# -- one build at a time, published in one step ------------------------------------------------------
+@contextmanager
+def build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on a hidden sibling file `.NAME.lock` that names its holder: a second
+    build of the same path fails at once, saying who holds it. The file goes when released."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
+    lock = path.parent / f".{path.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
+            raise InputError(f"{path}: another build is writing this index ({holder}); wait for it to finish, "
+                             "or stop it") from None
+        try:  # the holder before us may have removed the file between our open and our lock: retry
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.unlink(lock)
+        os.close(fd)
 
 
-def _move_into_place(tmp: Path, path: Path) -> None:
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
+_FORMAT1_FILES = (MANIFEST, "meta.sqlite", "exact", "dense")  # an index of format 1 kept these at the top
+
+
+class Target:
+    """Where a build writes (`work`) and how it is published.
+
+    New path: a hidden sibling `.NAME.building-PID/` holding the first generation and CURRENT,
+    renamed to NAME at the end (one atomic rename onto a path that does not exist).
+    Existing index (with --force): the new generation is written inside it as
+    `.gen-N.building-PID`, renamed to `gen-N`, then published by replacing CURRENT; generations
+    older than the previous one are removed (and a format-1 index's top-level files)."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        self.path = path
+        self.fresh = not path.exists()
+        if self.fresh:
+            self.root = path.parent / f".{path.name}.building-{os.getpid()}"
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root.mkdir()
+            self.number = 1
+            self.work = self.root / generation_name(1)
+        else:
+            if not overwrite:
+                raise InputError(f"{path}: already exists; choose another -o or pass --force to replace it")
+            if not path.is_dir() or not ((path / CURRENT).is_file() or (path / MANIFEST).is_file()
+                                         or not any(path.iterdir())):
+                raise InputError(f"{path}: exists and is not an rtv index; refusing to replace it")
+            for leftover in path.glob(".gen-*.building-*"):  # of killed builds (we hold the lock)
+                shutil.rmtree(leftover, ignore_errors=True)
+            self.root = path
+            self.number = max(generations(path), default=0) + 1
+            self.work = path / f".{generation_name(self.number)}.building-{os.getpid()}"
+        self.name = generation_name(self.number)
+        self.work.mkdir()
+
+    def publish(self) -> None:
+        if self.fresh:
+            publish(self.root, self.name)
+            try:
+                os.rename(self.root, self.path)
+            except OSError as exc:
+                raise InputError(f"{self.path}: appeared during the build ({exc.strerror}); nothing was replaced") from None
+            fsync_dir(self.path.parent)
+            return
+        os.rename(self.work, self.root / self.name)
+        fsync_dir(self.root)
+        publish(self.root, self.name)
+        for n in generations(self.root):
+            if n < self.number - 1:
+                shutil.rmtree(self.root / generation_name(n), ignore_errors=True)
+        for name in _FORMAT1_FILES:
+            old = self.root / name
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.exists():
+                old.unlink()
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.root if self.fresh else self.work, ignore_errors=True)

@@ -10,7 +10,7 @@ import numpy as np
 from .errors import IndexFormatError
 from .exact import ExactIndex
 from .hits import Hit
-from .manifest import read_manifest
+from .manifest import MANIFEST, live_generation, read_manifest
 from .store import Store
 
 
@@ -33,8 +33,9 @@ def _trim_partial_utf8(data: bytes) -> bytes:
 class Index:
     """An rtv index directory: exact FM-index shards, meta.sqlite, and optionally a dense part."""
 
-    def __init__(self, path: Path, manifest: dict, exact: ExactIndex, store: Store, device: str = "auto"):
-        self.path = path
+    def __init__(self, path: Path, root: Path, manifest: dict, exact: ExactIndex, store: Store, device: str = "auto"):
+        self.path = path  # the index directory, as the user named it
+        self.root = root  # its generation that this Index reads (path/gen-NNNNNN)
         self.manifest = manifest
         self.exact = exact
         self.store = store
@@ -61,14 +62,24 @@ class Index:
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, verify: bool = True, device: str = "auto") -> "Index":
-        """Open an index directory; checks the manifest, file sizes and (with verify) shard checksums."""
+        """Open the live generation of an index directory; checks the manifest, file sizes and (with
+        verify) shard checksums. Every file is opened from one generation, so a rebuild publishing
+        meanwhile is seen whole or not at all."""
         path = Path(path)
-        manifest = read_manifest(path)
-        if not manifest.get("exact"):
-            raise IndexFormatError(f"{path}: has no exact part; rebuild it with `rtv index`")
-        exact = ExactIndex(path, manifest["exact"], verify=verify)
-        store = Store(path / "meta.sqlite")
-        return cls(path, manifest, exact, store, device)
+        for attempt in range(3):
+            gen = live_generation(path)
+            try:
+                manifest = read_manifest(gen)
+                if not manifest.get("exact"):
+                    raise IndexFormatError(f"{path}: has no exact part; rebuild it with `rtv index`")
+                exact = ExactIndex(gen, manifest["exact"], verify=verify)
+                store = Store(gen / "meta.sqlite")
+                return cls(path, gen, manifest, exact, store, device)
+            except IndexFormatError:
+                # a rebuild may have published and removed this generation while we opened it
+                if attempt == 2 or live_generation(path) == gen:
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def n_documents(self) -> int:
@@ -114,7 +125,11 @@ class Index:
         if self._dense is None and self.manifest.get("dense"):
             from .dense import DenseIndex
 
-            self._dense = DenseIndex.open(self.path / "dense", self.manifest["dense"], device=self._device)
+            if not self.root.is_dir():  # opened lazily: the generation must still be there
+                raise IndexFormatError(f"{self.path}: rebuilt twice since it was opened (its generation "
+                                       f"{self.root.name} is gone); open it again")
+
+            self._dense = DenseIndex.open(self.root / "dense", self.manifest["dense"], device=self._device)
         return self._dense
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", **options) -> list[Hit]:
@@ -129,9 +144,10 @@ class Index:
     def info(self) -> dict:
         m = self.manifest
         return {
-            "path": str(self.path), "format_version": m["format_version"], "rtv_version": m["rtv_version"],
+            "path": str(self.path), "generation": self.root.name, "format_version": m["format_version"],
+            "rtv_version": m["rtv_version"],
             "documents": m["corpus"]["documents"], "corpus_bytes": m["corpus"]["bytes"],
-            "passages": m["corpus"]["passages"], "index_bytes": sum(f["bytes"] for f in m["files"].values()),
+            "passages": m["corpus"]["passages"], "index_bytes": sum(f["bytes"] for f in m["files"].values()) + (self.root / MANIFEST).stat().st_size,
             "exact_bytes": self.exact.index_bytes,
             "exact_ratio": round(self.exact.index_bytes / max(1, self.exact.text_bytes), 4),
             "sa_sample": m["exact"]["sa_sample"], "isa_sample": m["exact"]["isa_sample"],
