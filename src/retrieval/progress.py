@@ -15,10 +15,6 @@ def set_silent(value: bool) -> None:
     _silent = value
 
 
-def is_silent() -> bool:
-    return _silent
-
-
 def bar(total: int | None = None, desc: str = "", unit: str = "it", **kw) -> tqdm:
     """A tqdm bar on stderr that disappears when progress is silenced or stderr is not a terminal."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=_silent or None,

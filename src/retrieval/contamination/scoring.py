@@ -522,7 +522,3 @@ def check_benchmark(index, path, fields=None, id_field=None, config: Contaminati
     run = BenchmarkRun(index, path, fields, id_field, config, semantic, name)
     results = list(run)
     return results, run.summary
-
-
-def score_fraction(found: int, total: int) -> float:
-    return found / total if total else math.nan
