@@ -3,7 +3,6 @@ clean controls are never flagged, and every score equals a naive substring-scan 
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 

@@ -19,7 +19,6 @@ one window are "too_short": both are counted and reported, never scored.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
