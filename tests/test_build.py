@@ -61,6 +61,7 @@ def test_multi_shard_build_has_the_single_shard_answers(tmp_path):
         by_id = {d["_id"]: d["text"].encode() for d in docs}
         ext = {r["id"]: r["ext_id"] for r in many.store.documents(range(len(docs)))}
         assert [ext[i] for i in range(len(docs))] == [d["_id"] for d in docs]  # ids from the corpus's _id
+        assert many.manifest["corpus"]["id_field"] == "_id"  # the field found, recorded
         doc_ids = [p[0] for p in _passages(many)]
         assert doc_ids == sorted(doc_ids)
         for doc, start, end, text in _passages(many):

@@ -13,7 +13,7 @@ from .common import ByteSize, emit, open_index, output_options
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to create.")
 @click.option("--dense/--no-dense", default=None, help="Build the dense part (default: when the dense extra is installed).")
-@click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL/JSON/parquet).")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL/JSON/CSV/parquet).")
 @click.option("--id-field", default=None,
               help="Field holding a unique document id (default: the corpus's id, _id or doc_id field when it has one, else FILE:LINE).")
 @click.option("--shard-size", type=ByteSize(), default="1G", show_default=True, help="Most text bytes per FM-index shard.")

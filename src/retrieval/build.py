@@ -211,9 +211,13 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
     opts = ReadOptions(text_field=s.text_field, id_field=s.id_field, errors=s.errors)
     progress = bar(desc="reading corpus", unit="doc")
 
+    id_fields: set[str] = set()  # the fields ids came from (chosen per file when not given)
+
     def documents():
         for doc in read_documents(sources, opts):
             progress.update()
+            if doc.id_field is not None:
+                id_fields.add(doc.id_field)
             yield doc
 
     shards, vectors = [], []
@@ -236,7 +240,8 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "rtv_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "corpus": {"sources": [str(p) for p in sources], "documents": n_docs, "bytes": n_bytes,
-                   "passages": n_passages, "text_field": s.text_field, "id_field": s.id_field, "errors": s.errors},
+                   "passages": n_passages, "text_field": s.text_field,
+                   "id_field": s.id_field or (", ".join(sorted(id_fields)) or None), "errors": s.errors},
         "passages": {"max_tokens": s.passage_tokens, "overlap": s.passage_overlap,
                      "tokenizer": embedder.model_id if embedder else "words"},
         "exact": {"sa_sample": s.sa_sample, "isa_sample": s.isa_sample, "shards": shards},
