@@ -252,12 +252,9 @@ def test_benchmark_is_streamed(planted, tmp_path):
 
 
 def test_locate_through_prefix_equals_find(planted):
-    """The scorer locates a long match through its first window when both occur equally often;
-    with any prefix, frequent or not, its occurrences equal Index.find's."""
-    from retrieval.contamination import Scorer
-
+    """The scorer locates a long match through its first window when both occur equally often
+    (ExactIndex.locate_in); with any prefix, frequent or not, its occurrences equal Index.find's."""
     index, docs = planted["index"], planted["docs"]
-    scorer = Scorer(index, ContaminationConfig())
     rng = random.Random(7)
     shortcut = 0
     for _ in range(60):
@@ -265,9 +262,9 @@ def test_locate_through_prefix_equals_find(planted):
         a = rng.randrange(len(doc) - 200)
         query = doc[a:a + rng.choice([40, 120, 200])]
         prefix = query[: rng.choice([3, 8, 20])]
-        counts = scorer._shard_counts(query)
+        counts = index.exact.shard_counts(query)
         shortcut += all(int(sh.count(prefix)) == c for sh, c in zip(index.exact.shards, counts) if c)
-        got = scorer._locate(query, counts, 5, prefix)
+        got = index.exact.locate_in(query, counts, 5, prefix)
         want = index.find(query, offset=0, limit=5)
         assert got == ([int(x) for x in want[0]], [int(x) for x in want[1]])
     assert 0 < shortcut < 60  # both paths taken

@@ -121,6 +121,76 @@ def test_extract_and_snippet(docs, isa_sample, data):
             shard.snippet(0, len(docs[0]) + 1, 1)
 
 
+@st.composite
+def ranges_of(draw, docs):
+    n = draw(st.integers(0, 12))
+    d = [draw(st.integers(0, len(docs) - 1)) for _ in range(n)]
+    a = [draw(st.integers(0, len(docs[x]))) for x in d]
+    b = [x + draw(st.integers(0, 70)) for x in a]  # ends past a document are clipped
+    return d, a, b
+
+
+@SETTINGS
+@given(corpora, st.sampled_from([1, 2, 4, 32]), st.sampled_from([1, 2, 3, 8, 32]), st.data(),
+       st.sampled_from([(1, 1), (16, 0), (3, 2), (2, 3)]))
+def test_extract_ranges(docs, sa_sample, isa_sample, data, mode):
+    """Every (group, threads) path gives the document bytes a slice of the raw text gives, for
+    empty ranges, ranges at document ends and next to 0xFF separators, ends past the document."""
+    assume(isa_sample % sa_sample == 0 or data.draw(st.booleans()))  # ISA kinds 2 and 0
+    group, threads = mode
+    d, a, b = data.draw(ranges_of(docs))
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = build(docs, sa_sample, isa_sample, tmp)
+        blob, off = shard.extract_ranges(np.array(d, np.int64), np.array(a, np.int64), np.array(b, np.int64),
+                                         group, threads)
+    assert off.tolist()[0] == 0 and len(off) == len(d) + 1 and off[-1] == len(blob)
+    assert [blob[off[i]:off[i + 1]] for i in range(len(d))] == [docs[x][i:j] for x, i, j in zip(d, a, b)]
+
+
+@pytest.mark.parametrize("isa_sample", [1, 4, 6, 32])  # 6: ISA kind 0 (not a multiple of sa_sample 4)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_extract_ranges_large_batches(tmp_path, isa_sample, threads):
+    """Requests of many walks take the sorted-batch path (kSortedWalks = 4096 walks per thread);
+    it must agree with the text and with the one-walk-per-range path (group 1)."""
+    rng = np.random.default_rng(isa_sample)
+    alphabet = np.frombuffer(b"ab c\n\x00\xfe\xc3\xa9", dtype=np.uint8)
+    docs = [bytes(alphabet[rng.integers(0, len(alphabet), int(rng.integers(0, 3000)))]) for _ in range(150)]
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(make_text(docs), path, sa_sample=1 if isa_sample == 1 else 4, isa_sample=isa_sample)
+    shard = fm.Shard(path)
+    n = 400
+    d = rng.integers(0, len(docs), n)
+    a = np.array([int(rng.integers(0, len(docs[x]) + 1)) for x in d])
+    b = a + rng.integers(0, 4000, n)
+    d[:len(docs)], a[:len(docs)], b[:len(docs)] = np.arange(len(docs)), 0, 10**9  # whole documents too
+    expected = [docs[x][i:j] for x, i, j in zip(d.tolist(), a.tolist(), b.tolist())]
+    for group in (16, 1):
+        blob, off = shard.extract_ranges(d, a, b, group, threads)
+        assert [blob[off[i]:off[i + 1]] for i in range(n)] == expected
+    assert [shard.extract(i) for i in range(len(docs))] == docs
+
+
+def test_extract_ranges_errors(tmp_path):
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(make_text([b"abc", b"", b"xyz"]), path)
+    shard = fm.Shard(path)
+    one = lambda *v: np.array(v, np.int64)  # noqa: E731
+    blob, off = shard.extract_ranges(one(1, 0, 2), one(0, 3, 1), one(5, 3, 2))
+    assert (blob, off.tolist()) == (b"y", [0, 0, 0, 1])
+    blob, off = shard.extract_ranges(one(), one(), one())
+    assert (blob, off.tolist()) == (b"", [0])
+    with pytest.raises(IndexError, match="out of range"):
+        shard.extract_ranges(one(3), one(0), one(1))  # no such document
+    with pytest.raises(IndexError, match="beyond the end"):
+        shard.extract_ranges(one(0), one(4), one(5))  # starts past the document
+    with pytest.raises(ValueError, match="negative"):
+        shard.extract_ranges(one(0), one(-1), one(1))
+    with pytest.raises(ValueError, match="before its start"):
+        shard.extract_ranges(one(0), one(2), one(1))
+    with pytest.raises(ValueError, match="equal length"):
+        shard.extract_ranges(one(0, 1), one(0), one(1))
+
+
 @SETTINGS
 @given(corpora, st.data(), st.booleans())
 def test_count_windows(docs, data, existence_only):
@@ -273,29 +343,57 @@ def test_not_a_shard_and_missing(tmp_path):
         fm.Shard(str(tmp_path / "missing.fm"))
 
 
-@settings(max_examples=40, deadline=None)
-@given(docs=corpora, rate=st.sampled_from([1, 3, 32]))
-def test_libdivsufsort_suffix_array_gives_the_same_shard(docs, rate):
-    """The shard built from libdivsufsort's suffix array (the ShardWriter path) is byte-identical
-    to the one built with our SA-IS."""
-    pytest.importorskip("pydivsufsort")
-    from retrieval.exact import suffix_array
-
-    text = bytearray(make_text(docs))
-    with tempfile.TemporaryDirectory() as tmp:
-        a, b = os.path.join(tmp, "a.fm"), os.path.join(tmp, "b.fm")
-        fm.build_shard(bytes(text), a, sa_sample=rate, isa_sample=rate)
-        fm.build_shard(text, b, sa_sample=rate, isa_sample=rate, suffix_array=suffix_array(text))
-        assert open(a, "rb").read() == open(b, "rb").read()
+def fibonacci_word(n):
+    a, b = b"a", b"ab"
+    while len(b) < n:
+        a, b = b, b + a
+    return b[:n]
 
 
-def test_suffix_array_argument_is_checked(tmp_path):
-    import numpy as np
+@pytest.mark.parametrize("text", [
+    b"a" * 5000,  # one symbol: the deepest SA-IS recursion
+    b"ab" * 2500,
+    b"abcab" * 1000 + b"abcac",
+    fibonacci_word(6000),  # many long repeats at every scale
+    bytes(np.random.default_rng(3).integers(0, 4, 6000, dtype=np.uint8)),
+])
+def test_sais_on_long_repetitive_text(tmp_path, text):
+    """Our SA-IS is the only suffix sorter: on texts long and repetitive enough to recurse, every
+    occurrence located through the full suffix array (sa_sample=1) matches a scan."""
+    docs = [text[:len(text) // 3], text[len(text) // 3:]]
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(make_text(docs), path, sa_sample=1, isa_sample=1)
+    shard = fm.Shard(path)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d = int(rng.integers(0, 2))
+        i = int(rng.integers(0, len(docs[d]) - 1))
+        p = docs[d][i:i + int(rng.integers(1, 40))]
+        d_, o_ = shard.locate(p, 0, 10**9)
+        assert list(zip(d_.tolist(), o_.tolist())) == naive_occurrences(docs, p)
+    assert [shard.extract(i) for i in range(2)] == docs
 
-    text = make_text([b"abc", b"abd"])
-    with pytest.raises(TypeError, match="int32"):
-        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.zeros(len(text), np.int64))
-    with pytest.raises(ValueError, match="as long as the text"):
-        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.zeros(len(text) - 1, np.int32))
-    with pytest.raises(ValueError, match="out of range"):
-        fm.build_shard(text, str(tmp_path / "a.fm"), suffix_array=np.full(len(text), 10**6, np.int32))
+
+def test_build_takes_no_suffix_array(tmp_path):
+    with pytest.raises(TypeError):
+        fm.build_shard(make_text([b"abc"]), str(tmp_path / "a.fm"), suffix_array=np.zeros(4, np.int32))
+
+
+def test_unknown_isa_kind_is_a_format_error(tmp_path):
+    """The ISA section starts with its kind (0 or 2); any other kind is refused by name."""
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(make_text([b"hello world"] * 3), path, sa_sample=4, isa_sample=8)  # kind 2
+    data = bytearray(open(path, "rb").read())
+    kind2 = struct.pack("<Q", 2)
+    pos = [i for i in range(len(data) - 8) if data[i:i + 8] == kind2]
+    for p in pos:  # the section's kind word is one of these; try each with verification off
+        bad = bytearray(data)
+        bad[p:p + 8] = struct.pack("<Q", 1)
+        with open(path, "wb") as f:
+            f.write(bad)
+        try:
+            fm.Shard(path, verify=False)
+        except fm.FormatError as exc:
+            if "ISA sample kind 1" in str(exc):
+                return
+    raise AssertionError("no ISA kind word found")

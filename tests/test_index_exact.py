@@ -66,6 +66,13 @@ def test_queries_match_naive_scan(docs, data, shard_size, sample):
         off = data.draw(st.integers(0, len(encoded[doc])))
         width = data.draw(st.integers(0, 20))
         assert idx.exact.snippet(doc, off, width) == encoded[doc][off:off + width]
+        # batched ranges across shards, in input order, ends clipped to each document
+        n = data.draw(st.integers(0, 10))
+        ds = [data.draw(st.integers(0, len(docs) - 1)) for _ in range(n)]
+        starts = [data.draw(st.integers(0, len(encoded[d]))) for d in ds]
+        ends = [s + data.draw(st.integers(0, 80)) for s in starts]
+        got = idx.exact.extract_ranges(ds, starts, ends)
+        assert got == [encoded[d][s:e] for d, s, e in zip(ds, starts, ends)]
 
 
 def test_count_windows_matches_naive(tmp_path):
@@ -77,6 +84,18 @@ def test_count_windows_matches_naive(tmp_path):
     expected = [len(naive_occurrences([t.encode() for t in docs], text[s:s + 6])) for s in starts]
     assert idx.count_windows(text, starts, lengths).tolist() == expected
     assert idx.count_windows(text, starts, lengths, existence_only=True).tolist() == [min(1, e) for e in expected]
+
+
+def test_extract_ranges_errors(tmp_path):
+    idx = build(["hello", "world!"], tmp_path, shard_size=8)
+    assert len(idx.exact.shards) == 2
+    assert idx.exact.extract_ranges([1, 0, 1], [0, 1, 6], [99, 3, 6]) == [b"world!", b"el", b""]
+    assert idx.exact.extract_ranges([], [], []) == []
+    for args, match in [(([2], [0], [1]), "out of range"), (([-1], [0], [1]), "out of range"),
+                        (([0], [6], [7]), "beyond the end"), (([0], [-1], [1]), ">= 0"),
+                        (([0], [3], [2]), ">= 0"), (([0, 1], [0], [1]), "differ in length")]:
+        with pytest.raises(InputError, match=match):
+            idx.exact.extract_ranges(*args)
 
 
 def test_empty_and_invalid_patterns(tmp_path):

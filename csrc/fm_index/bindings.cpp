@@ -59,19 +59,8 @@ PYBIND11_MODULE(_fm_index, m) {
   m.def(
       "build_shard",
       [](const py::buffer& text, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
-         const py::object& progress, const py::object& suffix_array) {
+         const py::object& progress) {
         py::buffer_info info = byte_buffer(text);
-        int32_t* sa = nullptr;
-        py::array_t<int32_t> sa_array;
-        if (!suffix_array.is_none()) {
-          if (!py::isinstance<py::array_t<int32_t>>(suffix_array))
-            throw py::type_error("suffix_array must be a numpy int32 array");
-          sa_array = suffix_array.cast<py::array_t<int32_t>>();
-          if (sa_array.ndim() != 1 || sa_array.shape(0) != info.size || !(sa_array.flags() & py::array::c_style) ||
-              !sa_array.writeable())
-            throw py::value_error("suffix_array must be a writable contiguous int32 array as long as the text");
-          sa = sa_array.mutable_data();
-        }
         rtv::BuildProgress cb;
         if (!progress.is_none()) {
           cb = [&progress](const char* stage, uint64_t done, uint64_t total) {
@@ -81,13 +70,12 @@ PYBIND11_MODULE(_fm_index, m) {
         }
         py::gil_scoped_release release;
         rtv::build_shard(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), path, sa_sample,
-                         isa_sample, cb, sa);
+                         isa_sample, cb);
       },
       py::arg("text"), py::arg("path"), py::arg("sa_sample") = 32, py::arg("isa_sample") = 32,
-      py::arg("progress") = py::none(), py::arg("suffix_array") = py::none(),
-      "Build one shard file from documents each terminated by a 0xFF byte. progress(stage, done, total) "
-      "is called at most ~100 times per stage. suffix_array: optional int32 array holding the text's "
-      "suffix array (e.g. pydivsufsort.divsufsort); it is overwritten.");
+      py::arg("progress") = py::none(),
+      "Build one shard file from documents each terminated by a 0xFF byte (suffix array by SA-IS). "
+      "progress(stage, done, total) is called at most ~100 times per stage.");
 
   py::class_<Shard, std::shared_ptr<Shard>>(m, "Shard")
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,
@@ -182,6 +170,28 @@ PYBIND11_MODULE(_fm_index, m) {
             return py::bytes(out);
           },
           py::arg("doc"), py::arg("offset"), py::arg("width"))
+      .def(
+          "extract_ranges",
+          [](const Shard& s, const Int64Array& docs, const Int64Array& starts, const Int64Array& ends, size_t group,
+             unsigned threads) {
+            if (docs.ndim() != 1 || starts.ndim() != 1 || ends.ndim() != 1 || docs.size() != starts.size() ||
+                docs.size() != ends.size())
+              throw py::value_error("docs, starts and ends must be 1-D arrays of equal length");
+            std::string out;
+            std::vector<uint64_t> offsets;
+            {
+              py::gil_scoped_release release;
+              out = s.extract_ranges(docs.data(), starts.data(), ends.data(), static_cast<size_t>(docs.size()), offsets,
+                                     group, threads);
+            }
+            return py::make_tuple(py::bytes(out), to_array(offsets));
+          },
+          py::arg("docs"), py::arg("starts"), py::arg("ends"), py::arg("group") = Shard::kDefaultGroup,
+          py::arg("threads") = Shard::kAutoThreads,
+          "Bytes [starts[i], ends[i]) of documents docs[i] (ends clipped to each document) as (one bytes "
+          "object, int64 offsets of length n + 1). group: LF walks run in lockstep with prefetching (1: "
+          "one walk per range, one thread); threads: 0 = the machine's, for large requests. Same bytes "
+          "either way.")
       .def(
           "count_windows",
           [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,

@@ -17,7 +17,7 @@
 namespace rtv {
 
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
-                 const BuildProgress& progress, int32_t* sa_buffer) {
+                 const BuildProgress& progress) {
   constexpr uint8_t kSeparator = 0xFF;
   if (n == 0) throw std::invalid_argument("cannot build a shard from empty text");
   if (n > 0x7FFFFFFFu) throw std::invalid_argument("shard text must be smaller than 2 GiB; split the corpus");
@@ -35,15 +35,11 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   }
   const uint64_t n_docs = doc_starts.size();
 
-  std::unique_ptr<int32_t[]> own_sa;
-  int32_t* sa = sa_buffer;
-  if (sa == nullptr) {
-    report("suffix_array", 0, n);
-    own_sa.reset(new int32_t[n]);
-    sa = own_sa.get();
-    suffix_array(text, static_cast<int32_t>(n), sa);
-    report("suffix_array", n, n);
-  }
+  report("suffix_array", 0, n);
+  std::unique_ptr<int32_t[]> own_sa(new int32_t[n]);
+  int32_t* const sa = own_sa.get();
+  suffix_array(text, static_cast<int32_t>(n), sa);
+  report("suffix_array", n, n);
 
   // One pass over the rows of T$ (row 0 is the sentinel suffix) derives the BWT and samples.
   // The BWT is written over the suffix array as it is consumed, saving n bytes: byte r - 1 lies in

@@ -11,10 +11,10 @@ namespace rtv {
 using BuildProgress = std::function<void(const char* stage, uint64_t done, uint64_t total)>;
 
 // text: documents, each followed by a 0xFF byte (the text must end with one); 1 <= n < 2^31.
-// Writes one shard file at path. sa_buffer: null, or n values holding the suffix array of text
-// (e.g. from libdivsufsort); it is overwritten (the BWT is built in its memory). Peak memory is
-// about 5.7 bytes per text byte plus the text (the suffix array, then the wavelet bits and output).
+// Writes one shard file at path. The suffix array comes from our SA-IS (sais.hpp); the BWT is
+// built in its memory. Peak memory is about 5.7 bytes per text byte plus the text (the suffix
+// array, then the wavelet bits and output).
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample = 32,
-                 uint32_t isa_sample = 32, const BuildProgress& progress = nullptr, int32_t* sa_buffer = nullptr);
+                 uint32_t isa_sample = 32, const BuildProgress& progress = nullptr);
 
 }  // namespace rtv

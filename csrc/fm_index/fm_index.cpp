@@ -1,8 +1,12 @@
 #include "fm_index.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
+#include <exception>
 #include <numeric>
 #include <stdexcept>
+#include <thread>
 
 namespace rtv {
 
@@ -35,13 +39,15 @@ Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
   {
     Reader in = file_.section(kSectionIsa);
     isa_kind_ = in.get_u64();
-    if (isa_kind_ > 2) in.fail("unknown inverse-sample kind");
     if (isa_kind_ == 2) {
       if (info.isa_sample % info.sa_sample != 0) in.fail("ISA shortcuts need isa_sample to be a multiple of sa_sample");
       isa_shortcuts_.load(in, sa_values_.size());
-    } else {
+    } else if (isa_kind_ == 0) {
       isa_.load(in);
       if (isa_.size() != (info.text_bytes + info.isa_sample - 1) / info.isa_sample) in.fail("wrong sample count");
+    } else {
+      throw FormatError("corrupt shard section 'isa': unknown ISA sample kind " + std::to_string(isa_kind_) +
+                        " (this rtv reads kinds 0 and 2); rebuild the index");
     }
   }
   {
@@ -178,43 +184,256 @@ std::vector<uint64_t> Shard::cnf(const std::vector<std::vector<std::string>>& cl
 }
 
 std::string Shard::extract(uint64_t doc) const {
-  const uint64_t len = doc_length(doc);
-  std::string out(len, '\0');
-  uint64_t row = doc_end_rows_[doc];
-  for (uint64_t k = len; k > 0; --k) {
-    uint8_t c;
-    row = lf(row, c);
-    out[k - 1] = static_cast<char>(c);
-  }
-  return out;
+  const int64_t d = static_cast<int64_t>(std::min<uint64_t>(doc, INT64_MAX)), start = 0, end = INT64_MAX;
+  std::vector<uint64_t> offsets;
+  return extract_ranges(&d, &start, &end, 1, offsets);
 }
 
 std::string Shard::snippet(uint64_t doc, uint64_t offset, uint64_t width) const {
-  const uint64_t len = doc_length(doc);
-  if (offset > len)
-    throw std::out_of_range("offset " + std::to_string(offset) + " is beyond the end of document " +
-                            std::to_string(doc) + " (" + std::to_string(len) + " bytes)");
-  const uint64_t end = offset + std::min(width, len - offset);
-  if (end == offset) return {};
-  const uint64_t start = doc_starts_.select(doc);
-  // Start from the nearest known row at or after the end: an ISA sample or the separator.
+  const int64_t d = static_cast<int64_t>(std::min<uint64_t>(doc, INT64_MAX));
+  const uint64_t start = std::min<uint64_t>(offset, INT64_MAX);
+  const uint64_t end = start + std::min<uint64_t>(width, INT64_MAX - start);
+  const int64_t a = static_cast<int64_t>(start), b = static_cast<int64_t>(end);
+  std::vector<uint64_t> offsets;
+  return extract_ranges(&d, &a, &b, 1, offsets);
+}
+
+void Shard::rows_of_isa_samples(uint64_t* ks, size_t n) const {
+  if (isa_kind_ == 0) {
+    for (size_t i = 0; i < n; ++i) ks[i] = isa_[ks[i]];
+    return;
+  }
+  const uint64_t per = isa_sample() / sa_sample();
+  for (size_t i = 0; i < n; ++i) ks[i] *= per;  // ISA sample k is SA-sample value k * per
+  isa_shortcuts_.inverse_many(sa_values_, ks, n);
+  for (size_t i = 0; i < n; ++i) ks[i] = sa_marks_.select(ks[i]);
+}
+
+std::string Shard::extract_ranges(const int64_t* docs, const int64_t* starts, const int64_t* ends, size_t n,
+                                  std::vector<uint64_t>& offsets, size_t group, unsigned threads) const {
+  // Where each range lies in the shard text: [a, b) within its document, which ends (at its
+  // separator) at e.
+  struct Span {
+    uint64_t a, b, e, doc;
+  };
+  std::vector<Span> spans(n);
+  offsets.assign(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (docs[i] < 0 || starts[i] < 0 || ends[i] < starts[i])
+      throw std::invalid_argument("range " + std::to_string(i) + " (document " + std::to_string(docs[i]) + ", bytes " +
+                                  std::to_string(starts[i]) + " to " + std::to_string(ends[i]) +
+                                  "): negative, or its end is before its start");
+    const auto doc = static_cast<uint64_t>(docs[i]);
+    const uint64_t len = doc_length(doc);  // checks the document id
+    const auto start = static_cast<uint64_t>(starts[i]);
+    if (start > len)
+      throw std::out_of_range("offset " + std::to_string(start) + " is beyond the end of document " +
+                              std::to_string(doc) + " (" + std::to_string(len) + " bytes)");
+    const uint64_t ds = doc_starts_.select(doc);
+    const uint64_t end = std::min(static_cast<uint64_t>(ends[i]), len);
+    spans[i] = {ds + start, ds + end, ds + len, doc};
+    offsets[i + 1] = offsets[i] + (end - start);
+  }
+  std::string out(offsets[n], '\0');
+  if (offsets[n] == 0) return out;
+
+  // Every walk starts from a known row: the document's end (its separator's row) or an ISA
+  // sample. The top walk of a range starts at the first of them at or after b; the bytes it
+  // walks over between b and there are dropped. With several walks per range, the range is cut
+  // at multiples of `cut` (a multiple of isa_sample).
   const uint64_t s = isa_sample();
-  const uint64_t sampled = (start + end + s - 1) / s * s;
-  uint64_t pos, row;
-  if (end == len || sampled >= start + len) {
-    pos = start + len;
-    row = doc_end_rows_[doc];
-  } else {
-    pos = sampled;
-    row = row_of_isa_sample(sampled / s);
+  const bool serial = group <= 1;
+  unsigned n_threads = 1;
+  if (!serial) {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    n_threads = threads == kAutoThreads ? hw : threads;
+    // A thread pays for itself from ~64 KiB of text on; auto never asks for more than that.
+    if (threads == kAutoThreads) n_threads = static_cast<unsigned>(std::min<uint64_t>(n_threads, 1 + offsets[n] / 65536));
   }
-  std::string out(end - offset, '\0');
-  for (; pos > start + offset; --pos) {
-    uint8_t c;
-    row = lf(row, c);
-    if (pos <= start + end) out[pos - 1 - start - offset] = static_cast<char>(c);
+  const uint64_t lanes = serial ? 1 : group * n_threads;
+  // Enough text for kSortedWalks walks per thread: walks of isa_sample bytes, sorted rounds.
+  // Otherwise about 4 walks per lockstep lane: fewer ISA lookups, every lane kept busy.
+  const bool many = offsets[n] / s >= kSortedWalks * n_threads;
+  const uint64_t cut = many ? s : std::max<uint64_t>(s, offsets[n] / (4 * lanes) / s * s);
+  std::vector<Walk> walks;
+  walks.reserve(serial ? n : n + offsets[n] / cut + n);
+  for (size_t i = 0; i < n; ++i) {
+    const Span& sp = spans[i];
+    if (sp.a == sp.b) continue;
+    const uint64_t up = (sp.b + s - 1) / s * s;
+    uint64_t x = up >= sp.e ? sp.e : up;
+    uint64_t row = up >= sp.e ? doc_end_rows_[sp.doc] : 0, sample = up >= sp.e ? kNoSample : up / s;
+    for (;;) {
+      const uint64_t lo = serial ? sp.a : std::max(sp.a, (x - 1) / cut * cut);
+      walks.push_back({row, sample, x - lo, std::min(sp.b, x) - lo, offsets[i] + (lo - sp.a)});
+      if (lo == sp.a) break;
+      x = lo;
+      row = 0;
+      sample = lo / s;
+    }
   }
+
+  if (serial) {
+    std::vector<uint64_t> ks;
+    for (const Walk& w : walks)
+      if (w.sample != kNoSample) ks.push_back(w.sample);
+    rows_of_isa_samples(ks.data(), ks.size());
+    size_t k = 0;
+    for (Walk& w : walks) {
+      uint64_t row = w.sample != kNoSample ? ks[k++] : w.row;
+      for (uint64_t j = w.steps; j > 0; --j) {
+        uint8_t c;
+        row = lf(row, c);
+        if (j <= w.keep) out[w.dst + j - 1] = static_cast<char>(c);
+      }
+    }
+    return out;
+  }
+  // Split the walks into one contiguous share per thread, balanced by steps.
+  uint64_t total_steps = 0;
+  for (const Walk& w : walks) total_steps += w.steps;
+  n_threads = static_cast<unsigned>(std::min<uint64_t>(n_threads, walks.size()));
+  std::vector<size_t> bounds{0};
+  uint64_t acc = 0;
+  for (size_t j = 0; j < walks.size() && bounds.size() < n_threads; ++j) {
+    acc += walks[j].steps;
+    if (acc * n_threads >= total_steps * bounds.size()) bounds.push_back(j + 1);
+  }
+  bounds.push_back(walks.size());
+  if (bounds.size() == 2) {
+    run_walks(walks.data(), walks.size(), group, out.data());
+    return out;
+  }
+  std::vector<std::exception_ptr> errors(bounds.size() - 1);
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t + 1 < bounds.size(); ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        run_walks(walks.data() + bounds[t], bounds[t + 1] - bounds[t], group, out.data());
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
   return out;
+}
+
+// Lockstep LF walks: each lane holds one walk; per LF step, per wavelet level, a lane first
+// prefetches the payload lines (its directory entry was prefetched a round earlier), then ranks
+// and prefetches the next level's directory entry. While one lane's lines arrive, the others
+// compute, so ~group cache misses are in flight at once.
+void Shard::resolve_rows(Walk* walks, size_t n) const {
+  std::vector<uint64_t> ks;
+  for (size_t j = 0; j < n; ++j)
+    if (walks[j].sample != kNoSample) ks.push_back(walks[j].sample);
+  rows_of_isa_samples(ks.data(), ks.size());
+  size_t k = 0;
+  for (size_t j = 0; j < n; ++j)
+    if (walks[j].sample != kNoSample) walks[j].row = ks[k++];
+}
+
+// Many walks at once, one LF step of all of them per round, in order of their rows: the
+// wavelet tree is then read level by level, each node front to back with prefetching
+// (WaveletTree::access_many), instead of one dependent cache miss and page walk per level and
+// step. The next round's order comes for free: rows C[c] + rank grouped by c are sorted.
+void Shard::run_walks_sorted(Walk* walks, size_t n, char* out) const {
+  resolve_rows(walks, n);
+  // Output bytes gather in `bytes` and go out 8 at a time (one random write per 8 steps).
+  struct State {
+    uint64_t row, dst, bytes, left, keep;
+  };
+  std::vector<State> state(n);
+  std::vector<std::vector<uint64_t>> lists(bwt_.n_nodes()), leaves(256);
+  lists[0].reserve(n);
+  for (size_t j = 0; j < n; ++j) {
+    state[j] = {walks[j].row, walks[j].dst, 0, walks[j].steps, walks[j].keep};
+    lists[0].push_back(walks[j].row << 32 | j);
+  }
+  std::sort(lists[0].begin(), lists[0].end());
+  std::vector<uint64_t> next;
+  while (!lists[0].empty()) {
+    bwt_.access_many(lists.data(), leaves.data());
+    next.clear();
+    for (int c = 0; c < 256; ++c) {
+      std::vector<uint64_t>& leaf = leaves[c];
+      const size_t m = leaf.size();
+      for (size_t k = 0; k < m; ++k) {
+        if (k + 8 < m) __builtin_prefetch(&state[leaf[k + 8] & 0xFFFFFFFFu]);
+        const uint64_t id = leaf[k] & 0xFFFFFFFFu;
+        State& st = state[id];
+        uint64_t r = leaf[k] >> 32;
+        if (c == kSeparator && st.row > primary_) --r;  // as in lf()
+        st.row = C_[c] + r;
+        const uint64_t at = st.left--;  // the byte's place in the walk, plus one
+        if (at <= st.keep) {
+          const uint64_t p = at - 1;
+          st.bytes |= static_cast<uint64_t>(c) << (8 * (p & 7));
+          if ((p & 7) == 0) {  // the lowest byte of an 8-byte group: write the group
+            std::memcpy(out + st.dst + p, &st.bytes, std::min<uint64_t>(8, st.keep - p));  // little-endian
+            st.bytes = 0;
+          }
+        }
+        if (st.left > 0) next.push_back(st.row << 32 | id);
+      }
+      leaf.clear();
+    }
+    lists[0].swap(next);
+  }
+}
+
+void Shard::run_walks(Walk* walks, size_t n, size_t group, char* out) const {
+  if (n >= kSortedWalks) {
+    run_walks_sorted(walks, n, out);
+    return;
+  }
+  resolve_rows(walks, n);
+  struct Lane {
+    const Walk* w;
+    uint64_t row, j;  // the walk's current row; steps left
+    WaveletTree::AccessWalk a;
+    bool fetch_payload;
+  };
+  std::vector<Lane> lanes;
+  lanes.reserve(std::min(group, n));
+  size_t next = 0;
+  for (; next < n && lanes.size() < group; ++next) {
+    Lane l{&walks[next], walks[next].row, walks[next].steps, {}, true};
+    bwt_.access_begin(l.row, l.a);
+    lanes.push_back(l);
+  }
+  while (!lanes.empty()) {
+    for (size_t i = 0; i < lanes.size();) {
+      Lane& l = lanes[i];
+      uint8_t c;
+      if (l.fetch_payload) {
+        bwt_.access_prefetch(l.a);
+        l.fetch_payload = false;
+      } else if (!bwt_.access_level(l.a, c)) {
+        l.fetch_payload = true;
+      } else {
+        uint64_t r = l.a.i;
+        if (c == kSeparator && l.row > primary_) --r;  // as in lf()
+        l.row = C_[c] + r;
+        if (l.j <= l.w->keep) out[l.w->dst + l.j - 1] = static_cast<char>(c);
+        if (--l.j == 0) {
+          if (next == n) {
+            lanes[i] = lanes.back();
+            lanes.pop_back();
+            continue;
+          }
+          l.w = &walks[next++];
+          l.row = l.w->row;
+          l.j = l.w->steps;
+        }
+        bwt_.access_begin(l.row, l.a);
+        l.fetch_payload = true;
+      }
+      ++i;
+    }
+  }
 }
 
 std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,

@@ -44,9 +44,22 @@ class Shard {
   std::vector<uint64_t> docs(std::string_view pattern) const;
   // Sorted documents matching a conjunction of disjunctions of patterns.
   std::vector<uint64_t> cnf(const std::vector<std::vector<std::string>>& clauses) const;
+  // Text back (through extract_ranges).
   std::string extract(uint64_t doc) const;
   // Bytes [offset, offset + width) of a document, clipped to its end.
   std::string snippet(uint64_t doc, uint64_t offset, uint64_t width) const;
+  // Bytes [starts[i], ends[i]) of document docs[i] for every i, concatenated; offsets receives
+  // n + 1 positions into the result (range i is [offsets[i], offsets[i + 1])). An end past the
+  // document is clipped to it; a start past it is out_of_range, a negative value or end < start
+  // invalid_argument. The ranges are cut at ISA-sampled positions into independent backward LF
+  // walks, run `group` at a time in lockstep with prefetching (as count_windows), on up to
+  // `threads` threads (kAutoThreads: the hardware's, for requests large enough to pay). group 1
+  // keeps the one-walk-per-range path: one thread, each range walked from the nearest known row
+  // at or after its end (an ISA sample or the document's end). Same bytes either way.
+  static constexpr unsigned kAutoThreads = 0;
+  std::string extract_ranges(const int64_t* docs, const int64_t* starts, const int64_t* ends, size_t n,
+                             std::vector<uint64_t>& offsets, size_t group = kDefaultGroup,
+                             unsigned threads = kAutoThreads) const;
   // Occurrences (or 0/1 with existence_only) of text[starts[i], starts[i] + lengths[i]).
   // group > 1 runs that many backward searches in lockstep, prefetching each one's next cache
   // lines so their misses overlap; group 1 runs them one after another; kAutoGroup picks by the
@@ -90,13 +103,20 @@ class Shard {
     return C_[c] + r;
   }
   uint64_t text_position(uint64_t row) const;
-  uint64_t row_of_isa_sample(uint64_t k) const {
-    switch (isa_kind_) {
-      case 0: return isa_[k];
-      case 1: return sa_marks_.select(isa_[k]);
-      default: return sa_marks_.select(isa_shortcuts_.inverse(sa_values_, k * (isa_sample() / sa_sample())));
-    }
-  }
+  // One backward LF walk of extract_ranges: produces the text bytes at positions
+  // [lo, lo + steps) from the row of position lo + steps, keeping those below lo + keep into
+  // out[dst, dst + keep). sample: the ISA sample whose row starts the walk (kNoSample: row is set).
+  struct Walk {
+    uint64_t row, sample, steps, keep, dst;
+  };
+  static constexpr uint64_t kNoSample = ~uint64_t{0};
+  void run_walks(Walk* walks, size_t n, size_t group, char* out) const;
+  void run_walks_sorted(Walk* walks, size_t n, char* out) const;
+  void resolve_rows(Walk* walks, size_t n) const;
+  // From this many walks on, run_walks_sorted beats lockstep lanes.
+  static constexpr uint64_t kSortedWalks = 4096;
+  // rows[i] = the row of text position ks[i] * isa_sample (ks in place), interleaved for kind 2.
+  void rows_of_isa_samples(uint64_t* ks, size_t n) const;
   uint64_t doc_of(uint64_t pos) const { return doc_starts_.rank(pos + 1) - 1; }
   void check_doc(uint64_t doc) const;
   std::vector<uint64_t> docs_in_range(Range r) const;
@@ -108,8 +128,8 @@ class Shard {
   WaveletTree bwt_;
   EliasFano sa_marks_;
   IntVector sa_values_;
-  // ISA samples, by kind: 0 = rows, 1 = SA-sample indices (files written before kind 2),
-  // 2 = shortcuts inverting sa_values_ (isa_sample a multiple of sa_sample).
+  // ISA samples, by kind: 0 = rows (isa_sample not a multiple of sa_sample), 2 = shortcuts
+  // inverting sa_values_ (isa_sample a multiple of sa_sample). Other kinds are refused on load.
   uint64_t isa_kind_ = 0;
   IntVector isa_;
   InversePermutation isa_shortcuts_;

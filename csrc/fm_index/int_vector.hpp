@@ -43,6 +43,7 @@ class IntVector {
   }
 
   uint64_t size() const { return size_; }
+  void prefetch(uint64_t i) const { __builtin_prefetch(words_ + ((i * width_) >> 3)); }
   uint64_t operator[](uint64_t i) const {
     const uint64_t bit = i * width_;
     uint64_t v;

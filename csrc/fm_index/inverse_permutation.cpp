@@ -61,4 +61,53 @@ uint64_t InversePermutation::inverse(const IntVector& pi, uint64_t k) const {
   throw FormatError("corrupt shard: inverse suffix-array shortcuts do not close");
 }
 
+void InversePermutation::inverse_many(const IntVector& pi, uint64_t* ks, size_t n) const {
+  struct Lane {
+    size_t idx;
+    uint64_t k, x, steps;
+    bool jumped;
+  };
+  Lane lanes[kLanes];
+  size_t live = 0, next = 0;
+  auto start = [&](Lane& l) {
+    l = {next, ks[next], ks[next], 0, false};
+    ++next;
+    if (l.x >= n_) throw FormatError("corrupt shard: inverse suffix-array sample out of range");
+    pi.prefetch(l.x);
+  };
+  while (live < kLanes && next < n) start(lanes[live++]);
+  while (live > 0) {
+    for (size_t i = 0; i < live;) {
+      Lane& l = lanes[i];
+      // One step of inverse(): the same walk, one element of pi per visit.
+      const uint64_t y = pi[l.x];
+      bool done = false;
+      if (y == l.k) {
+        ks[l.idx] = l.x;
+        done = true;
+      } else {
+        uint64_t rank;
+        if (!l.jumped && marked_.contains(l.x, rank)) {
+          l.x = back_[rank];
+          l.jumped = true;
+        } else {
+          l.x = y;
+        }
+        if (l.x >= n_ || ++l.steps > 2 * kStep + 2)
+          throw FormatError("corrupt shard: inverse suffix-array shortcuts do not close");
+        pi.prefetch(l.x);
+      }
+      if (done) {
+        if (next < n) {
+          start(l);
+        } else {
+          l = lanes[--live];
+          continue;
+        }
+      }
+      ++i;
+    }
+  }
+}
+
 }  // namespace rtv

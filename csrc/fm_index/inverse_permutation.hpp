@@ -7,6 +7,7 @@
 // Used for the ISA samples: pi = the SA samples (sample index -> position / sa_sample), so the
 // row of position k * sa_sample is select(marks, pi^-1(k)).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -25,6 +26,10 @@ class InversePermutation {
   void load(Reader& in, uint64_t n);
   // pi^-1(k); throws FormatError if the shortcuts do not lead back to k (a damaged file).
   uint64_t inverse(const IntVector& pi, uint64_t k) const;
+  // ks[i] = pi^-1(ks[i]) for every i: up to kLanes inversions in lockstep, each prefetching its
+  // next element of pi, so their cache misses overlap. Same results and errors as inverse().
+  void inverse_many(const IntVector& pi, uint64_t* ks, size_t n) const;
+  static constexpr size_t kLanes = 16;
 
  private:
   uint64_t n_ = 0;

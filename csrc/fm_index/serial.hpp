@@ -29,7 +29,6 @@ class Writer {
   void align() { buf_.resize((buf_.size() + 7) & ~size_t{7}, 0); }
   size_t size() const { return buf_.size(); }
   const std::vector<uint8_t>& bytes() const { return buf_; }
-  void release() { std::vector<uint8_t>().swap(buf_); }
 
  private:
   void append(const void* p, size_t n) {

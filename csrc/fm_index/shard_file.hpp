@@ -17,7 +17,7 @@ enum Section : unsigned {
   kSectionBwt,         // wavelet tree over the BWT
   kSectionSaMarks,     // Elias-Fano set of rows whose text position is a multiple of sa_sample
   kSectionSaValues,    // position / sa_sample for each marked row, in row order
-  kSectionIsa,         // kind, then rows (0), SA-sample indices (1) or shortcuts inverting sa_values (2)
+  kSectionIsa,         // kind, then rows (0) or shortcuts inverting sa_values (2)
   kSectionDocStarts,   // Elias-Fano set of document start positions
   kSectionDocEndRows,  // row of each document's separator (walk LF from it to extract)
   kNumSections

@@ -137,6 +137,7 @@ void WaveletTree::load(Reader& in) {
   size_ = in.get_u64();
   uint64_t n_nodes;
   nodes_ = in.get_array<Node>(n_nodes);
+  n_nodes_ = static_cast<size_t>(n_nodes);
   codes_ = in.get_array_of<uint64_t>(256);
   code_len_ = in.get_array_of<uint8_t>(256);
   bits_.load(in);
@@ -151,6 +152,31 @@ void WaveletTree::load(Reader& in) {
   }
   for (int c = 0; c < 256; ++c)
     if (code_len_[c] > 64) in.fail("bad wavelet code length");
+}
+
+void WaveletTree::access_many(std::vector<uint64_t>* lists, std::vector<uint64_t>* leaves) const {
+  constexpr size_t kAhead = 16;  // payload prefetch distance; directories twice as far
+  // Children have larger indices than their parent (checked on load): one pass in index order.
+  for (size_t v = 0; v < n_nodes_; ++v) {
+    std::vector<uint64_t>& in = lists[v];
+    const Node& node = nodes_[v];
+    const size_t m = in.size();
+    std::vector<uint64_t>* out[2];
+    bool leaf[2];
+    for (int b = 0; b < 2; ++b) {
+      leaf[b] = node.child[b] < 0;
+      out[b] = leaf[b] ? &leaves[static_cast<uint8_t>(~node.child[b])] : &lists[node.child[b]];
+    }
+    for (size_t k = 0; k < m; ++k) {
+      if (k + 2 * kAhead < m) bits_.prefetch_directory(node.offset + (in[k + 2 * kAhead] >> 32));
+      if (k + kAhead < m) bits_.prefetch_payload(node.offset + (in[k + kAhead] >> 32));
+      const uint64_t i = in[k] >> 32, id = in[k] & 0xFFFFFFFFu;
+      bool b;
+      const uint64_t ones = bits_.access_rank(node.offset + i, b) - node.ones_before;
+      out[b]->push_back(((b ? ones : i - ones) << 32) | id);
+    }
+    std::vector<uint64_t>().swap(in);
+  }
 }
 
 }  // namespace rtv

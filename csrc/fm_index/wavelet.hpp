@@ -18,22 +18,8 @@ class WaveletTree {
   void load(Reader& in);
 
   uint64_t size() const { return size_; }
-  // Occurrences of c in seq[0, i).
-  uint64_t rank(uint8_t c, uint64_t i) const {
-    const unsigned len = code_len_[c];
-    if (len == 0) return 0;
-    const uint64_t code = codes_[c];
-    const Node* v = &nodes_[0];
-    for (unsigned d = 0; d < len; ++d) {
-      const uint64_t ones = bits_.rank1(v->offset + i) - v->ones_before;
-      const unsigned b = (code >> d) & 1;
-      i = b ? ones : i - ones;
-      if (i == 0) return 0;
-      v = &nodes_[v->child[b]];
-    }
-    return i;
-  }
-  // rank(c, lo) and rank(c, hi) in one walk, so the two chains of cache misses overlap.
+  // Occurrences of c in seq[0, lo) and seq[0, hi), in one walk so the two chains of cache
+  // misses overlap.
   void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi) const {
     const unsigned len = code_len_[c];
     if (len == 0) {
@@ -103,6 +89,40 @@ class WaveletTree {
     bits_.prefetch_directory(next.offset + w.hi);
     return false;
   }
+  // access_rank split into steps, like PairWalk: access_begin, then alternately access_prefetch
+  // and access_level until access_level returns true; c then holds seq[i] and w.i its rank.
+  struct AccessWalk {
+    uint64_t i;
+    int32_t node;
+  };
+  void access_begin(uint64_t i, AccessWalk& w) const {
+    w.i = i;
+    w.node = 0;
+    bits_.prefetch_directory(nodes_[0].offset + i);
+  }
+  void access_prefetch(const AccessWalk& w) const { bits_.prefetch_payload(nodes_[w.node].offset + w.i); }
+  bool access_level(AccessWalk& w, uint8_t& c) const {
+    const Node& v = nodes_[w.node];
+    bool b;
+    const uint64_t ones = bits_.access_rank(v.offset + w.i, b) - v.ones_before;
+    w.i = b ? ones : w.i - ones;
+    const int32_t child = v.child[b];
+    if (child < 0) {
+      c = static_cast<uint8_t>(~child);
+      return true;
+    }
+    w.node = child;
+    bits_.prefetch_directory(nodes_[child].offset + w.i);
+    return false;
+  }
+  // access_rank for many positions at once, level by level. lists[0] holds items
+  // (i << 32 | id), i < 2^32, sorted by i; the other lists must be empty. Each item moves down
+  // the tree through lists[node] (still sorted there: rank is monotonic) and ends in
+  // leaves[seq[i]] as (rank(seq[i], i) << 32 | id), in the order of i. Reads every node's bits
+  // front to back, prefetching ahead, so the cost is bandwidth rather than one miss per level.
+  // lists: one per node (n_nodes()), leaves: 256; all lists are left empty but leaves.
+  void access_many(std::vector<uint64_t>* lists, std::vector<uint64_t>* leaves) const;
+  size_t n_nodes() const { return n_nodes_; }
   // seq[i], with rank(seq[i], i) stored into rank: one root-to-leaf walk (for LF).
   uint8_t access_rank(uint64_t i, uint64_t& rank) const {
     const Node* v = &nodes_[0];
@@ -127,6 +147,7 @@ class WaveletTree {
   };
   uint64_t size_ = 0;
   const Node* nodes_ = nullptr;
+  size_t n_nodes_ = 0;
   const uint64_t* codes_ = nullptr;    // per symbol: branch bits, root first, LSB-first
   const uint8_t* code_len_ = nullptr;  // per symbol: 0 = absent
   HybridBitvector bits_;

@@ -86,20 +86,29 @@ class ExactIndex:
         return total
 
     def count_windows(self, text: bytes, starts: np.ndarray, lengths: np.ndarray, existence_only: bool = False) -> np.ndarray:
+        counts = self.count_windows_per_shard(text, starts, lengths, existence_only)
+        if not len(counts):
+            return np.zeros(counts.shape[1], dtype=np.int64)
+        return counts.max(axis=0) if existence_only else counts.sum(axis=0)
+
+    def count_windows_per_shard(self, text: bytes, starts: np.ndarray, lengths: np.ndarray,
+                                existence_only: bool = False) -> np.ndarray:
+        """Counts (0/1 with existence_only) of each window text[start, start + length) in each
+        shard, shape (shards, windows): one batched C++ call per shard."""
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         if len(starts) != len(lengths):
             raise InputError("count_windows: starts and lengths differ in length")
         if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(text) or lengths.min() <= 0):
             raise InputError("count_windows: a window lies outside the text or is empty")
-        total = np.zeros(len(starts), dtype=np.int64)
-        for s in self.shards:
-            counts = s.count_windows(text, starts, lengths, existence_only)
-            if existence_only:
-                np.maximum(total, counts, out=total)
-            else:
-                total += counts
-        return total
+        if not self.shards:
+            return np.zeros((0, len(starts)), dtype=np.int64)
+        return np.stack([np.asarray(s.count_windows(text, starts, lengths, existence_only)) for s in self.shards])
+
+    def shard_counts(self, pattern: str | bytes) -> list[int]:
+        """Occurrences of `pattern` in each shard (one backward search per shard)."""
+        p = as_pattern(pattern)
+        return [int(s.count(p)) for s in self.shards]
 
     # -- locating ---------------------------------------------------------------------------------
     def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +133,32 @@ class ExactIndex:
         if not docs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(docs), np.concatenate(offs)
+
+    def locate_in(self, pattern: bytes, counts: Sequence[int], limit: int,
+                  prefix: bytes = b"") -> tuple[list[int], list[int]]:
+        """First `limit` occurrences of `pattern` as (global doc ids, byte offsets), given its
+        per-shard `counts` (shard_counts): shards whose count is 0 are skipped, so nothing is
+        counted again.
+
+        A long pattern is located through `prefix` (e.g. its first window) in a shard where the
+        prefix occurs exactly as often as the pattern: every occurrence of the pattern is one of
+        the prefix at the same offset, so both have the same suffix-array range and the same
+        occurrences, and the search is len(prefix) steps instead of len(pattern)."""
+        if len(counts) != len(self.shards):
+            raise InputError(f"locate_in: {len(counts)} counts for {len(self.shards)} shards")
+        docs: list[int] = []
+        offs: list[int] = []
+        short = prefix and len(prefix) * 2 <= len(pattern) and pattern.startswith(prefix)
+        for shard, first, c in zip(self.shards, self.first_docs, counts):
+            if len(docs) >= limit:
+                break
+            if c == 0:
+                continue
+            q = prefix if short and int(shard.count(prefix)) == c else pattern
+            d, o = shard.locate(q, 0, limit - len(docs))
+            docs += [int(x) + first for x in np.asarray(d)]
+            offs += [int(x) for x in np.asarray(o)]
+        return docs, offs
 
     def docs(self, pattern: str | bytes) -> np.ndarray:
         p = as_pattern(pattern)
@@ -155,6 +190,35 @@ class ExactIndex:
         if offset < 0 or width < 0:
             raise InputError("snippet: offset and width must be >= 0")
         return shard.snippet(local, offset, width)
+
+    def extract_ranges(self, docs: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
+        """Bytes [starts[i], ends[i]) of documents docs[i] (global ids; an end past the document is
+        clipped to it), in one C++ call per shard that holds any of them (GIL released; large
+        requests run as sorted batches of LF walks on all cores)."""
+        docs = np.asarray(docs, dtype=np.int64).reshape(-1)
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        ends = np.asarray(ends, dtype=np.int64).reshape(-1)
+        if not len(docs) == len(starts) == len(ends):
+            raise InputError("extract_ranges: docs, starts and ends differ in length")
+        if len(docs) == 0:
+            return []
+        if docs.min() < 0 or docs.max() >= self.n_docs:
+            bad = int(docs[(docs < 0) | (docs >= self.n_docs)][0])
+            raise InputError(f"document id {bad} out of range (index has {self.n_docs} documents)")
+        if starts.min() < 0 or (ends < starts).any():
+            raise InputError("extract_ranges: starts must be >= 0 and ends >= starts")
+        shard_of = np.searchsorted(np.asarray(self.first_docs, dtype=np.int64), docs, side="right") - 1
+        out: list[bytes] = [b""] * len(docs)
+        for i in np.unique(shard_of).tolist():
+            sel = np.flatnonzero(shard_of == i)
+            try:
+                blob, offsets = self.shards[i].extract_ranges(docs[sel] - self.first_docs[i], starts[sel], ends[sel])
+            except IndexError as exc:
+                raise InputError(f"extract_ranges: {exc}") from None
+            offsets = offsets.tolist()
+            for k, j in enumerate(sel.tolist()):
+                out[j] = blob[offsets[k]:offsets[k + 1]]
+        return out
 
     @property
     def text_bytes(self) -> int:

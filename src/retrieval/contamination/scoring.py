@@ -305,13 +305,6 @@ class Scorer:
             self.semantic.annotate(results, [p.entry for p in pending])
         yield from results
 
-    def _shard_windows(self, data: bytes, starts: np.ndarray, lengths: np.ndarray, existence_only: bool) -> np.ndarray:
-        """Counts of each window per shard, shape (shards, windows): one batched C++ call per shard."""
-        starts = np.ascontiguousarray(starts, dtype=np.int64)
-        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        return np.stack([np.asarray(sh.count_windows(data, starts, lengths, existence_only))
-                         for sh in self.index.exact.shards])
-
     def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray, segs: list[tuple[int, int]]) -> np.ndarray:
         """found[i]: does window i occur in the corpus?
 
@@ -353,7 +346,7 @@ class Scorer:
                 continue
             span_start = s[first]
             span_len = s[last] + ln[last] - span_start
-            counts = self._shard_windows(data, span_start, span_len, existence_only=False)
+            counts = self.index.exact.count_windows_per_shard(data, span_start, span_len, existence_only=False)
             hit = counts.sum(axis=0) > 0
             cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
             np.add.at(cover, first[hit], 1)
@@ -363,7 +356,7 @@ class Scorer:
                 self._known[(a, b)] = c
         todo = np.flatnonzero(~found)
         if len(todo):
-            counts = self._shard_windows(data, s[todo], ln[todo], existence_only=True)
+            counts = self.index.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
             found[todo] = counts.max(axis=0) > 0
         return found
 
@@ -414,16 +407,16 @@ class Scorer:
         if query != first_window:
             counts = self._known.get((span_start, len(query)))
             if counts is None:
-                counts = self._shard_counts(query)
+                counts = self.index.exact.shard_counts(query)
         if not counts or sum(counts) == 0:  # the union of overlapping found windows need not occur as a whole
             query = first_window
-            counts = self._known.get((span_start, len(query))) or self._shard_counts(query)
+            counts = self._known.get((span_start, len(query))) or self.index.exact.shard_counts(query)
         n = sum(counts)
         r.matched_text = query.decode("utf-8", "replace")
         r.match_count = n
         if n == 0 or cfg.max_matches <= 0:
             return
-        doc_ids, offsets = self._locate(query, counts, cfg.max_matches, first_window)
+        doc_ids, offsets = self.index.exact.locate_in(query, counts, cfg.max_matches, first_window)
         info = self._docs(doc_ids)
         # the snippet is the match itself with context read on either side (the match is known)
         half = max((cfg.snippet_width - len(query)) // 2, cfg.snippet_context)
@@ -437,33 +430,6 @@ class Scorer:
             except Exception:  # noqa: BLE001 - a snippet is a courtesy; never fail the report on it
                 snip = None
             r.matches.append({"doc_id": d, "ext_id": ext_id, "source": source, "offset": off, "snippet": snip})
-
-    def _shard_counts(self, query: bytes) -> list[int]:
-        """Occurrences of `query` in each shard (one backward search per shard)."""
-        return [int(sh.count(query)) for sh in self.index.exact.shards]
-
-    def _locate(self, query: bytes, counts: list[int], limit: int, prefix: bytes = b"") -> tuple[list[int], list[int]]:
-        """First `limit` occurrences as (global doc ids, byte offsets), searching only the shards whose
-        count is known to be non-zero (Index.find would count every shard again).
-
-        A long query is located through its `prefix` (the first window) when the prefix occurs in a
-        shard exactly as often as the query: every occurrence of the query is one of the prefix at
-        the same offset, so both have the same suffix-array range and the same occurrences, and
-        the search is len(prefix) steps instead of len(query)."""
-        exact = self.index.exact
-        docs: list[int] = []
-        offs: list[int] = []
-        short = prefix and len(prefix) * 2 <= len(query) and query.startswith(prefix)
-        for sh, first, c in zip(exact.shards, exact.first_docs, counts):
-            if len(docs) >= limit:
-                break
-            if c == 0:
-                continue
-            q = prefix if short and int(sh.count(prefix)) == c else query
-            d, o = sh.locate(q, 0, limit - len(docs))
-            docs += [int(x) + first for x in np.asarray(d)]
-            offs += [int(x) for x in np.asarray(o)]
-        return docs, offs
 
     def _docs(self, ids: list[int]) -> dict[int, tuple]:
         need = [i for i in dict.fromkeys(ids) if i not in self._doc_cache]
