@@ -146,6 +146,81 @@ def naive_count(corpus: bytes, p: bytes) -> int:
     return n
 
 
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "csrc", "src/retrieval/exact.py"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    return f"{os.uname().machine}, {os.cpu_count()} cores"
+
+
+def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int, seed: int = 1) -> dict:
+    """Extract speed, old path vs new in one run, on the same random documents and ranges:
+    `one walk per range` is the previous implementation (one LF step per byte, one chain from the
+    document end; extract_ranges with group=1), `extract()` is one call per document (the new
+    path), `extract_ranges` is all of them in one call. Wall and CPU time: the machine is shared."""
+    rng = random.Random(seed)
+    shard = x.shards[0]
+    lens = shard.doc_lengths()
+    docs = np.array(rng.sample(range(shard.n_docs), min(n_docs, shard.n_docs)), np.int64)
+    zeros = np.zeros(len(docs), np.int64)
+    ends = lens[docs].astype(np.int64)
+    total = int(ends.sum())
+    sd = np.array([rng.choice(docs.tolist()) for _ in range(n_snippets)], np.int64)
+    ss = np.array([rng.randrange(0, max(1, int(lens[d]) - width)) for d in sd.tolist()], np.int64)
+    se = ss + width
+    snip_bytes = int(np.minimum(se, lens[sd]).sum() - ss.sum())
+    shard.extract_ranges(docs, zeros, ends)  # warm: fault in the mapped pages the loops touch
+    shard.extract_ranges(docs, zeros, ends, 1, 1)
+
+    def timed(fn, nbytes):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        return {"bytes": nbytes, "wall_s": wall, "cpu_s": cpu, "mb_s": nbytes / 1e6 / wall, "mb_per_cpu_s": nbytes / 1e6 / cpu}
+
+    out = {
+        "documents": len(docs), "document_bytes": total, "snippets": n_snippets, "snippet_width": width,
+        "load_average_before": os.getloadavg()[0],
+        "docs_one_walk_per_range": timed(lambda: shard.extract_ranges(docs, zeros, ends, 1, 1), total),
+        "docs_extract_per_call": timed(lambda: [shard.extract(int(d)) for d in docs], total),
+        "docs_extract_ranges_1_thread": timed(lambda: shard.extract_ranges(docs, zeros, ends, 16, 1), total),
+        "docs_extract_ranges": timed(lambda: shard.extract_ranges(docs, zeros, ends), total),
+        "snippets_one_walk_per_range": timed(lambda: shard.extract_ranges(sd, ss, se, 1, 1), snip_bytes),
+        "snippets_per_call": timed(lambda: [shard.snippet(int(d), int(a), width) for d, a in zip(sd, ss)], snip_bytes),
+        "snippets_extract_ranges": timed(lambda: shard.extract_ranges(sd, ss, se), snip_bytes),
+        "load_average_after": os.getloadavg()[0],
+    }
+    blob, off = shard.extract_ranges(docs, zeros, ends)
+    first = x.first_docs[0]
+    assert all(blob[off[i]:off[i + 1]] == texts[first + d].encode() for i, d in enumerate(docs.tolist())), \
+        "extract differs from the corpus"
+    return out
+
+
+def print_extract(e: dict) -> None:
+    print(f"\nextract ({e['documents']} random documents, {e['document_bytes'] / 1e6:.1f} MB; {e['snippets']} "
+          f"snippets of {e['snippet_width']} bytes; load average {e['load_average_before']:.1f} -> {e['load_average_after']:.1f})\n")
+    print("| path | MB/s (wall) | MB/s per CPU-s |")
+    print("|---|---|---|")
+    for key, name in [("docs_one_walk_per_range", "documents, one walk per range (old path)"),
+                      ("docs_extract_per_call", "documents, extract() per document"),
+                      ("docs_extract_ranges_1_thread", "documents, one extract_ranges call, 1 thread"),
+                      ("docs_extract_ranges", "documents, one extract_ranges call (threads: auto)"),
+                      ("snippets_one_walk_per_range", "snippets, one walk per range (old path)"),
+                      ("snippets_per_call", "snippets, snippet() per range"),
+                      ("snippets_extract_ranges", "snippets, one extract_ranges call")]:
+        r = e[key]
+        print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mb", type=int, default=200, help="corpus size in MB (real text)")
@@ -155,15 +230,31 @@ def main() -> None:
     ap.add_argument("--extract-docs", type=int, default=300, help="random documents extracted per rate")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-full", action="store_true", help="skip the end-to-end Index.build reference run")
+    ap.add_argument("--extract-only", action="store_true",
+                    help="only the extract comparison at SA rate 32 (builds that index if missing); "
+                         "writes eval/results/bench_exact_extract.json")
+    ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
     args = ap.parse_args()
     corpus = build_corpus(args.mb)
     texts = load_texts(corpus)
+    if args.extract_only:
+        out = CACHE / "idx-r32"
+        if not (out / "exact.json").exists():
+            child(["--child-rtv", str(corpus), str(out), "32"])
+        x = open_exact(out)
+        e = bench_extract(x, texts, args.extract_docs, args.snippets, 200)
+        result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32,
+                  "commit": commit(), "machine": machine(), "extract": e}
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "bench_exact_extract.json").write_text(json.dumps(result, indent=2))
+        print_extract(e)
+        return
     corpus_bytes = sum(len(t.encode()) for t in texts)
     patterns = draw_patterns(texts, args.patterns)
     bpatterns = [p.encode() for p in patterns]
     rates = [int(r) for r in args.rates.split(",")]
     results: dict = {"corpus": {"path": str(corpus), "bytes": corpus_bytes, "documents": len(texts)},
-                     "machine": f"{os.uname().machine}, {os.cpu_count()} cores", "rtv": {}, "peer": None}
+                     "machine": machine(), "commit": commit(), "rtv": {}, "peer": None}
 
     for rate in rates:
         out = CACHE / f"idx-r{rate}"
@@ -201,6 +292,7 @@ def main() -> None:
         extracted = sum(len(x.extract(d)) for d in docs)
         results["rtv"][rate]["extract_mb_s"] = extracted / 1e6 / (time.perf_counter() - t)
     assert all(x.extract(d) == texts[d].encode() for d in docs[:50]), "extract differs from the corpus"
+    results["extract"] = bench_extract(idx, texts, args.extract_docs, args.snippets, 200)
 
     joined = b"\xff".join(t.encode() for t in texts)
     scan = bpatterns[: args.scan_patterns]
@@ -230,6 +322,7 @@ def main() -> None:
     (RESULTS / "bench_exact.json").write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "bench_exact.png")
     print_table(results, corpus_bytes, main_rate)
+    print_extract(results["extract"])
 
 
 def print_table(r: dict, corpus_bytes: int, main_rate: int) -> None:
