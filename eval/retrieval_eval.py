@@ -180,32 +180,26 @@ def embed_on_gpu(passages: Path, model: Path, out: Path, rows: str) -> None:
 
 def open_index(meta: dict):
     from retrieval import Index
+    from retrieval.errors import IndexFormatError
 
     path = DATA / f"index-{meta['params']['passages']}"
-    if path.exists():
+    try:
         return Index.open(path, verify=False)
+    except IndexFormatError as exc:  # not built yet, or by an rtv of another index format
+        if path.exists():
+            print(f"rebuilding {path} ({exc})", file=sys.stderr)
     vec_dir = DATA / "vectors"
-    if vec_dir.exists():  # embeddings made on a GPU machine (embed_on_gpu): use them, in passage order
-        import retrieval.dense.index as dense_index
-
-        parts = sorted(vec_dir.glob("vec-*.npy"))
-        vecs = np.concatenate([np.load(p) for p in parts]).astype(np.float32)
-        expected = passage_texts(meta)
-        if len(vecs) != len(expected):
-            sys.exit(f"{vec_dir}: {len(vecs)} vectors for {len(expected)} passages; embed them all again")
-
-        def precomputed(texts, n, embedder, batch=None):
-            got = list(texts)
-            if got != expected:
-                sys.exit(f"{vec_dir}: the index's passages differ from the embedded ones; embed them again")
-            return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-
-        dense_index.embed_passages = precomputed
-        print(f"building the index at {path} with the {len(vecs)} vectors of {vec_dir}", file=sys.stderr)
-    else:
+    build = dict(id_field="id", dense=True, recipe="flat", passage_tokens=PASSAGE_TOKENS,
+                 passage_overlap=PASSAGE_OVERLAP, device="cpu", overwrite=path.exists())
+    if not vec_dir.exists():
         print(f"building the index at {path} (embeds every passage: hours on a 2-core CPU)", file=sys.stderr)
-    return Index.build([DATA / "corpus.jsonl"], path, id_field="id", dense=True, recipe="flat",
-                       passage_tokens=PASSAGE_TOKENS, passage_overlap=PASSAGE_OVERLAP, device="cpu")
+        return Index.build([DATA / "corpus.jsonl"], path, **build)
+    from precomputed import precomputed_vectors  # embeddings made on a GPU machine (embed_on_gpu)
+
+    vecs = np.concatenate([np.load(p) for p in sorted(vec_dir.glob("vec-*.npy"))])
+    print(f"building the index at {path} with the {len(vecs)} vectors of {vec_dir}", file=sys.stderr)
+    with precomputed_vectors(vecs, passage_texts(meta), str(vec_dir)):
+        return Index.build([DATA / "corpus.jsonl"], path, **build)
 
 
 # -- benchmarks -----------------------------------------------------------------------------------
@@ -373,7 +367,9 @@ FUSION_VARIANTS = [  # (name, method, weights, rrf k): what the fusion study com
 
 def fusion_study(bench: Bench, args) -> dict:
     """nDCG@10 / recall@100 of fusion variants over the same stage lists (each stage's top
-    `depth` for every query, computed once), to choose the default fusion on real labels."""
+    `depth` for every query, computed once), to choose the default fusion on real labels. The
+    exact stage is run two ways: as rtv runs it (rare terms the FTS tokenizer splits) and with
+    every rare term (what rtv did before)."""
     from ranx import Qrels, Run, evaluate as ranx_evaluate
 
     from retrieval.hybrid import dense_stage, fuse_stages
@@ -386,7 +382,9 @@ def fusion_study(bench: Bench, args) -> dict:
     for i in range(0, len(queries), 64):
         dense_lists += dense_stage(index, [q["text"] for q in queries[i:i + 64]], depth)
     stage_lists = [{"dense": d, "lexical": bm25(index.store, q["text"], depth),
-                    "exact": exact_candidates(index, parse_query(q["text"]), k=depth).ranked}
+                    "exact": exact_candidates(index, parse_query(q["text"]), k=depth).ranked,
+                    "exact_all_rare": exact_candidates(index, parse_query(q["text"]), k=depth,
+                                                       split_terms_only=False).ranked}
                    for q, d in zip(queries, dense_lists)]
     qrels = Qrels({q["qid"]: bench.qrels[q["qid"]] for q in queries})
     rows = []
@@ -395,16 +393,19 @@ def fusion_study(bench: Bench, args) -> dict:
         run = Run({q["qid"]: fold(sl[stage], P.doc_of) or {"-": 0.0} for q, sl in zip(queries, stage_lists)})
         sc = ranx_evaluate(qrels, run, ["ndcg@10", "recall@100"])
         rows.append({"variant": name, "ndcg@10": round(float(sc["ndcg@10"]), 4), "recall@100": round(float(sc["recall@100"]), 4)})
-    for name, method, weights, k in FUSION_VARIANTS:
+    variants = [(f"{name} [exact: every rare term]", method, weights, k, "exact_all_rare")
+                for name, method, weights, k in FUSION_VARIANTS if not weights or weights.get("exact", 1)]
+    for name, method, weights, k, exact in [(*v, "exact") for v in FUSION_VARIANTS] + variants:
         run = {}
         for q, sl in zip(queries, stage_lists):
-            order = fuse_stages(sl, method, rrf_k=k, weights=weights)
+            lists = {"dense": sl["dense"], "lexical": sl["lexical"], "exact": sl[exact]}
+            order = fuse_stages(lists, method, rrf_k=k, weights=weights)
             run[q["qid"]] = fold([(o[0], o[1]) for o in order], P.doc_of) or {"-": 0.0}
         sc = ranx_evaluate(qrels, Run(run), ["ndcg@10", "recall@100"])
         rows.append({"variant": name, "ndcg@10": round(float(sc["ndcg@10"]), 4), "recall@100": round(float(sc["recall@100"]), 4)})
     print(f"\nfusion study, {bench.name} ({len(queries)} queries, stage depth {depth}):")
     for r in rows:
-        print(f"  {r['variant']:<36}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}")
+        print(f"  {r['variant']:<64}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}")
     return {"queries": len(queries), "depth": depth, "variants": rows}
 
 

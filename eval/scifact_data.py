@@ -75,9 +75,9 @@ def open_index():
     (e.g. after an index format change) reuses them when the passages are the same, instead of
     embedding again for minutes. Any difference in the passages means embedding afresh."""
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "eval"))
     import numpy as np
 
-    import retrieval.dense.index as dense_index
     from retrieval import Index
     from retrieval.errors import IndexFormatError
 
@@ -88,27 +88,16 @@ def open_index():
         if path.exists():
             print(f"rebuilding the SciFact index ({exc})", file=sys.stderr)
     vec_file, texts_file = DATA / "vectors.npy", DATA / "vector-texts.json"
-    embed = dense_index.embed_passages
+    build = dict(dense=True, device="cpu", overwrite=path.exists())
     if vec_file.exists() and texts_file.exists():
-        cached, cached_texts = np.load(vec_file), json.loads(texts_file.read_text())
-        at = 0
+        from precomputed import precomputed_vectors
 
-        def reuse(texts, n, embedder):  # one call per shard, in passage order
-            nonlocal at
-            texts = list(texts)
-            if texts != cached_texts[at:at + n]:
-                sys.exit(f"{vec_file}: the index's passages differ from the cached ones; delete it to embed again")
-            at += n
-            return cached[at - n:at]
-
-        dense_index.embed_passages = reuse
         print(f"building the SciFact index at {path} from the cached vectors {vec_file}", file=sys.stderr)
+        with precomputed_vectors(np.load(vec_file), json.loads(texts_file.read_text()), str(vec_file)):
+            index = Index.build([corpus_path()], path, **build)
     else:
         print(f"building the SciFact index at {path} (embeds every passage on this CPU: minutes)", file=sys.stderr)
-    try:
-        index = Index.build([corpus_path()], path, dense=True, device="cpu", overwrite=path.exists())
-    finally:
-        dense_index.embed_passages = embed
+        index = Index.build([corpus_path()], path, **build)
     if not vec_file.exists():
         texts = [r["text"] for r in index.store.iter_passages()]
         flat = index.dense.index  # the default recipe for this size is flat: it holds the vectors

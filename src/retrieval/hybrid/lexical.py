@@ -4,9 +4,11 @@ Query syntax understood here (everything else is plain text):
 - `"a quoted phrase"`: the phrase must occur byte-for-byte (case-sensitive) in a passage for the
   exact stage; BM25 also scores it as an FTS5 phrase.
 - every other word is a BM25 term (OR semantics, ranked by FTS5's bm25(); English stop words are
-  left out unless the query has nothing else); words that are rare in
-  the corpus (at most `rare_max` occurrences in the FM-index) are also looked up exactly, which
-  finds identifiers and codes that the FTS tokenizer splits apart.
+  left out unless the query has nothing else). Terms that the FTS tokenizer splits apart
+  (identifiers and codes such as ERR_CONN_RESET, IL-10, std::move) and that are rare in the corpus
+  (at most `rare_max` occurrences in the FM-index) are also looked up exactly. A plain rare word
+  is not: BM25 already weighs it by its rarity, and searching it again only double-counts it
+  (on SciFact train that cost 0.02-0.03 nDCG@10 in fusion; eval/results/retrieval_fusion.json).
 
 Nothing in the user's query reaches FTS5 as syntax: every token is passed as a double-quoted
 FTS5 string (embedded quotes doubled), joined with OR.
@@ -114,11 +116,18 @@ class ExactCandidates:
     phrases_matched: dict[int, int]  # passage_id -> number of distinct quoted phrases it contains
 
 
+def fts_splits(term: str) -> bool:
+    """Does the FTS tokenizer see `term` as something other than one token (so BM25 cannot match it whole)?"""
+    return _WORD.findall(term) != [term]
+
+
 def exact_candidates(index, query: str | ParsedQuery, *, whole_query: bool = False, rare_max: int = 50,
-                     limit: int = 1000, k: int = 100) -> ExactCandidates:
+                     limit: int = 1000, k: int = 100, split_terms_only: bool = True) -> ExactCandidates:
     """Passages that contain the query's quoted phrases or rare terms byte-for-byte.
 
     whole_query: with no quoted phrase, search the whole query text as one phrase (mode 'exact').
+    split_terms_only: look up only rare terms that the FTS tokenizer splits (see the module doc);
+    False looks up every rare term (what rtv did before; kept to measure the difference).
     Score: 2 per distinct quoted phrase + log(1 + n_docs / count) per rare term, + a small bonus
     for repeated occurrences; passages are ranked by it."""
     q = parse_query(query) if isinstance(query, str) else query
@@ -129,7 +138,7 @@ def exact_candidates(index, query: str | ParsedQuery, *, whole_query: bool = Fal
     if not whole_query or q.phrases:
         n_docs = max(1, int(getattr(index, "n_documents", 1)))
         for term in q.terms:
-            if len(term.encode("utf-8")) < 3:
+            if len(term.encode("utf-8")) < 3 or (split_terms_only and not fts_splits(term)):
                 continue
             count = int(index.count(term))
             if 0 < count <= rare_max:
