@@ -1,8 +1,8 @@
 """Build and search the dense part of an index: FAISS (CPU or GPU) + exact rescoring.
 
 On disk (``<index>/dense/``): ``index.faiss`` (always the CPU form, so it opens anywhere) and,
-for compressed recipes, ``vectors.npy`` (+ ``scales.npy`` for int8): the full vectors used to
-re-score the compressed index's candidates. The manifest section returned by ``build_dense``
+for compressed recipes, ``vectors.npy`` (+ ``scales.npy`` / ``quant.npy`` / ``pca.npy`` for int8
+stores): the full vectors used to re-score the compressed index's candidates. The manifest section returned by ``build_dense``
 describes both (see docs/formats.md, "dense").
 
 What differs between float indexes (flat, IVF-PQ, HNSW) and binary ones (sign bits, Hamming) lives
@@ -256,7 +256,7 @@ def build_from_vectors(vecs: np.ndarray, out_dir: Path, recipe: str | None = Non
     index = codec.to_cpu(work) if gpu else work
     build_s = time.time() - t0
     codec.write(index, str(out_dir / INDEX_FILE))
-    store = None if plan["store"] == "none" else write_store(vecs, out_dir, plan["store"])
+    store = None if plan["store"] == "none" else write_store(vecs, out_dir, plan["store"], **plan["store_options"])
     files = {INDEX_FILE: {"bytes": (out_dir / INDEX_FILE).stat().st_size}}
     for f in (store or {}).get("files", []):
         files[f] = {"bytes": (out_dir / f).stat().st_size}

@@ -1,7 +1,9 @@
 """Dense index recipes: TOML files in ``indexes/`` (source tree) or ``retrieval/indexes`` (installed).
 
 A recipe's ``[dense]`` table names a FAISS factory string with placeholders (``{nlist}``, ``{m}``,
-``{M}``) and the search parameters (nprobe, ef_search, rescore_multiplier, store dtype). The
+``{M}``) and the search parameters (nprobe, ef_search, rescore_multiplier) and the rescoring store
+(``store`` = float16 | int8 | none; for int8, ``store_scale`` = vector | dimension and an optional
+``store_pca_dim``). The
 placeholders are filled from the corpus size and the embedding dimension by ``plan``.
 """
 
@@ -111,6 +113,20 @@ def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
         raise InputError(f"recipe {recipe['name']!r}: store must be float16, int8 or none (got {store!r})")
     if kind == "binary" and store == "none":
         raise InputError(f"recipe {recipe['name']!r}: binary codes need a rescoring store (float16 or int8)")
+    store_options = {}
+    if store == "int8":
+        store_options["scale"] = recipe.get("store_scale", "vector")
+        if "store_pca_dim" in recipe:
+            store_options["pca_dim"] = recipe["store_pca_dim"]
+    elif "store_scale" in recipe or "store_pca_dim" in recipe:
+        raise InputError(f"recipe {recipe['name']!r}: store_scale / store_pca_dim are for store = \"int8\"")
+    if store_options:
+        from .vectors import check_store_options
+
+        try:
+            check_store_options(store, store_options.get("scale"), store_options.get("pca_dim"), dim)
+        except ValueError as exc:
+            raise InputError(f"recipe {recipe['name']!r}: {exc}") from None
     params = {}
     for key in ("nprobe", "ef_search", "ef_construction"):
         if key in recipe:
@@ -126,5 +142,6 @@ def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
     per_list = int(recipe.get("train_points_per_list", 64))
     train = min(n, max(fmt.get("nlist", 1) * per_list, 256 * 39, 65536 if "nlist" not in fmt else 0),
                 int(recipe.get("max_train_points", 500000)))
-    return {"recipe": recipe["name"], "kind": kind, "factory": factory, "store": store, "params": params,
+    return {"recipe": recipe["name"], "kind": kind, "factory": factory, "store": store,
+            "store_options": store_options, "params": params,
             "train_points": train, "gpu_float16_lut": bool(recipe.get("gpu_float16_lut", True)), **fmt}

@@ -1,6 +1,7 @@
 """The rescoring store and the one rescorer every recipe uses.
 
-The store holds every passage's full vector in float16 (or int8 with a per-vector scale), written
+The store holds every passage's full vector in float16, or in int8 (one scale a vector, or one
+affine range a dimension), optionally on the vectors' leading principal axes (PCA) first; written
 as .npy and memory-mapped read-only at query time. ``Rescorer`` re-scores a compressed index's
 candidates exactly from it: numpy over the map on the CPU, torch on the GPU.
 
@@ -19,57 +20,173 @@ import numpy as np
 from ..errors import IndexFormatError
 
 VECTORS = "vectors.npy"
-SCALES = "scales.npy"
+SCALES = "scales.npy"   # int8, scale "vector": (n,) float32, one scale a vector
+QUANT = "quant.npy"     # int8, scale "dimension": (2, r) float32, each dimension's low end and step
+PCA = "pca.npy"         # pca_dim r: (r + 1, dim) float32, the mean then r principal axes (rows)
+STORE_DTYPES = ("float16", "int8")
+INT8_SCALES = ("vector", "dimension")
 
 
-def write_store(vecs: np.ndarray, out_dir: Path, dtype: str) -> dict:
-    """Write ``vecs`` (n, d) float32 as the store; returns {"dtype", "files": [...]}."""
+def check_store_options(dtype: str, scale: str | None = None, pca_dim: int | None = None, dim: int | None = None) -> None:
+    """ValueError naming what is wrong with a store's settings."""
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"unknown store dtype {dtype!r} (float16 or int8)")
+    if scale is not None and (dtype != "int8" or scale not in INT8_SCALES):
+        raise ValueError(f"store scale {scale!r}: only for int8, and 'vector' or 'dimension'")
+    if pca_dim is not None:
+        if dtype != "int8" or isinstance(pca_dim, bool) or not isinstance(pca_dim, int) or pca_dim < 1:
+            raise ValueError(f"store pca_dim {pca_dim!r}: only for int8, a whole number >= 1")
+        if dim is not None and pca_dim >= dim:
+            raise ValueError(f"store pca_dim {pca_dim} must be below the vectors' dimension {dim}")
+
+
+def fit_pca(vecs: np.ndarray, r: int, sample: int = 200_000, seed: int = 1234) -> np.ndarray:
+    """(r + 1, dim) float32: the mean of ``vecs`` and its r leading principal axes (float64 eigh of
+    the covariance of up to ``sample`` rows)."""
+    x = vecs
+    if len(x) > sample:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), sample, replace=False))]
+    x = np.asarray(x, dtype=np.float64)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    w, v = np.linalg.eigh(xc.T @ xc / max(1, len(x) - 1))
+    axes = v[:, np.argsort(-w)[:r]].T  # (r, dim), orthonormal rows
+    return np.concatenate([mu[None, :], axes]).astype(np.float32)
+
+
+def quantize_int8(y: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes of float32 rows ``y`` and their scale: per vector, c = rint(y / s) with
+    s = max|y| / 127 (returns (n,) s); per dimension, c = rint((y - lo) / step) - 128 with
+    step = (hi - lo) / 255 over the rows (returns (2, r) [lo; step])."""
+    if scale == "vector":
+        s = np.abs(y).max(axis=1) / 127.0
+        s[s == 0] = 1.0
+        return np.clip(np.rint(y / s[:, None]), -127, 127).astype(np.int8), s.astype(np.float32)
+    lo, hi = y.min(axis=0), y.max(axis=0)
+    step = (hi - lo) / 255.0
+    step[step == 0] = 1.0
+    c = np.clip(np.rint((y - lo) / step) - 128, -128, 127).astype(np.int8)
+    return c, np.stack([lo, step]).astype(np.float32)
+
+
+def write_store(vecs: np.ndarray, out_dir: Path, dtype: str, scale: str | None = None,
+                pca_dim: int | None = None) -> dict:
+    """Write ``vecs`` (n, d) float32 as the store; returns the manifest's store spec
+    {"dtype", ["scale", "pca_dim",] "files": [...]}.
+
+    float16: the vectors rounded to float16. int8: optionally projected on their ``pca_dim``
+    leading principal axes first, then int8 with one scale a vector (``scale="vector"``, the
+    default) or one affine range a dimension (``"dimension"``)."""
     out_dir = Path(out_dir)
+    check_store_options(dtype, scale, pca_dim, vecs.shape[1])
     if dtype == "float16":
         np.save(out_dir / VECTORS, vecs.astype(np.float16), allow_pickle=False)
         return {"dtype": "float16", "files": [VECTORS]}
-    if dtype == "int8":
-        scale = np.abs(vecs).max(axis=1) / 127.0
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(vecs / scale[:, None]), -127, 127).astype(np.int8)
-        np.save(out_dir / VECTORS, q, allow_pickle=False)
-        np.save(out_dir / SCALES, scale.astype(np.float32), allow_pickle=False)
-        return {"dtype": "int8", "files": [VECTORS, SCALES]}
-    raise ValueError(f"unknown store dtype {dtype!r}")
+    scale = scale or "vector"
+    files = [VECTORS]
+    y = vecs
+    if pca_dim is not None:
+        pca = fit_pca(vecs, pca_dim)
+        y = np.empty((len(vecs), pca_dim), dtype=np.float32)
+        for lo in range(0, len(vecs), 1 << 16):  # bounded temporaries
+            y[lo:lo + (1 << 16)] = (vecs[lo:lo + (1 << 16)] - pca[0]) @ pca[1:].T
+        np.save(out_dir / PCA, pca, allow_pickle=False)
+        files.append(PCA)
+    codes, s = quantize_int8(y, scale)
+    np.save(out_dir / VECTORS, codes, allow_pickle=False)
+    np.save(out_dir / (SCALES if scale == "vector" else QUANT), s, allow_pickle=False)
+    files.append(SCALES if scale == "vector" else QUANT)
+    spec = {"dtype": "int8", "scale": scale, "files": sorted(files)}
+    if pca_dim is not None:
+        spec["pca_dim"] = int(pca_dim)
+    return spec
 
 
 class VectorStore:
-    """Memory-mapped full vectors; ``gather(ids)`` returns float32 rows (ids must be valid)."""
+    """Memory-mapped store vectors, scored against queries as ``bias(q) + row_scale_i * (codes_i . q~)``.
+
+    ``prepare(q)`` maps (nq, dim) queries to (q~ (nq, r), bias (nq,)); ``gather(ids)`` returns the
+    rows' codes as float32 (ids must be valid) and ``row_scales(ids)`` their scales (None when 1):
+    float16: q~ = q, bias 0, codes the vectors. int8 per vector: codes * s_i is the vector.
+    int8 per dimension: lo + step * (c + 128) is the vector, so q~ = q * step and
+    bias = q . (lo + 128 step). PCA (r dims): x ~ mean + A^T y, so q is first mapped to A q and
+    bias gains q . mean. ``dequantize(ids)`` gives the vectors the store stands for, in full dim.
+    """
 
     def __init__(self, directory: Path, spec: dict, n: int, dim: int):
-        self.dtype = spec["dtype"]
-        path = Path(directory) / VECTORS
+        directory = Path(directory)
+        self.dtype = spec.get("dtype")
+        self.scale = spec.get("scale", "vector") if self.dtype == "int8" else None
+        self.pca_dim = spec.get("pca_dim")
+        path = directory / VECTORS
         try:
-            self.vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-            self.scales = (np.load(Path(directory) / SCALES, mmap_mode="r", allow_pickle=False)
-                           if self.dtype == "int8" else None)
+            check_store_options(self.dtype, self.scale, self.pca_dim, dim)
+        except ValueError as exc:
+            raise IndexFormatError(f"{path}: manifest's store spec {spec!r}: {exc}; rebuild the index") from None
+        r = self.pca_dim or dim
+        self.full_dim = dim
+
+        def load(name):
+            return np.load(directory / name, mmap_mode="r", allow_pickle=False)
+
+        try:
+            self.vectors = load(VECTORS)
+            self.scales = load(SCALES) if self.scale == "vector" else None
+            quant = np.asarray(load(QUANT), dtype=np.float32) if self.scale == "dimension" else None
+            pca = np.asarray(load(PCA), dtype=np.float32) if self.pca_dim else None
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"{path}: unreadable rescoring store ({exc}); rebuild the index") from None
         want = np.float16 if self.dtype == "float16" else np.int8
-        if self.vectors.shape != (n, dim) or self.vectors.dtype != want:
+        if self.vectors.shape != (n, r) or self.vectors.dtype != want:
             raise IndexFormatError(
-                f"{path}: holds {self.vectors.shape} {self.vectors.dtype}, manifest says ({n}, {dim}) "
+                f"{path}: holds {self.vectors.shape} {self.vectors.dtype}, manifest says ({n}, {r}) "
                 f"{np.dtype(want)}; the index is damaged, rebuild it")
-        if self.scales is not None and self.scales.shape != (n,):
-            raise IndexFormatError(f"{Path(directory) / SCALES}: wrong shape; rebuild the index")
+        if self.scales is not None and (self.scales.shape != (n,) or self.scales.dtype != np.float32):
+            raise IndexFormatError(f"{directory / SCALES}: wrong shape or type; rebuild the index")
+        if quant is not None and quant.shape != (2, r):
+            raise IndexFormatError(f"{directory / QUANT}: shape {quant.shape}, want (2, {r}); rebuild the index")
+        if pca is not None and pca.shape != (r + 1, dim):
+            raise IndexFormatError(f"{directory / PCA}: shape {pca.shape}, want ({r + 1}, {dim}); rebuild the index")
+        self.lo, self.step = (quant[0], quant[1]) if quant is not None else (None, None)
+        self.mean, self.axes = (pca[0], pca[1:]) if pca is not None else (None, None)
 
     @property
     def dim(self) -> int:
+        """Dimension of the stored rows (the PCA dimension when reduced)."""
         return int(self.vectors.shape[1])
+
+    def prepare(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(q, dtype=np.float32)
+        bias = np.zeros(len(q), dtype=np.float32)
+        if self.axes is not None:
+            bias += q @ self.mean
+            q = q @ self.axes.T
+        if self.step is not None:
+            bias += q @ (self.lo + 128.0 * self.step)
+            q = q * self.step
+        return np.ascontiguousarray(q, dtype=np.float32), bias
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")  # sequential-ish reads of the mapped file
         rows = np.empty((len(ids), self.vectors.shape[1]), dtype=np.float32)
         rows[order] = self.vectors[ids[order]]
-        if self.scales is not None:
-            rows *= np.asarray(self.scales[ids], dtype=np.float32)[:, None]
         return rows
+
+    def row_scales(self, ids: np.ndarray) -> np.ndarray | None:
+        return None if self.scales is None else np.asarray(self.scales[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
+
+    def dequantize(self, ids: np.ndarray) -> np.ndarray:
+        """The full-dimension float32 vectors rows ``ids`` stand for (what rescoring scores)."""
+        y = self.gather(ids)
+        s = self.row_scales(ids)
+        if s is not None:
+            y *= s[:, None]
+        if self.step is not None:
+            y = self.lo + self.step * (y + 128.0)
+        if self.axes is not None:
+            y = self.mean + y @ self.axes
+        return y
 
 
 class Rescorer:
@@ -77,7 +194,8 @@ class Rescorer:
 
     ``device=None`` re-scores with numpy over the memory-mapped store; a torch device name ("cuda",
     or "cpu" to check that path without a GPU) re-scores there, from a copy of the store made on first
-    use (n x dim float16 or int8: what the mapped file holds). Both give the same result.
+    use (n x r float16 or int8: what the mapped file holds). Both give the same result: for each
+    candidate, the query's inner product with the vector the store stands for (``dequantize``).
     """
 
     def __init__(self, store: VectorStore, device: str | None = None):
@@ -98,12 +216,18 @@ class Rescorer:
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
         out_i = np.full((nq, k), -1, dtype=np.int64)
         take = min(k, kc)
+        qt, bias = self.store.prepare(q)
         per = max(1, (64 << 20) // max(1, kc * dim * 4))  # ~64 MB of gathered vectors at a time
         for lo in range(0, nq, per):
             c = cand[lo:lo + per]
             valid = c >= 0
-            rows = self.store.gather(np.where(valid, c, 0).ravel()).reshape(len(c), kc, dim)
-            s = np.matmul(rows, q[lo:lo + per, :, None])[..., 0]
+            flat = np.where(valid, c, 0).ravel()
+            rows = self.store.gather(flat).reshape(len(c), kc, dim)
+            s = np.matmul(rows, qt[lo:lo + per, :, None])[..., 0]
+            sc = self.store.row_scales(flat)
+            if sc is not None:
+                s *= sc.reshape(len(c), kc)
+            s += bias[lo:lo + per, None]
             s[~valid] = -np.inf
             top = np.argpartition(-s, take - 1, axis=1)[:, :take] if take < kc else np.tile(np.arange(kc), (len(c), 1))
             ts = np.take_along_axis(s, top, axis=1)
@@ -129,17 +253,19 @@ class Rescorer:
         take = min(k, kc)
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
         out_i = np.full((nq, k), -1, dtype=np.int64)
+        qt, bias = self.store.prepare(q)
         per = max(1, (256 << 20) // max(1, kc * self.store.dim * 4))
         with torch.inference_mode():
             for lo in range(0, nq, per):
                 c = torch.from_numpy(cand[lo:lo + per]).to(self.device)
-                qq = torch.from_numpy(q[lo:lo + per]).to(self.device)
+                qq = torch.from_numpy(qt[lo:lo + per]).to(self.device)
                 valid = c >= 0
                 ci = torch.where(valid, c, torch.zeros_like(c))
                 rows = vec[ci].float()  # (b, kc, dim)
-                if sc is not None:
-                    rows *= sc[ci][..., None]
                 s = torch.bmm(rows, qq[:, :, None])[..., 0]
+                if sc is not None:
+                    s *= sc[ci]
+                s += torch.from_numpy(bias[lo:lo + per]).to(self.device)[:, None]
                 s[~valid] = -torch.inf
                 ts, top = torch.topk(s, take, dim=1, largest=True, sorted=True)
                 ti = torch.gather(c, 1, top)
