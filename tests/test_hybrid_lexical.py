@@ -209,3 +209,17 @@ def test_exact_mode_finds_a_phrase_that_crosses_passages(tmp_path):
                 assert part and part in phrase
     finally:
         idx.close()
+
+
+def test_only_rare_terms_the_fts_tokenizer_splits_are_looked_up_exactly(tmp_path):
+    docs = ["microglia respond to IL-10 here", "IL and 10 apart", "plain text"]
+    store = make_store(tmp_path / "m.sqlite", docs)
+    idx = NaiveIndex(docs, store)
+    ex = exact_candidates(idx, "microglia IL-10", rare_max=5)
+    # "microglia" is one FTS token (BM25 weighs it already); "IL-10" is split into IL, 10 by FTS,
+    # so only the exact stage can ask for it whole: it finds doc 0 alone, at its byte span
+    at = docs[0].index("IL-10")
+    assert [p for p, _ in ex.ranked] == [0] and ex.spans[0] == [(at, at + 5)]
+    old = exact_candidates(idx, "microglia", rare_max=5, split_terms_only=False)
+    assert [p for p, _ in old.ranked] == [0]  # the former behaviour, kept for the fusion study
+    assert exact_candidates(idx, "microglia", rare_max=5).ranked == []

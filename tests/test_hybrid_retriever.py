@@ -13,8 +13,8 @@ from _hybrid_fixtures import train_tiny_cross_encoder
 from retrieval.errors import InputError
 
 DOCS = [
-    ("cats", "The domestic cat is a small carnivorous mammal that people keep as a pet."),
-    ("dogs", "Dogs were the first species to be domesticated and are kept as companions."),
+    ("cats", "The domestic cat is a small carnivorous mammal that people keep as a house-trained pet."),
+    ("dogs", "Dogs were the first species to be domesticated and are kept as well-behaved, house-trained companions."),
     ("paraphrase", "A backup copy of the database is written to disk every night by the scheduler."),
     ("exact", "Nightly the cron job runs: write database backup to disk, then rotate the old logs."),
     ("rivers", "The Nile and the Amazon are the two longest rivers on Earth."),
@@ -47,12 +47,13 @@ def retriever(index_path):
 
 
 # -- independent oracles for the three stages (no rtv code: the model, a BM25 and a substring scan) --
-STAGE_QUERY = "pet animals kept at home as companions"
-# FTS5 BM25 terms of STAGE_QUERY: its words without English stop words ("at", "as"). The store's
-# tokenizer is "porter unicode61"; stemming changes no match here: no document word shares a stem
-# with a query word without being that word (checked by hand: no "pets", "animal", "homes",
-# "companion"), and stemming does not change token counts.
-STAGE_TERMS = ["pet", "animals", "kept", "home", "companions"]
+STAGE_QUERY = "house-trained well-behaved pet animals kept at home as companions"
+# FTS5 BM25 terms of STAGE_QUERY: its words without English stop words ("at", "as"), hyphenated
+# words split in two. The store's tokenizer is "porter unicode61"; stemming changes no match here:
+# no document word shares a stem with a query word without being that word (checked by hand: no
+# "pets", "animal", "homes", "companion", "houses", "behave"), and stemming does not change token
+# counts.
+STAGE_TERMS = ["house", "trained", "well", "behaved", "pet", "animals", "kept", "home", "companions"]
 
 
 def _words(text):
@@ -80,14 +81,15 @@ def _oracle_bm25(terms, k1=1.2, b=0.75):
 
 
 def _oracle_exact(query, rare_max=50):
-    """Documents containing the query's rare terms byte-for-byte (case-sensitive; whitespace terms of
-    >= 3 bytes occurring 1..rare_max times in the corpus), scored log(1 + n_docs / count) per term."""
+    """Documents containing the query's rare split terms byte-for-byte (case-sensitive; whitespace
+    terms of >= 3 bytes that the FTS tokenizer cuts into several tokens, occurring 1..rare_max
+    times in the corpus), scored log(1 + n_docs / count) per term."""
     corpus = {name: text.encode() for name, text in DOCS}
     out = {}
     for term in dict.fromkeys(query.split()):
         pat = term.encode()
         count = sum(d.count(pat) for d in corpus.values())
-        if len(pat) < 3 or not 0 < count <= rare_max:
+        if len(pat) < 3 or not 0 < count <= rare_max or re.findall(r"[^\W_]+", term) == [term]:
             continue
         for name, data in corpus.items():
             if pat in data:

@@ -19,6 +19,7 @@ COMMANDS = {
     "info": ("rtv_cli.exact_cmds", "info", "Sizes, counts, shards and format of an index."),
     "query": ("rtv_cli.query_cmd", "query", "Search passages (hybrid, dense, lexical or exact)."),
     "contamination": ("rtv_cli.contamination_cmd", "contamination", "Check benchmarks for verbatim overlap with the corpus."),
+    "serve": ("rtv_cli.serve_cmd", "serve", "Serve indexes over HTTP: JSON API, OpenAPI docs and a web page."),
 }
 
 
