@@ -21,7 +21,9 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -192,7 +194,7 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
         embedder = load_embedder(settings.model, settings.device)
         settings.passage_tokens = min(settings.passage_tokens, embedder.max_tokens)
     started = time.time()
-    with build_lock(path):
+    with build_lock(path), _sigterm_as_exit():
         target = Target(path, overwrite)
         try:
             manifest = _build_into(target.work, sources, settings, embedder, runner)
@@ -296,6 +298,49 @@ def build_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM during a build raises SystemExit(143) like Ctrl-C raises KeyboardInterrupt, so the
+    build's temporary directory is removed on the way out (only where SIGTERM has its default
+    action and this is the main thread: a caller's own handler is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove `.NAME.building-PID` siblings whose process is gone (a build killed by SIGKILL or
+    a crash); one whose PID still runs is left alone."""
+    prefix = f".{path.name}.building-"
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for p in siblings:
+        pid = p.name[len(prefix):]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 _FORMAT1_FILES = (MANIFEST, "meta.sqlite", "exact", "dense")  # an index of format 1 kept these at the top
 
 
@@ -310,6 +355,7 @@ class Target:
 
     def __init__(self, path: Path, overwrite: bool):
         self.path = path
+        _remove_stale_siblings(path)  # of builds killed before they could clean up (we hold the lock)
         self.fresh = not path.exists()
         if self.fresh:
             self.root = path.parent / f".{path.name}.building-{os.getpid()}"
