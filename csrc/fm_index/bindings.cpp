@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "build.hpp"
+#include "checksum.hpp"
 #include "fm_index.hpp"
 #include "shard_file.hpp"
 
@@ -76,6 +77,17 @@ PYBIND11_MODULE(_fm_index, m) {
       py::arg("progress") = py::none(),
       "Build one shard file from documents each terminated by a 0xFF byte (suffix array by SA-IS). "
       "progress(stage, done, total) is called at most ~100 times per stage.");
+
+  m.def(
+      "checksum64",
+      [](const py::buffer& data) {
+        py::buffer_info info = byte_buffer(data);
+        py::gil_scoped_release release;
+        return rtv::checksum64(info.ptr, static_cast<size_t>(info.size));
+      },
+      py::arg("data"),
+      "The 64-bit XXH64 hash (seed 0) of a contiguous byte buffer, as shards use for their body and "
+      "the manifest for the other files of an index.");
 
   py::class_<Shard, std::shared_ptr<Shard>>(m, "Shard")
       .def(py::init<const std::string&, bool>(), py::arg("path"), py::arg("verify") = true,
