@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 
 import click
@@ -81,12 +82,28 @@ def serve(indexes, host, port, token, workers, threads, reranker, no_rerank, cor
 
     if silent:
         progress.set_silent(True)
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again; these handlers
+    # turn that (or a signal while the indexes load) into a clean exit with status 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     try:
         _serve(indexes, host, port, token, workers, threads, reranker, no_rerank, cors, limits, device, access_log)
     except RtvError as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:  # Ctrl-C while the indexes and models load
-        raise click.Abort() from None
+    except _Stopped:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a library bug must not reach the user as a traceback
+        raise click.ClickException(f"rtv serve failed: {type(exc).__name__}: {exc}") from None
+    if not silent:
+        click.echo("rtv serve: stopped", err=True)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stopped()
 
 
 def _serve(indexes, host, port, token, workers, threads, reranker, no_rerank, cors, limits, device, access_log):

@@ -11,6 +11,10 @@ document), metadata (the document's), spans (exact matches inside the passage) a
 (retrieval.options): rerank="auto" (the default) uses the default cross-encoder for hybrid
 search when it is on disk and says once when it is not; rerank=True (or a `reranker`) loads the
 model at construction, so a missing one fails at once with a ModelError saying how to provide it.
+
+A remote index works the same way: Retriever("http://HOST:PORT/NAME", token=...) or
+Retriever(retrieval.connect(url)); its searches run on the `rtv serve` server, which reranks with
+the cross-encoder it was started with (rerank="auto" | True | False is sent along).
 """
 
 from __future__ import annotations
@@ -21,17 +25,23 @@ from pathlib import Path
 
 from .errors import InputError
 from .hits import Hit
-from .options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, DEFAULT_RERANK, check_options
+from .options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, DEFAULT_RERANK, check_options, check_rerank
 
 
 class Retriever:
     def __init__(self, path_or_index, mode: str = DEFAULT_MODE, k: int = DEFAULT_K, rerank=DEFAULT_RERANK,
                  reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
-                 rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, device: str = "auto"):
+                 rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, device: str = "auto",
+                 token: str | None = None):
         from .hybrid.rerank import resolve_reranker
 
         check_options(mode, k, fusion, flags=False)
-        if isinstance(path_or_index, (str, os.PathLike, Path)):
+        if isinstance(path_or_index, str) and path_or_index.startswith(("http://", "https://")):
+            from .serve.client import connect  # an `rtv serve` index: http://HOST:PORT/NAME
+
+            self.index = connect(path_or_index, token=token)
+            self._owns_index = True
+        elif isinstance(path_or_index, (str, os.PathLike, Path)):
             from .index import Index
 
             self.index = Index.open(path_or_index, device=device)
@@ -41,10 +51,21 @@ class Retriever:
             self._owns_index = False
         self.mode, self.k, self.fusion = mode, k, fusion
         self.depth, self.weights = depth, dict(weights) if weights else None
-        self.reranker = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)
+        # a remote index (retrieval.connect) searches and reranks on its server, with its model
+        self.remote = bool(getattr(self.index, "is_remote", False))
+        if self.remote:
+            if reranker is not None:
+                raise InputError("reranker: a remote index reranks with its server's cross-encoder; "
+                                 "pass rerank=True/'auto'/False instead")
+            check_rerank(rerank)
+            self._remote_rerank, self._rerank_top_n, self.reranker = rerank, rerank_top_n, None
+        else:
+            self.reranker = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)
 
     @property
-    def rerank(self) -> bool:
+    def rerank(self):
+        if self.remote:
+            return self._remote_rerank  # the server's policy decides ("auto" | True | False)
         return self.reranker is not None
 
     def retrieve(self, query: str, k: int | None = None) -> list[Hit]:
@@ -55,6 +76,10 @@ class Retriever:
 
         if isinstance(queries, str):
             raise InputError("batch() takes a list of queries; use retrieve() for one query")
+        if self.remote:
+            return self.index.search_batch(list(queries), k=k or self.k, mode=self.mode, rerank=self._remote_rerank,
+                                           fusion=self.fusion, depth=self.depth, weights=self.weights,
+                                           rerank_top_n=self._rerank_top_n)
         return search(self.index, list(queries), mode=self.mode, k=k or self.k, rerank=self.reranker is not None,
                       reranker=self.reranker, fusion=self.fusion, depth=self.depth, weights=self.weights)
 

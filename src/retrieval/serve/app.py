@@ -739,7 +739,7 @@ def create_app(state: State) -> FastAPI:
                 try:
                     req = ContaminationRequest.model_validate_json(body)
                 except ValidationError as exc:
-                    raise RequestValidationError(exc.errors(include_url=False)) from None
+                    raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
                 records, positions = req.entries, [str(i) for i in range(len(req.entries))]
             elif ctype in ("application/x-ndjson", "application/jsonl", "application/jsonlines", "text/plain"):
                 params = {}
@@ -797,8 +797,10 @@ def create_app(state: State) -> FastAPI:
 
 def _validation_body(errors: list) -> dict:
     def where(loc) -> str:
-        parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-        return ".".join(parts) or "body"
+        loc = list(loc)
+        if loc and loc[0] in ("body", "query", "path"):  # where FastAPI found it, not its name
+            loc = loc[1:]
+        return ".".join(str(p) for p in loc) or "body"
 
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     arg = where(first.get("loc", ()))
