@@ -182,3 +182,14 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match="parquet"):
         _entries(tmp_path / "x.parquet", ["q"])
+
+
+def test_object_valued_field_is_checked_as_its_json_text(tmp_path):
+    """A field holding an object (e.g. a dict of test cases) is checked as its JSON text, the
+    text a corpus that copied the benchmark would contain (it raised NameError before)."""
+    p = tmp_path / "b.jsonl"
+    value = {"input": "2 3", "output": "5 é"}
+    p.write_text(json.dumps({"id": "e1", "tests": value}) + "\n", encoding="utf-8")
+    (entry,) = BenchmarkReader(p, ["tests"], "id")
+    assert entry.id == "e1"
+    assert entry.segments == [("tests", json.dumps(value, ensure_ascii=False))]

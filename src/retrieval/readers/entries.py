@@ -8,6 +8,7 @@ holding a list of strings gives one segment per element). Windows never span two
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
