@@ -103,3 +103,210 @@ def test_stale_building_sibling_of_a_killed_build_is_removed_by_the_next_build(t
     assert not stale.exists()
     assert alive.exists() and other.exists()
     assert Index.open(path).count("alpha") == 30
+
+
+# -- corpus walks: nothing hangs, nothing is skipped without a word -------------------------------
+def _tree(root: Path) -> Path:
+    """A corpus folder holding one of everything a walk must not read blindly."""
+    c = root / "c"
+    (c / "sub").mkdir(parents=True)
+    (c / "a.jsonl").write_text(json.dumps({"id": "a", "text": "alpha doc"}) + "\n")
+    (c / "package.json").write_text(json.dumps({"name": "pkg", "version": "1.0.0", "scripts": {"t": "x"}}))
+    (c / ".hidden.txt").write_text("hidden words")
+    (c / "sub" / "t.txt").write_text("bravo text")
+    os.mkfifo(c / "fifo")
+    os.symlink("nowhere", c / "dangling")
+    os.symlink("..", c / "sub" / "up")  # back to c: a loop
+    os.symlink("sub", c / "zlink")  # a second way to sub
+    return c
+
+
+def test_walk_skips_fifo_links_and_hidden_files_and_says_so(tmp_path):
+    c = _tree(tmp_path)
+    res = rtv("index", c, "-o", tmp_path / "idx", "--no-dense", timeout=60)  # a FIFO used to hang here
+    assert res.returncode == 0, res.stderr
+    err = res.stderr
+    assert "not a regular file (FIFO, socket or device)" in err and "c/fifo" in err
+    assert "dangling symbolic link" in err and "c/dangling" in err
+    assert "symbolic link loop" in err and "c/sub/up" in err
+    assert "already walked" in err and "c/zlink" in err
+    assert "hidden" in err and ".hidden.txt" in err
+    assert "package.json" in err and "read as one text document" in err
+    idx = Index.open(tmp_path / "idx")
+    ids = sorted(d["ext_id"] for d in idx.store.documents(range(idx.n_documents)))
+    assert ids == ["a", "package.json", "sub/t.txt"]  # sub/t.txt once, not again through zlink or up
+    assert idx.count("bravo text") == 1 and idx.count('"version": "1.0.0"') == 1 and idx.count("hidden words") == 0
+
+
+def test_symlinked_folder_is_followed(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "x.txt").write_text("charlie")
+    c = tmp_path / "c"
+    c.mkdir()
+    os.symlink(real, c / "linked")
+    idx = Index.build(c, tmp_path / "idx", dense=False)
+    assert idx.count("charlie") == 1
+
+
+def test_build_with_a_string_path_reads_that_path_not_its_characters(tmp_path):
+    c = _tree(tmp_path)
+    os.remove(c / "fifo")
+    idx = Index.build(str(c), str(tmp_path / "idx"), dense=False)
+    assert idx.n_documents == 3
+    idx2 = Index.build(str(c / "a.jsonl"), tmp_path / "idx2", dense=False)
+    assert idx2.n_documents == 1
+    with pytest.raises(TypeError, match="expected paths"):
+        Index.build([5], tmp_path / "idx3", dense=False)
+
+
+def test_output_inside_the_source_folder_is_never_read_as_corpus(tmp_path):
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "a.txt").write_text("delta " * 50)
+    for extra in ((), ("--force",), ("--force",)):
+        res = rtv("index", c, "-o", c / "idx", "--no-dense", *extra)
+        assert res.returncode == 0, res.stderr
+        idx = Index.open(c / "idx")
+        assert idx.n_documents == 1 and idx.count("delta") == 50
+        idx.close()
+    assert "an rtv index directory" in res.stderr and "c/idx" in res.stderr
+    one_line_error(rtv("index", c / "idx", "-o", tmp_path / "x", "--no-dense"), "is an rtv index, not a corpus")
+
+
+def test_unreadable_subfolder_is_skipped_with_a_notice(tmp_path):
+    c = tmp_path / "c"
+    (c / "locked").mkdir(parents=True)
+    (c / "a.txt").write_text("echo")
+    (c / "locked" / "b.txt").write_text("foxtrot")
+    os.chmod(c / "locked", 0)
+    try:
+        if os.access(c / "locked", os.R_OK):  # root reads anything: run the build as nobody
+            pytest.skip("running as root; tested without that privilege in test_permission_errors")
+        res = rtv("index", c, "-o", tmp_path / "idx", "--no-dense")
+    finally:
+        os.chmod(c / "locked", 0o755)
+    assert res.returncode == 0 and "folder cannot be listed" in res.stderr
+
+
+def test_dangling_link_and_link_loop_given_by_name_are_one_line_errors(tmp_path):
+    os.symlink(tmp_path / "nowhere.jsonl", tmp_path / "d.jsonl")
+    os.symlink("loop", tmp_path / "loop")
+    one_line_error(rtv("index", tmp_path / "d.jsonl", "-o", tmp_path / "i1", "--no-dense"),
+                   "d.jsonl", "dangling symbolic link")
+    one_line_error(rtv("index", tmp_path / "loop", "-o", tmp_path / "i2", "--no-dense"),
+                   "loop", "symbolic link loop")
+
+
+DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+@pytest.fixture
+def unprivileged(tmp_path):
+    """A runner of `rtv` that file permissions apply to: as root (these tests' usual user), the
+    same user without the capabilities that override them."""
+    import shutil
+
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv: permissions cannot be tested")
+        prefix = DROP_DAC
+    else:
+        prefix = []
+
+    def run(*args):
+        return subprocess.run([*prefix, *RTV, *map(str, args)], capture_output=True, text=True, timeout=120, env=ENV)
+
+    yield tmp_path, run
+    for p in tmp_path.rglob("*"):  # let pytest clean up
+        if p.is_dir() and not p.is_symlink():
+            os.chmod(p, 0o755)
+
+
+def test_permission_errors(unprivileged):
+    d, run = unprivileged
+    c = d / "c"
+    (c / "locked").mkdir(parents=True)
+    (c / "a.txt").write_text("echo words")
+    (c / "secret.txt").write_text("golf")
+    (c / "locked" / "b.txt").write_text("foxtrot")
+    os.chmod(c / "locked", 0)
+    os.chmod(c / "secret.txt", 0)
+    res = run("index", c, "-o", d / "idx", "--no-dense")
+    assert res.returncode == 0, res.stderr
+    assert "folder cannot be listed" in res.stderr and "c/locked" in res.stderr
+    assert "cannot be read (permission denied)" in res.stderr and "secret.txt" in res.stderr
+    # given by name: one line each
+    one_line_error(run("index", c / "secret.txt", "-o", d / "i2", "--no-dense"), "secret.txt", "permission denied")
+    one_line_error(run("index", c / "locked", "-o", d / "i3", "--no-dense"), "locked", "permission denied")
+    # an output folder that cannot be written
+    ro = d / "ro"
+    ro.mkdir(mode=0o555)
+    os.chmod(ro, 0o555)
+    one_line_error(run("index", c / "a.txt", "-o", ro / "idx", "--no-dense"), "ro", "permission denied")
+    # an index that cannot be read
+    assert run("index", c / "a.txt", "-o", d / "ok", "--no-dense").returncode == 0
+    gen = next((d / "ok").glob("gen-*"))
+    for f in (gen / "meta.sqlite", gen / "manifest.json", d / "ok" / "CURRENT"):
+        os.chmod(f, 0)
+        one_line_error(run("count", d / "ok", "echo"), f.name)
+        os.chmod(f, 0o644)
+    os.chmod(d / "ok", 0)  # click refuses the argument itself: a usage error (2) naming it
+    res = run("count", d / "ok", "echo")
+    assert res.returncode == 2 and "not readable" in res.stderr and "Traceback" not in res.stderr
+
+
+# -- output that cannot be written -----------------------------------------------------------------
+def test_output_that_is_a_file_or_under_proc_is_one_line(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_text("hotel words")
+    (tmp_path / "afile").write_text("x")
+    one_line_error(rtv("index", src, "-o", tmp_path / "afile" / "idx", "--no-dense"), "afile", "not a directory")
+    one_line_error(rtv("index", src, "-o", tmp_path / "afile", "--no-dense"), "afile", "already exists")
+    one_line_error(rtv("index", src, "-o", tmp_path / "afile", "--no-dense", "--force"), "afile", "not an rtv index")
+    one_line_error(rtv("index", src, "-o", "/proc/rtv-idx", "--no-dense"), "/proc/rtv-idx", "choose another -o")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def _disk_full_run(tmp_path, size: str, corpus: Path):
+    """`rtv index` into a tmpfs of `size` in a private mount namespace; then what is left there."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a tiny tmpfs")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cmd = " ".join([*RTV, "index", str(corpus), "-o", f"{mnt}/idx", "--no-dense"])
+    script = f"mount -t tmpfs -o size={size} tmpfs {mnt} || exit 99; {cmd}; echo rc=$? >&2; ls -A {mnt} >&2"
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120, env=ENV)
+    if res.returncode == 99:
+        pytest.skip("cannot mount a tmpfs here")
+    return res
+
+
+@pytest.mark.parametrize("size", ["48k", "400k"])  # sqlite fills it first / the shard file does
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, size):
+    corpus = tmp_path / "big.jsonl"
+    _write(corpus, "india", n=2000, size=2)  # ~1 MB of text
+    res = _disk_full_run(tmp_path, size, corpus)
+    err = res.stderr
+    assert "rc=1" in err and "Traceback" not in err, err
+    lines = [x for x in err.splitlines() if x.startswith("Error:")]
+    assert len(lines) == 1 and "disk is full" in lines[0] and "-o" in lines[0], err
+    assert err.rstrip().endswith("rc=1"), err  # ls printed nothing: no temp directory, no lock
+
+
+def test_file_size_limit_is_one_line(tmp_path):
+    """RLIMIT_FSIZE (ulimit -f) makes writes fail with EFBIG: the same path as a full disk."""
+    import resource
+
+    corpus = tmp_path / "big.jsonl"
+    _write(corpus, "juliet", n=2000, size=2)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    res = subprocess.run([*RTV, "index", str(corpus), "-o", str(tmp_path / "idx"), "--no-dense"],
+                         capture_output=True, text=True, timeout=120, env=ENV, preexec_fn=limit)
+    one_line_error(res, "-o", "idx")
+    assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx*"))

@@ -41,7 +41,11 @@ def emit(obj: dict, as_json: bool, text: str) -> None:
 def open_index(path: str, **kwargs):
     from retrieval import Index
 
-    return Index.open(path, **kwargs)
+    try:
+        return Index.open(path, **kwargs)
+    except OSError as exc:  # a file of the index that cannot be read (permissions, I/O error)
+        raise click.ClickException(f"{path}: cannot read {exc.filename or 'the index'} ({exc.strerror or exc}); "
+                                   "check the index's files and their permissions") from None
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30}

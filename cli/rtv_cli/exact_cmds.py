@@ -10,7 +10,7 @@ from .common import ByteSize, emit, open_index, output_options
 
 
 @click.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.argument("sources", nargs=-1, required=True, type=click.Path(readable=False))  # the reader says why
 @click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to create.")
 @click.option("--dense/--no-dense", default=None, help="Build the dense part (default: when the dense extra is installed).")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL/JSON/CSV/parquet).")

@@ -18,6 +18,7 @@ fails or is killed leaves the path as it was.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -34,6 +35,7 @@ import numpy as np
 
 from . import __version__
 from .corpus import ReadOptions, read_documents
+from .readers.documents import as_paths
 from .errors import InputError
 from .exact import MAX_SHARD_BYTES, SEPARATOR, write_shard
 from .manifest import (CURRENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST, file_entry, fsync_dir, generation_name,
@@ -183,7 +185,7 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     settings = settings or BuildSettings()
     settings.check()
     path = Path(path)
-    sources = [Path(s) for s in sources]
+    sources = as_paths(sources)  # one path or a list (a str is never iterated by character)
     dense = dense_available() if settings.dense is None else settings.dense
     embedder = None
     if dense:
@@ -194,7 +196,7 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
         embedder = load_embedder(settings.model, settings.device)
         settings.passage_tokens = min(settings.passage_tokens, embedder.max_tokens)
     started = time.time()
-    with build_lock(path), _sigterm_as_exit():
+    with _output_errors(path), build_lock(path), _sigterm_as_exit():
         target = Target(path, overwrite)
         try:
             manifest = _build_into(target.work, sources, settings, embedder, runner)
@@ -315,6 +317,35 @@ def _sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_OUTPUT_FIXES = {errno.ENOSPC: "the disk is full; free space or write the index elsewhere with -o",
+                 errno.EDQUOT: "the disk quota is used up; free space or write the index elsewhere with -o",
+                 errno.EFBIG: "a file-size limit was hit (ulimit -f); raise it or use a smaller --shard-size",
+                 errno.EROFS: "a read-only file system; choose another -o",
+                 errno.EACCES: "permission denied; choose a writable -o or fix the permissions",
+                 errno.EPERM: "not permitted; choose a writable -o or fix the permissions",
+                 errno.ENOTDIR: "a path component is a file, not a directory; choose another -o",
+                 errno.EEXIST: "it is a file, not a directory; choose another -o"}
+
+
+@contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    """OS and SQLite write failures (disk full, permissions, read-only, a file in the way, /proc)
+    as one InputError naming -o and the fix; the build has removed its temporary files by then."""
+    import sqlite3
+
+    try:
+        yield
+    except OSError as exc:
+        fix = _OUTPUT_FIXES.get(exc.errno, "choose another -o")
+        if Path(os.path.abspath(path)).parts[1:2] in (("proc",), ("sys",)):
+            fix = "/proc and /sys are kernel file systems that hold no index; choose another -o"
+        what = f"cannot write {exc.filename}" if exc.filename else "cannot write"
+        raise InputError(f"-o {path}: {what} ({exc.strerror or exc}); {fix}") from None
+    except sqlite3.Error as exc:
+        fix = _OUTPUT_FIXES[errno.ENOSPC] if "full" in str(exc) else "check the disk and choose another -o"
+        raise InputError(f"-o {path}: cannot write meta.sqlite ({exc}); {fix}") from None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,6 +13,8 @@ the index of a JSON array item or parquet row). A plain text file's id is its pa
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..progress import note
 from .formats import Decoding, detect, iter_records, read_text
-from .walk import looks_binary, walk
+from .walk import is_rtv_index, looks_binary, walk
 
 ID_FIELDS = ("id", "_id", "doc_id")
 UTF8_HINT = "fix the file or pass --errors replace"
@@ -42,61 +44,136 @@ class ReadOptions:
     text_field: str = "text"
     id_field: str | None = None  # None: the first of ID_FIELDS in each file's first record
     errors: str = "strict"  # or "replace"
+    exclude: tuple = ()  # folders a directory walk leaves out (the index being built)
 
 
-def read_documents(sources: Iterable[str | Path], opts: ReadOptions | None = None) -> Iterator[Document]:
-    """Documents of all sources in order. Empty documents are skipped (with a notice)."""
+def read_documents(sources: Iterable[str | Path] | str | Path, opts: ReadOptions | None = None) -> Iterator[Document]:
+    """Documents of all sources in order (one path, or a list of them). Empty documents are
+    skipped, and so is what a directory walk leaves out (walk.py), each with a notice."""
     opts = opts or ReadOptions()
     if opts.errors not in ("strict", "replace"):
         raise InputError(f"--errors {opts.errors!r}: use 'strict' or 'replace'")
-    sources = [Path(s) for s in sources]
+    sources = as_paths(sources)
     if not sources:
         raise InputError("no corpus given; pass one or more files or directories")
     skipped = {"empty": 0, "binary": 0}
     for source in sources:
-        if not source.exists():
-            raise InputError(f"{source}: no such file or directory")
+        _check_source(source)
         noted: set[str] = set()
-        for path, name in _files(source, skipped):
-            for doc in _file_documents(path, name, opts):
+        walked: dict[str, list[Path]] = {}
+        for path, name, in_walk in _files(source, skipped, walked, opts):
+            for doc in _file_documents(path, name, opts, in_walk):
                 if opts.id_field is None and doc.id_field is not None and doc.id_field not in noted:
                     noted.add(doc.id_field)  # a folder of files that share a field: one notice
-                    note(f"{source}: document ids from field {doc.id_field!r}")
+                    note(f"{display(source)}: document ids from field {doc.id_field!r}")
                 if doc.text:
                     yield doc
                 else:
                     skipped["empty"] += 1
+        for reason, paths in walked.items():
+            shown = ", ".join(display(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            note(f"{display(source)}: skipped {len(paths)} {'entry' if len(paths) == 1 else 'entries'}, {reason}: {shown}")
     if skipped["empty"]:
         note(f"skipped {skipped['empty']} empty document(s)")
     if skipped["binary"]:
         note(f"skipped {skipped['binary']} binary file(s) found in directories")
 
 
-def _files(source: Path, skipped: dict) -> Iterator[tuple[Path, str]]:
-    """(path, name for ids) of the files of one source; a file given by name is never skipped."""
+def as_paths(sources) -> list[Path]:
+    """One path (str or os.PathLike) or an iterable of them, as a list; a string is never
+    taken character by character."""
+    if isinstance(sources, (str, os.PathLike)):
+        return [Path(sources)]
+    if isinstance(sources, bytes):
+        return [Path(os.fsdecode(sources))]
+    out = []
+    for s in sources:
+        if not isinstance(s, (str, os.PathLike, bytes)):
+            raise TypeError(f"corpus sources: expected paths (str or os.PathLike), got {type(s).__name__}")
+        out.append(Path(os.fsdecode(s) if isinstance(s, bytes) else s))
+    return out
+
+
+def display(path) -> str:
+    """A path as printable text: bytes of a file name that are not UTF-8 become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
+def _check_source(source: Path) -> None:
+    if source.is_symlink() and not source.exists():
+        try:
+            os.stat(source)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{display(source)}: symbolic link loop; point it at a file or directory") from None
+        raise InputError(f"{display(source)}: dangling symbolic link (to {display(os.readlink(source))}); "
+                         "fix the link or pass its target") from None
+    if not source.exists():
+        raise InputError(f"{display(source)}: no such file or directory")
+    if source.is_dir() and is_rtv_index(source):
+        raise InputError(f"{display(source)}: is an rtv index, not a corpus; pass the files it was built from")
+    if source.is_dir() and not os.access(source, os.R_OK | os.X_OK):
+        raise InputError(f"{display(source)}: directory cannot be read (permission denied); check its permissions")
+    if not source.is_dir() and not os.access(source, os.R_OK):
+        raise InputError(f"{display(source)}: cannot be read (permission denied); check its permissions")
+
+
+def _files(source: Path, skipped: dict, walked: dict, opts: ReadOptions) -> Iterator[tuple[Path, str, bool]]:
+    """(path, name for ids, found by a walk) of the files of one source; a file given by name is
+    never skipped (a FIFO given by name is read: it is a pipe the user opened for us)."""
     if not source.is_dir():
-        yield source, source.name
+        yield source, display(source.name), False
         return
-    for path in walk(source):
+
+    def skip(path: Path, reason: str) -> None:
+        walked.setdefault(reason, []).append(path)
+
+    for path in walk(source, skip, exclude=opts.exclude):
         fmt, compression = detect(path)
         if fmt is None and looks_binary(path, compression):
             skipped["binary"] += 1
             continue
-        yield path, path.relative_to(source).as_posix()
+        yield path, display(path.relative_to(source).as_posix()), True
 
 
-def _file_documents(path: Path, name: str, opts: ReadOptions) -> Iterator[Document]:
+def _file_documents(path: Path, name: str, opts: ReadOptions, in_walk: bool = False) -> Iterator[Document]:
+    """The documents of one file. In a directory walk, a .json file whose first record is not a
+    document (no text field: package.json, a config file) is read as one text document."""
+    if in_walk and detect(path)[0] == "json":
+        records = _records_documents(path, name, opts)
+        try:
+            first = next(records, None)
+        except _NotACollection as exc:
+            note(f"{display(path)}: {exc}; read as one text document")
+            yield from _records_documents(path, name, opts, as_text=True)
+            return
+        if first is not None:
+            yield first
+            yield from records
+        return
+    yield from _records_documents(path, name, opts)
+
+
+class _NotACollection(Exception):
+    pass
+
+
+def _records_documents(path: Path, name: str, opts: ReadOptions, as_text: bool = False) -> Iterator[Document]:
     fmt, compression = detect(path)
     decoding = Decoding(opts.errors, UTF8_HINT)
-    if fmt is None:
+    if fmt is None or as_text:
         text = read_text(path, compression, decoding)
-        yield Document(name, _check_text(text, path, "text", opts), str(path), {})
+        yield Document(name, _check_text(text, path, "text", opts), display(path), {})
         return
+    first = True
     id_field, decided = opts.id_field, opts.id_field is not None
     records = iter_records(path, fmt, compression, decoding, record_fields=(opts.text_field,),
                            on_schema=lambda columns: _check_columns(path, columns, opts))
     for rec in records:
         record, where = rec.data, rec.where
+        if first and fmt == "json" and (not isinstance(record, dict) or opts.text_field not in record):
+            raise _NotACollection(f"{where} has no field {opts.text_field!r}, so it is not a document collection")
+        first = False
         if not isinstance(record, dict):
             raise InputError(f"{path}: {where}: expected a JSON object, got {type(record).__name__}")
         if not decided:  # the file's first record decides for the whole file
@@ -114,7 +191,10 @@ def _file_documents(path: Path, name: str, opts: ReadOptions) -> Iterator[Docume
         else:
             ext_id = _id_of(record, id_field, path, where, explicit=opts.id_field is not None)
         metadata = {k: v for k, v in record.items() if k != opts.text_field and k != id_field}
-        yield Document(ext_id, _check_text(text, path, where, opts), str(path), metadata, id_field)
+        ext_id = _check_text(ext_id, path, f"{where}: id field {id_field!r}", opts)
+        metadata = _check_metadata(metadata, path, where, opts)
+        yield Document(ext_id, _check_text(text, path, f"{where}: field {opts.text_field!r}", opts), display(path),
+                       metadata, id_field)
 
 
 def _id_of(record: dict, id_field: str, path: Path, where: str, explicit: bool) -> str:
@@ -143,6 +223,19 @@ def _check_columns(path: Path, columns: list[str], opts: ReadOptions) -> None:
     return None  # read every column: the others are metadata
 
 
+def _check_metadata(value, path: Path, where: str, opts: ReadOptions, field_name: str = ""):
+    """Metadata strings (keys too) with lone surrogates: refused, or replaced with --errors replace."""
+    if isinstance(value, str):
+        return _check_text(value, path, f"{where}: metadata field {field_name!r}", opts)
+    if isinstance(value, dict):
+        return {_check_text(k, path, f"{where}: a metadata key", opts) if isinstance(k, str) else k:
+                _check_metadata(v, path, where, opts, k if not field_name else f"{field_name}.{k}")
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_check_metadata(v, path, where, opts, field_name) for v in value]
+    return value
+
+
 def _check_text(text: str, path: Path, where: str, opts: ReadOptions) -> str:
     """Strings from JSON/parquet may hold lone surrogates that have no UTF-8 form."""
     try:
@@ -151,4 +244,5 @@ def _check_text(text: str, path: Path, where: str, opts: ReadOptions) -> str:
     except UnicodeEncodeError:
         if opts.errors == "replace":
             return text.encode("utf-8", errors="replace").decode("utf-8")
-        raise InputError(f"{path}: {where}: text is not valid Unicode (lone surrogate); fix it or pass --errors replace") from None
+        raise InputError(f"{display(path)}: {where}: not valid Unicode (a lone surrogate such as \\ud800); "
+                         "fix it or pass --errors replace") from None
