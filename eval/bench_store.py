@@ -18,7 +18,7 @@ Corpora (all real all-MiniLM-L6-v2 embeddings):
     python eval/bench_store.py                 # both corpora
     python eval/bench_store.py --corpora scifact
 
-Prints a table; writes eval/results/bench_store.json (commit, machine) .
+Prints a table; writes eval/results/bench_store.json (commit, machine).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def embed(texts: list[str]) -> tuple[np.ndarray, str]:
 
 def load_scifact():
     x = np.ascontiguousarray(np.load(SCIFACT / "vectors.npy"), dtype=np.float32)
-    rows = [json.loads(line) for line in open(SHARED_SCIFACT / "queries_train.jsonl", encoding="utf-8")]
+    with open(SHARED_SCIFACT / "queries_train.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     qrels: dict[str, dict[str, int]] = {}
     with open(SHARED_SCIFACT / "qrels" / "train.tsv", encoding="utf-8") as f:
         for r in csv.DictReader(f, delimiter="\t"):
@@ -156,7 +157,7 @@ def recipe_file(name: str, tmp: Path, n: int) -> str:
     if n >= int(r.get("min_vectors", 0)):
         return name
     data = tomllib.loads(Path(r["path"]).read_text())
-    lines = [f"[dense]"]
+    lines = ["[dense]"]
     for k, v in {**data["dense"], "min_vectors": 1000}.items():
         lines.append(f"{k} = {json.dumps(v)}")
     p = tmp / f"{name}.toml"
@@ -173,7 +174,7 @@ def run_corpus(name: str, x, q, judged, args, work: Path) -> dict:
     n, d = x.shape
     flat = faiss.IndexFlatIP(d)
     flat.add(x)
-    fs, truth = flat.search(q, 10)
+    _, truth = flat.search(q, 10)
     out = {"n": n, "dim": d, "n_queries": len(q), "recipes": {}}
     if judged and judged["doc_of"] is not None:
         s50, i50 = flat.search(q, 50)
@@ -206,7 +207,7 @@ def run_corpus(name: str, x, q, judged, args, work: Path) -> dict:
             for sname, (store, _, _) in stores.items():
                 index.store, index.rescorer = store, Rescorer(store)
                 t = time.perf_counter()
-                scores, ids = index.search(q, 10)
+                _, ids = index.search(q, 10)
                 rows[sname]["qps"] = max(rows[sname]["qps"], round(len(q) / (time.perf_counter() - t), 1))
                 rows[sname]["recall@10"] = round(recall_at(ids, truth), 4)
                 t = time.perf_counter()

@@ -14,7 +14,7 @@ faiss = pytest.importorskip("faiss")
 from retrieval.dense import (DenseIndex, available_recipes, build_dense, build_from_vectors,  # noqa: E402
                              check_model, gpu_count, load_recipe, plan)
 from retrieval.dense.recipes import choose_nlist, recipe_dirs  # noqa: E402
-from retrieval.dense.vectors import Rescorer  # noqa: E402
+from retrieval.dense.vectors import Rescorer, VectorStore, write_store  # noqa: E402
 from retrieval.errors import IndexFormatError, InputError, ModelError  # noqa: E402
 
 N, D, NQ, K = 20000, 128, 300, 10
@@ -70,7 +70,7 @@ def test_flat_is_exact(data, built):
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, ids, 1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, minimum", [("pq", 0.93), ("binary", 0.95), ("hnsw", 0.98)])
+@pytest.mark.parametrize("name, minimum", [("pq", 0.93), ("binary", 0.95), ("hnsw", 0.97)])
 def test_recipe_recall_after_rescoring(data, built, name, minimum):
     _, queries, truth = data
     index = open_cpu(built, name)
@@ -91,10 +91,15 @@ def test_rescoring_improves_recall(data, built, name):
 
 
 def test_rescored_scores_are_exact_and_sorted(data, built):
+    """Rescored scores are the inner products with the vectors the store stands for (the pq recipe's
+    int8 store, dequantised from its files by the oracle), and within int8 error of float32."""
     base, queries, _ = data
+    d, section = built["pq"]
     scores, ids = open_cpu(built, "pq").search(queries[:50], K)
+    deq = oracle_dequantise(d, section["store"])
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries[:50], deq[ids]), atol=1e-5)
     exact = np.take_along_axis(queries[:50] @ base.T, ids, 1)
-    np.testing.assert_allclose(scores, exact, atol=2e-3)  # float16 store
+    np.testing.assert_allclose(scores, exact, atol=1e-2)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
@@ -140,7 +145,8 @@ def test_round_trip_and_manifest_json(data, built):
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert section2["model"] == "vectors" and section2["dim"] == D and section2["n_vectors"] == N
-    assert set(section2["files"]) == {"index.faiss", "vectors.npy"}
+    assert set(section2["files"]) == {"index.faiss", "vectors.npy", "scales.npy"}  # pq.toml: int8 per vector
+    assert section2["store"] == {"dtype": "int8", "scale": "vector", "files": ["scales.npy", "vectors.npy"]}
 
 
 def test_int8_store_recipe_file(data, tmp_path):
@@ -339,7 +345,7 @@ def test_torch_rescoring_matches_numpy(data, built, name):
     exact = np.einsum("qd,qkd->qk", queries, base[np.where(cand >= 0, cand, 0)])
     exact[cand < 0] = -np.inf
     want = -np.sort(-exact, axis=1)[:, :K]
-    np.testing.assert_allclose(ws, want, atol=2e-3)  # float16 store
+    np.testing.assert_allclose(ws, want, atol=1e-2)  # int8 store: within int8 error of float32
 
 
 def test_binary_without_rescoring_is_hamming_order(data, built):
@@ -351,3 +357,196 @@ def test_binary_without_rescoring_is_hamming_order(data, built):
     ham = (bits_q[:, None, :] != bits_b[None, :, :]).sum(axis=2)
     np.testing.assert_array_equal(-scores, np.take_along_axis(ham, ids, 1))
     np.testing.assert_array_equal(-scores, np.sort(ham, axis=1)[:, :K])
+
+
+# -- rescoring stores: float16, int8 (per vector / per dimension), PCA-reduced int8 -----------------
+STORE_OPTIONS = {
+    "float16": {"dtype": "float16"},
+    "int8-vector": {"dtype": "int8", "scale": "vector"},
+    "int8-dimension": {"dtype": "int8", "scale": "dimension"},
+    "pca-int8": {"dtype": "int8", "scale": "dimension", "pca_dim": 96},
+}
+
+
+def oracle_dequantise(d, spec: dict) -> np.ndarray:
+    """The vectors a store stands for, read straight from its .npy files by the documented formulas
+    (docs/formats.md, dense), not through VectorStore."""
+    codes = np.load(d / "vectors.npy").astype(np.float64)
+    if spec["dtype"] == "float16":
+        return codes
+    if spec.get("scale", "vector") == "vector":
+        y = codes * np.load(d / "scales.npy").astype(np.float64)[:, None]
+    else:
+        lo, step = np.load(d / "quant.npy").astype(np.float64)
+        y = lo + step * (codes + 128)
+    if "pca_dim" in spec:
+        pca = np.load(d / "pca.npy").astype(np.float64)
+        y = pca[0] + y @ pca[1:]
+    return y
+
+
+@pytest.fixture(scope="module")
+def stores(data, tmp_path_factory):
+    base = data[0]
+    out = {}
+    for name, opts in STORE_OPTIONS.items():
+        d = tmp_path_factory.mktemp(f"store-{name}")
+        spec = write_store(base, d, **opts)
+        out[name] = (d, spec)
+    return out
+
+
+def _npy_body_bytes(path) -> int:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        return path.stat().st_size - f.tell()
+
+
+@pytest.mark.parametrize("name", list(STORE_OPTIONS))
+def test_store_rescoring_is_brute_force_on_the_dequantised_vectors(data, stores, name):
+    """Rescorer's scores and top k equal a brute-force top k over the oracle's dequantised vectors
+    of the candidates, and stay close to the float32 inner products (int8: within 0.01)."""
+    base, queries, _ = data
+    d, spec = stores[name]
+    store = VectorStore(d, spec, N, D)
+    rng = np.random.default_rng(11)
+    cand = rng.integers(0, N, size=(len(queries), 60))
+    cand[:, -5:] = -1
+    scores, ids = Rescorer(store)(queries, cand, K)
+    deq = oracle_dequantise(d, spec)
+    safe = np.where(cand >= 0, cand, 0)
+    brute = np.einsum("qd,qkd->qk", queries.astype(np.float64), deq[safe])
+    brute[cand < 0] = -np.inf
+    want = -np.sort(-brute, axis=1)[:, :K]
+    np.testing.assert_allclose(scores, want, atol=1e-5)
+    np.testing.assert_allclose(np.einsum("qd,qkd->qk", queries, deq[ids].astype(np.float32)), scores, atol=1e-5)
+    assert np.all(np.isin(ids, cand))
+    np.testing.assert_allclose(store.dequantize(np.arange(0, N, 97)), deq[::97], atol=1e-5)
+    exact = np.take_along_axis(queries @ base.T, ids, 1)
+    if name != "pca-int8":  # PCA drops the variance beyond its axes: see the round-trip test
+        np.testing.assert_allclose(scores, exact, atol=2e-3 if name == "float16" else 1e-2)
+
+
+@pytest.mark.parametrize("name", list(STORE_OPTIONS))
+def test_store_bytes_on_disk(data, stores, name, tmp_path):
+    """The store's files are what the spec names; vectors.npy holds exactly n x r bytes (int8) or
+    2 n x d (float16) beyond its header; the manifest's file sizes are the files'."""
+    d, spec = stores[name]
+    r = spec.get("pca_dim", D)
+    want = N * r * (2 if spec["dtype"] == "float16" else 1)
+    assert _npy_body_bytes(d / "vectors.npy") == want
+    section = build_from_vectors(data[0][:3000], tmp_path, _store_recipe(tmp_path, STORE_OPTIONS[name]),
+                                 device="cpu", quiet=True)
+    assert set(section["files"]) == {"index.faiss", *section["store"]["files"]}
+    for f, info in section["files"].items():
+        assert info["bytes"] == (tmp_path / f).stat().st_size, f
+    assert _npy_body_bytes(tmp_path / "vectors.npy") == 3000 * want // N
+
+
+def _store_recipe(tmp_path, opts: dict, first_stage: str = 'kind = "binary"\nfactory = "BFlat"\n') -> str:
+    lines = ["[dense]", first_stage.strip(), "rescore_multiplier = 20", f'store = "{opts["dtype"]}"']
+    if "scale" in opts:
+        lines.append(f'store_scale = "{opts["scale"]}"')
+    if "pca_dim" in opts:
+        lines.append(f"store_pca_dim = {opts['pca_dim']}")
+    p = tmp_path / "store-recipe.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def test_int8_store_recall_close_to_float16(data, built, stores):
+    """Behind the same first stage (the pq recipe's candidates), int8 stores keep most of float16's
+    gain over the first stage. These seeded clusters are tight (the 10th and 11th neighbours' scores
+    often differ by less than int8's error), so int8 loses up to ~0.03 here; on real MiniLM vectors
+    it loses <= 0.005 (eval/bench_store.py), which is what the recipes' choice rests on."""
+    _, queries, truth = data
+    index = open_cpu(built, "pq")
+    got = {}
+    for name in ("float16", "int8-vector", "int8-dimension"):
+        d, spec = stores[name]
+        index.store = VectorStore(d, spec, N, D)
+        index.rescorer = Rescorer(index.store)
+        got[name] = recall(index.search(queries, K)[1], truth)
+    raw = recall(index.search(queries, K, rescore=False)[1], truth)
+    assert got["float16"] >= 0.93
+    for name in ("int8-vector", "int8-dimension"):
+        assert got[name] >= got["float16"] - 0.04, got
+        assert got[name] - raw >= 0.8 * (got["float16"] - raw), (got, raw)
+
+
+def test_pca_round_trip(tmp_path):
+    """Vectors that lie in a 40-dim subspace (plus an offset) come back from a pca_dim=40 int8 store
+    within int8 precision; the stored axes are orthonormal and span that subspace."""
+    rng = np.random.default_rng(3)
+    basis, _ = np.linalg.qr(rng.standard_normal((D, 40)))  # (D, 40) orthonormal columns
+    coef = rng.standard_normal((5000, 40)) * np.linspace(1.0, 0.1, 40)
+    x = (coef @ basis.T + 0.3 * rng.standard_normal(D) / np.sqrt(D)).astype(np.float32)
+    spec = write_store(x, tmp_path, "int8", scale="dimension", pca_dim=40)
+    assert spec == {"dtype": "int8", "scale": "dimension", "pca_dim": 40,
+                    "files": ["pca.npy", "quant.npy", "vectors.npy"]}
+    pca = np.load(tmp_path / "pca.npy")
+    axes = pca[1:].astype(np.float64)
+    np.testing.assert_allclose(axes @ axes.T, np.eye(40), atol=1e-5)
+    np.testing.assert_allclose(axes.T @ (axes @ basis), basis, atol=1e-4)  # span equals the subspace
+    np.testing.assert_allclose(pca[0], x.mean(axis=0), atol=1e-5)
+    back = VectorStore(tmp_path, spec, 5000, D).dequantize(np.arange(5000))
+    step = np.load(tmp_path / "quant.npy")[1]
+    err = np.abs(back - x).max()
+    assert err <= 0.51 * np.sqrt(40) * step.max() + 1e-5  # half a step a coordinate, rotated
+    assert err > 0  # int8: not exact
+    # a pca_dim below the subspace loses its trailing variance: the round trip is then far off
+    (tmp_path / "less").mkdir()
+    spec20 = write_store(x, tmp_path / "less", "int8", scale="dimension", pca_dim=20)
+    lost = VectorStore(tmp_path / "less", spec20, 5000, D).dequantize(np.arange(5000))
+    assert np.abs(lost - x).max() > 10 * err
+
+
+@pytest.mark.parametrize("name", ["int8-dimension", "pca-int8"])
+def test_torch_rescoring_matches_numpy_for_int8_stores(data, stores, name):
+    pytest.importorskip("torch")
+    _, queries, _ = data
+    d, spec = stores[name]
+    store = VectorStore(d, spec, N, D)
+    cand = np.random.default_rng(6).integers(0, N, size=(len(queries), 40))
+    cand[:, -2:] = -1
+    ws, wi = Rescorer(store)(queries, cand, K)
+    gs, gi = Rescorer(store, device="cpu")(queries, cand, K)
+    np.testing.assert_allclose(gs, ws, rtol=1e-5, atol=1e-5)
+    assert (gi == wi).mean() > 0.999
+
+
+def test_old_store_specs_keep_opening(data, tmp_path):
+    """Manifests written before store scales existed ({"dtype": "float16"} and per-vector int8
+    without a "scale" key) open and search as before."""
+    base, queries, truth = data
+    for dtype, files in (("float16", ["vectors.npy"]), ("int8", ["vectors.npy", "scales.npy"])):
+        d = tmp_path / dtype
+        section = build_from_vectors(base, d, _store_recipe(tmp_path, {"dtype": dtype}), device="cpu", quiet=True)
+        assert sorted(section["store"]["files"]) == sorted(files)
+        old = json.loads(json.dumps(section))
+        old["store"] = {"dtype": dtype, "files": files}  # what the earlier rtv wrote
+        index = DenseIndex.open(d, old, device="cpu")
+        assert index.store.dtype == dtype and index.store.scale == (None if dtype == "float16" else "vector")
+        scores, ids = index.search(queries, K)
+        assert recall(ids, truth) >= 0.9
+        np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, ids, 1), atol=1e-2)
+
+
+def test_bad_store_settings_are_clear(data, built, stores, tmp_path):
+    with pytest.raises(InputError, match="store_scale"):
+        plan(_store_recipe(tmp_path, {"dtype": "float16", "scale": "vector"}), 5000, D, quiet=True)
+    with pytest.raises(InputError, match="pca_dim"):
+        plan(_store_recipe(tmp_path, {"dtype": "int8", "scale": "dimension", "pca_dim": D}), 5000, D, quiet=True)
+    with pytest.raises(InputError, match="scale"):
+        plan(_store_recipe(tmp_path, {"dtype": "int8", "scale": "row"}), 5000, D, quiet=True)
+    import shutil
+
+    d, spec = stores["pca-int8"]
+    bad = tmp_path / "bad"
+    shutil.copytree(d, bad)
+    np.save(bad / "quant.npy", np.zeros((2, 7), np.float32))
+    with pytest.raises(IndexFormatError, match="quant.npy"):
+        VectorStore(bad, spec, N, D)
+    with pytest.raises(IndexFormatError, match="store spec"):
+        VectorStore(d, {**spec, "scale": "row"}, N, D)
