@@ -238,7 +238,7 @@ class Passages:
         self.doc_of: list[str] = []
         self.texts: list[str] = []
         ids = []
-        for row in index.store.iter_passages():
+        for row in index.iter_passages():
             ids.append(row["id"])
             self.texts.append(row["text"])
             self.doc_of.append(row["doc_id"])
@@ -353,13 +353,14 @@ def evaluate(bench: Bench, args, reranker) -> dict:
             "results": rows, "ranx_report": str(report)}
 
 
+EQUAL = {"dense": 1, "lexical": 1, "exact": 1}
 FUSION_VARIANTS = [  # (name, method, weights, rrf k): what the fusion study compares
-    ("rrf k=60", "rrf", None, 60),
+    ("rrf k=60", "rrf", EQUAL, 60),
     ("rrf k=60, no exact", "rrf", {"dense": 1, "lexical": 1, "exact": 0}, 60),
-    ("rrf k=20", "rrf", None, 20),
-    ("weighted", "weighted", None, 60),
+    ("rrf k=20", "rrf", EQUAL, 20),
+    ("weighted", "weighted", EQUAL, 60),
     ("weighted, no exact", "weighted", {"dense": 1, "lexical": 1, "exact": 0}, 60),
-    ("weighted, exact 0.5", "weighted", {"dense": 1, "lexical": 1, "exact": 0.5}, 60),
+    ("weighted, exact 0.5 (rtv's default)", "weighted", None, 60),
     ("weighted, dense 0.7 lexical 0.3", "weighted", {"dense": 0.7, "lexical": 0.3, "exact": 0.3}, 60),
     ("weighted, dense 0.3 lexical 0.7", "weighted", {"dense": 0.3, "lexical": 0.7, "exact": 0.7}, 60),
 ]

@@ -99,7 +99,7 @@ def open_index():
         print(f"building the SciFact index at {path} (embeds every passage on this CPU: minutes)", file=sys.stderr)
         index = Index.build([corpus_path()], path, **build)
     if not vec_file.exists():
-        texts = [r["text"] for r in index.store.iter_passages()]
+        texts = [r["text"] for r in index.iter_passages()]
         flat = index.dense.index  # the default recipe for this size is flat: it holds the vectors
         np.save(vec_file, flat.reconstruct_n(0, flat.ntotal))
         texts_file.write_text(json.dumps(texts))

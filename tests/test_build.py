@@ -46,7 +46,7 @@ def _corpus(tmp_path, n=40):
 
 
 def _passages(index):
-    return [(r["doc_id"], r["start"], r["end"], r["text"]) for r in index.store.iter_passages()]
+    return [(r["doc_id"], r["start"], r["end"], r["text"]) for r in index.iter_passages()]
 
 
 def test_multi_shard_build_has_the_single_shard_answers(tmp_path):

@@ -63,11 +63,18 @@ def test_cnf_and_extract(index_dir):
 
 def test_info(index_dir):
     info = lines(run("info", index_dir, "--json"))[0]
-    assert info["documents"] == 3 and info["format_version"] == 2 and len(info["shards"]) == 1
+    assert info["documents"] == 3 and info["format_version"] == 3 and len(info["shards"]) == 1
     gen = index_dir / info["generation"]
     assert (index_dir / "CURRENT").read_text().strip() == info["generation"] == "gen-000001"
     on_disk = sum(f.stat().st_size for f in gen.rglob("*") if f.is_file())
     assert info["index_bytes"] == on_disk  # the sizes rtv info reports are the files on disk
+    parts = info["parts"]
+    assert set(parts) == {"exact", "passages", "lexical"}  # built with --no-dense
+    assert sum(p["bytes"] for p in parts.values()) == on_disk
+    shards = sum(f.stat().st_size for f in (gen / "exact").iterdir())
+    assert shards < parts["exact"]["bytes"] < on_disk
+    for p in parts.values():
+        assert p["per_corpus_byte"] == round(p["bytes"] / info["corpus_bytes"], 4)
 
 
 @pytest.mark.parametrize("args,message", [

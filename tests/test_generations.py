@@ -38,7 +38,7 @@ def test_rebuild_publishes_a_new_generation_and_keeps_the_previous(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "gen-000001", "gen-000002"]
     # the Index opened before the rebuild keeps answering from its own generation, consistently
     assert first.count("alpha") == 30 and first.count("bravo") == 0
-    assert all("alpha" in r["text"] for r in first.store.iter_passages())
+    assert all("alpha" in r["text"] for r in first.iter_passages())
     assert second.count("bravo") == 30 and Index.open(path).count("alpha") == 0
     _build(x, path, force=True)
     assert sorted(p.name for p in path.iterdir()) == ["CURRENT", "gen-000002", "gen-000003"]
@@ -65,7 +65,7 @@ def test_readers_racing_rebuilds_never_mix_two_builds(tmp_path):
             try:
                 marker = "alpha" if idx.count("alpha") else "bravo"
                 assert idx.count(marker) == 200 and idx.count({"alpha": "bravo", "bravo": "alpha"}[marker]) == 0
-                texts = [r["text"] for r in idx.store.iter_passages()]
+                texts = [r["text"] for r in idx.iter_passages()]
                 assert texts and all(marker in t for t in texts)
                 assert marker in idx.extract(0) and idx.store.documents([0])[0]["ext_id"].startswith(marker)
                 seen.add(marker)

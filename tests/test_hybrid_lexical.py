@@ -22,14 +22,15 @@ def make_store(path, docs, passage_bytes=None):
     store = Store(path, create=True)
     store.add_documents([{"id": i, "ext_id": f"d{i}", "source": "mem", "length": len(t.encode()),
                           "metadata": {"n": i}} for i, t in enumerate(docs)])
-    rows = []
+    rows, texts = [], []
     for i, t in enumerate(docs):
         data = t.encode()
         step = passage_bytes or max(1, len(data))
         for s in range(0, len(data), step):
-            rows.append((i, s, min(len(data), s + step), data[s:s + step].decode()))
-    store.add_passages(rows)
-    store.index_passages_fts()
+            rows.append((i, s, min(len(data), s + step)))
+            texts.append(data[s:s + step].decode())
+    store.add_passages(rows, texts)
+    store.finish()
     return store
 
 
@@ -125,8 +126,7 @@ def test_parse_query():
 def test_map_occurrences_overlapping_passages(tmp_path):
     store = Store(tmp_path / "m.sqlite", create=True)
     store.add_documents([{"id": 0, "ext_id": "a", "source": "m", "length": 20, "metadata": {}}])
-    text = "abcdefghijklmnopqrst"
-    store.add_passages([(0, 0, 10, text[0:10]), (0, 5, 15, text[5:15]), (0, 10, 20, text[10:20])])
+    store.add_passages([(0, 0, 10), (0, 5, 15), (0, 10, 20)])
     got = map_occurrences(store, [0, 0], [6, 12], 3)  # "ghi" in 0 and 1; "mno" in 1 and 2
     assert got == {0: [(6, 9)], 1: [(1, 4), (7, 10)], 2: [(2, 5)]}
 
@@ -177,8 +177,7 @@ def test_fts_query_drops_stopwords_unless_nothing_else():
 def test_occurrence_across_a_passage_cut_maps_to_the_passages_it_overlaps(tmp_path):
     store = Store(tmp_path / "m.sqlite", create=True)
     store.add_documents([{"id": 0, "ext_id": "a", "source": "m", "length": 20, "metadata": {}}])
-    text = "abcdefghijklmnopqrst"
-    store.add_passages([(0, 0, 10, text[0:10]), (0, 10, 20, text[10:20])])
+    store.add_passages([(0, 0, 10), (0, 10, 20)])
     # "ijklm" (8..13) lies in no passage whole: both passages get their clipped part of it
     assert map_occurrences(store, [0], [8], 5) == {0: [(8, 10)], 1: [(0, 3)]}
     assert map_occurrences(store, [0], [2], 3) == {0: [(2, 5)]}  # held whole: only that passage
@@ -196,7 +195,7 @@ def test_exact_mode_finds_a_phrase_that_crosses_passages(tmp_path):
     src.write_text(json.dumps({"text": words}) + "\n")
     idx = Index.build([src], tmp_path / "idx", dense=False, passage_tokens=8, passage_overlap=0)
     try:
-        passages = list(idx.store.iter_passages())
+        passages = list(idx.iter_passages())
         assert len(passages) > 3
         cut = passages[1]["start"]  # a phrase from 6 bytes before the cut to 6 after it
         phrase = words.encode()[cut - 6:cut + 6].decode()

@@ -152,15 +152,17 @@ def test_hybrid_rrf_matches_ranx_over_independent_stage_lists(retriever, oracle_
 
 
 def test_hybrid_weighted_is_min_max_sum_of_independent_stage_lists(retriever, oracle_stages):
-    """The default fusion: per stage, min-max normalised scores, summed (a stage that missed a
-    passage adds 0). Dense scores come from float vectors here and a float16 store there."""
+    """The default fusion: per stage, min-max normalised scores times the stage's documented
+    weight (dense 1, lexical 1, exact 0.5), summed (a stage that missed a passage adds 0). Dense
+    scores come from float vectors here and a float16 store there."""
     from retrieval.hybrid import search
 
+    weight = {"dense": 1.0, "lexical": 1.0, "exact": 0.5}  # README: "Hybrid search"
     expected = {}
-    for scores in oracle_stages.values():
+    for stage, scores in oracle_stages.items():
         lo, hi = min(scores.values()), max(scores.values())
         for name, s in scores.items():
-            expected[name] = expected.get(name, 0.0) + (s - lo) / (hi - lo)
+            expected[name] = expected.get(name, 0.0) + weight[stage] * (s - lo) / (hi - lo)
     hits = search(retriever.index, [STAGE_QUERY], mode="hybrid", k=len(DOCS), rerank=False)[0]
     assert {h.ext_id for h in hits} == set(expected)
     for h in hits:

@@ -12,7 +12,10 @@ from .common import ByteSize, emit, open_index, output_options
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(readable=False))  # the reader says why
 @click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to create.")
-@click.option("--dense/--no-dense", default=None, help="Build the dense part (default: when the dense extra is installed).")
+@click.option("--parts", default=None, metavar="PARTS",
+              help="Comma-separated parts to build: exact (always), lexical (BM25), dense (embeddings). "
+                   "Default: exact,lexical, plus dense when the dense extra is installed.")
+@click.option("--dense/--no-dense", default=None, help="Add or leave out the dense part (default: when the dense extra is installed).")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL/JSON/CSV/parquet).")
 @click.option("--id-field", default=None,
               help="Field holding a unique document id (default: the corpus's id, _id or doc_id field when it has one, else FILE:LINE).")
@@ -26,17 +29,19 @@ from .common import ByteSize, emit, open_index, output_options
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @output_options
-def index(sources, output, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
+def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
           force, as_json):
     """Build an index at OUTPUT from SOURCES (files or directories; .jsonl .json .parquet, text files, .gz/.zst)."""
     from retrieval import Index
 
     idx = Index.build(sources, output, text_field=text_field, id_field=id_field, errors=errors, shard_size=shard_size,
-                      sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, recipe=recipe, model=model,
-                      device=device, overwrite=force)
+                      sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, parts=parts, recipe=recipe,
+                      model=model, device=device, overwrite=force)
     info = idx.info()
+    sizes = ", ".join(f"{name} {p['per_corpus_byte']:.3f}x" for name, p in info["parts"].items())
     emit(info, as_json, f"indexed {info['documents']} documents ({info['corpus_bytes']} bytes, "
-                        f"{info['passages']} passages) into {output}: {info['index_bytes']} bytes on disk")
+                        f"{info['passages']} passages) into {output}: {info['index_bytes']} bytes on disk "
+                        f"({info['index_ratio']:.3f}x the corpus: {sizes})")
 
 
 @click.command()
@@ -82,6 +87,8 @@ def cnf(index_dir, groups, separator, limit, as_json):
 
     Example: rtv cnf IDX 'import numpy|import scipy' 'def main'
     """
+    if not separator:
+        raise click.ClickException("--or '': the separator of alternatives must be non-empty (e.g. --or '|')")
     idx = open_index(index_dir)
     docs = idx.cnf([g.split(separator) for g in groups])
     ext = {d["id"]: d["ext_id"] for d in idx.store.documents(docs[:limit].tolist())}
@@ -107,7 +114,7 @@ def extract(index_dir, doc_ids, as_json):
 @click.argument("index_dir", type=click.Path())
 @output_options
 def info(index_dir, as_json):
-    """Sizes, counts, shards and format version of an index."""
+    """Sizes (each part's bytes and bytes per corpus byte), counts, shards and format of an index."""
     idx = open_index(index_dir, verify=False)
     data = idx.info()
     emit(data, as_json, json.dumps(data, indent=2))

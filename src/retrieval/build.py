@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,8 @@ from .progress import bar
 from .store import Store
 
 DEFAULT_SHARD_SIZE = 1 << 30
+MAX_SAMPLE_RATE = 1 << 20  # the shard format's limit (csrc/fm_index/build.cpp)
+PARTS = ("exact", "lexical", "dense")  # exact always; lexical and dense need passages
 
 
 def dense_available() -> bool:
@@ -71,14 +73,34 @@ class BuildSettings:
     device: str = "auto"
     passage_tokens: int = 256
     passage_overlap: int = 32
+    parts: Sequence[str] | None = None  # None: exact + lexical + dense when installed (see `dense`)
+
+    def resolve_parts(self) -> tuple[str, ...]:
+        """The parts to build: `parts`, or every part that is installed; `dense` True/False adds or
+        removes the dense part (the --dense/--no-dense flags)."""
+        if self.parts is not None:
+            parts = [p.strip() for p in (self.parts.split(",") if isinstance(self.parts, str) else self.parts)]
+            unknown = [p for p in parts if p not in PARTS]
+            if unknown or not parts:
+                raise InputError(f"--parts {','.join(parts)}: use a comma-separated list of {', '.join(PARTS)}")
+            if "exact" not in parts:
+                raise InputError(f"--parts {','.join(parts)}: every index has the exact part (it holds the text "
+                                 "the other parts point into); add exact")
+        else:
+            parts = ["exact", "lexical"] + (["dense"] if self.dense or (self.dense is None and dense_available()) else [])
+        if self.dense is False:
+            parts = [p for p in parts if p != "dense"]
+        elif self.dense and "dense" not in parts:
+            parts.append("dense")
+        return tuple(p for p in PARTS if p in parts)
 
     def check(self) -> None:
         """Refuse bad settings before any corpus is read."""
         if self.errors not in ("strict", "replace"):
             raise InputError(f"--errors {self.errors!r}: use 'strict' or 'replace'")
         for name, value in (("--sa-sample", self.sa_sample), ("--isa-sample", self.isa_sample)):
-            if value < 1:
-                raise InputError(f"{name} {value}: must be >= 1")
+            if not 1 <= value <= MAX_SAMPLE_RATE:
+                raise InputError(f"{name} {value}: must be between 1 and {MAX_SAMPLE_RATE}")
         if not 0 < self.shard_size <= MAX_SHARD_BYTES:
             raise InputError(f"--shard-size {self.shard_size}: must be between 1 byte and 2 GiB")
         if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens:
@@ -106,7 +128,8 @@ class ShardOutput:
     first_doc: int
     exact: dict  # the manifest's entry for the shard file
     docs: list[dict]
-    passages: list[tuple[int, int, int, str]]  # (global doc id, start byte, end byte, text)
+    passages: list[tuple[int, int, int]]  # (global doc id, start byte, end byte); [] for exact-only
+    texts: list[str] | None  # the passages' texts for the full-text index; None without a lexical part
     vectors: np.ndarray | None  # (len(passages), dim) float32, in passage order; None without dense
 
 
@@ -138,11 +161,12 @@ def plan_shards(documents: Iterable, shard_size: int) -> Iterator[ShardInput]:
 
 
 class ShardStep:
-    """The per-shard step with what it shares across shards (the embedder, loaded once)."""
+    """The per-shard step with what it shares across shards (the parts, the embedder loaded once)."""
 
-    def __init__(self, directory: Path, settings: BuildSettings, embedder=None):
+    def __init__(self, directory: Path, settings: BuildSettings, parts: Sequence[str], embedder=None):
         self.directory = directory
         self.settings = settings
+        self.parts = parts
         self.embedder = embedder
 
     def __call__(self, shard: ShardInput) -> ShardOutput:
@@ -151,21 +175,24 @@ class ShardStep:
         s = self.settings
         exact = write_shard(shard.text, self.directory, shard.file, s.sa_sample, s.isa_sample,
                             desc=f"shard {shard.number}")
-        tokenizer = self.embedder.tokenizer if self.embedder is not None else None
-        passages: list[tuple[int, int, int, str]] = []
-        at = 0
-        for row in shard.docs:  # the shard's text is the documents' bytes, each followed by 0xFF
-            data = bytes(shard.text[at:at + row["length"]])
-            at += row["length"] + 1
-            text = data.decode("utf-8")
-            for start, end in chunk_spans(text, s.passage_tokens, s.passage_overlap, tokenizer):
-                passages.append((row["id"], start, end, data[start:end].decode("utf-8", errors="replace")))
+        passages: list[tuple[int, int, int]] = []
+        texts: list[str] = []
+        if "lexical" in self.parts or "dense" in self.parts:
+            tokenizer = self.embedder.tokenizer if self.embedder is not None else None
+            at = 0
+            for row in shard.docs:  # the shard's text is the documents' bytes, each followed by 0xFF
+                data = bytes(shard.text[at:at + row["length"]])
+                at += row["length"] + 1
+                for start, end in chunk_spans(data.decode("utf-8"), s.passage_tokens, s.passage_overlap, tokenizer):
+                    passages.append((row["id"], start, end))
+                    texts.append(data[start:end].decode("utf-8", errors="replace"))
         vectors = None
         if self.embedder is not None and passages:
             from .dense import embed_passages
 
-            vectors = embed_passages((p[3] for p in passages), len(passages), self.embedder)
-        return ShardOutput(shard.number, shard.first_doc, exact, shard.docs, passages, vectors)
+            vectors = embed_passages(texts, len(texts), self.embedder)
+        return ShardOutput(shard.number, shard.first_doc, exact, shard.docs, passages,
+                           texts if "lexical" in self.parts else None, vectors)
 
 
 Runner = Callable[[Callable[[ShardInput], ShardOutput], Iterable[ShardInput]], Iterator[ShardOutput]]
@@ -186,9 +213,9 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     settings.check()
     path = Path(path)
     sources = as_paths(sources)  # one path or a list (a str is never iterated by character)
-    dense = dense_available() if settings.dense is None else settings.dense
+    parts = settings.resolve_parts()
     embedder = None
-    if dense:
+    if "dense" in parts:
         from .dense import load_embedder, load_recipe
 
         if settings.recipe is not None:
@@ -199,7 +226,7 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     with _output_errors(path), build_lock(path), _sigterm_as_exit():
         target = Target(path, overwrite)
         try:
-            manifest = _build_into(target.work, sources, settings, embedder, runner)
+            manifest = _build_into(target.work, sources, settings, parts, embedder, runner)
             manifest["generation"] = target.number
             manifest["build_seconds"] = round(time.time() - started, 3)
             write_manifest(target.work, manifest)
@@ -210,7 +237,8 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     return path
 
 
-def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runner: Runner) -> dict:
+def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequence[str], embedder,
+                runner: Runner) -> dict:
     store = Store(tmp / "meta.sqlite", create=True)
     opts = ReadOptions(text_field=s.text_field, id_field=s.id_field, errors=s.errors)
     progress = bar(desc="reading corpus", unit="doc")
@@ -226,9 +254,9 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
 
     shards, vectors = [], []
     n_docs = n_bytes = 0
-    for out in runner(ShardStep(tmp, s, embedder), plan_shards(documents(), s.shard_size)):
+    for out in runner(ShardStep(tmp, s, parts, embedder), plan_shards(documents(), s.shard_size)):
         store.add_documents(out.docs)
-        store.add_passages(out.passages)  # in shard order, so passage ids follow the shards
+        store.add_passages(out.passages, out.texts)  # in shard order, so passage ids follow the shards
         shards.append({**out.exact, "first_doc": out.first_doc})
         if out.vectors is not None:
             vectors.append(out.vectors)
@@ -237,7 +265,7 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
     progress.close()
     if n_docs == 0:
         raise InputError(f"{', '.join(map(str, sources))}: the corpus has no non-empty documents; nothing to index")
-    store.index_passages_fts()
+    store.finish()
     n_passages = store.n_passages
     store.close()
     manifest = {
@@ -246,12 +274,13 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, embedder, runn
         "corpus": {"sources": [str(p) for p in sources], "documents": n_docs, "bytes": n_bytes,
                    "passages": n_passages, "text_field": s.text_field,
                    "id_field": s.id_field or (", ".join(sorted(id_fields)) or None), "errors": s.errors},
-        "passages": {"max_tokens": s.passage_tokens, "overlap": s.passage_overlap,
-                     "tokenizer": embedder.model_id if embedder else "words"},
+        "parts": list(parts),
+        "passages": None if n_passages == 0 else {"max_tokens": s.passage_tokens, "overlap": s.passage_overlap,
+                                                  "tokenizer": embedder.model_id if embedder else "words"},
         "exact": {"sa_sample": s.sa_sample, "isa_sample": s.isa_sample, "shards": shards},
         "dense": None,
     }
-    if embedder is not None:
+    if "dense" in parts:
         from .dense import build_from_vectors
 
         if n_passages == 0:

@@ -27,11 +27,11 @@ class Hit:
         }
 
 
-def join_hits(store, pids: Sequence[int], scores: Sequence[float], stages: Sequence[dict]) -> list[Hit]:
-    """Hits for passage ids (in order), joined with their passage and document rows in `store`;
-    ids with no passage row are dropped."""
-    rows = {r["id"]: r for r in store.passages(pids)}
-    docs = {d["id"]: d for d in store.documents({r["doc_id"] for r in rows.values()})}
+def join_hits(index, pids: Sequence[int], scores: Sequence[float], stages: Sequence[dict]) -> list[Hit]:
+    """Hits for passage ids (in order), joined with their passage rows (text rebuilt from the
+    FM-index) and document rows; ids with no passage row are dropped."""
+    rows = {r["id"]: r for r in index.passages(pids)}
+    docs = {d["id"]: d for d in index.store.documents({r["doc_id"] for r in rows.values()})}
     out = []
     for pid, score, st in zip(pids, scores, stages):
         row = rows.get(int(pid))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexFormatError
+from .errors import IndexFormatError, InputError
 from .exact import ExactIndex
 from .hits import Hit
 from .manifest import MANIFEST, live_generation, read_manifest
+from .manifest import check_store, verify_files  # cross-checks and checksums (issue 11.6, 11.7)
 from .store import Store
 
 
@@ -70,10 +71,12 @@ class Index:
             gen = live_generation(path)
             try:
                 manifest = read_manifest(gen)
+                verify_files(gen, manifest, verify)  # checksums of every file but the shards (theirs: below)
                 if not manifest.get("exact"):
                     raise IndexFormatError(f"{path}: has no exact part; rebuild it with `rtv index`")
                 exact = ExactIndex(gen, manifest["exact"], verify=verify)
                 store = Store(gen / "meta.sqlite")
+                check_store(gen, manifest, store)  # the store's documents/passages match the manifest
                 return cls(path, gen, manifest, exact, store, device)
             except IndexFormatError:
                 # a rebuild may have published and removed this generation while we opened it
@@ -84,6 +87,52 @@ class Index:
     @property
     def n_documents(self) -> int:
         return self.exact.n_docs
+
+    # -- parts and passages ---------------------------------------------------------------------------
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts this index was built with: "exact" always, "lexical" and "dense" when chosen."""
+        return tuple(self.manifest["parts"])
+
+    def require(self, part: str, for_what: str) -> None:
+        """An InputError saying how to get `part` when this index was built without it."""
+        if part == "passages":
+            if not {"lexical", "dense"} & set(self.parts):
+                raise InputError(f"{self.path}: {for_what} needs passages, and this index has only the exact part "
+                                 f"(built with --parts {','.join(self.parts)}); rebuild with --parts exact,lexical "
+                                 "(or exact,lexical,dense), or use count/find/cnf")
+        elif part not in self.parts:
+            raise InputError(f"{self.path}: {for_what} needs the {part} part, which this index was built without "
+                             f"(--parts {','.join(self.parts)}); rebuild with --parts {','.join(self.parts + (part,))}")
+
+    @property
+    def n_passages(self) -> int:
+        return self.store.n_passages
+
+    def passages(self, ids: Sequence[int]) -> list[dict]:
+        """Passage rows (id, doc_id, start, end, text) for the given ids, in order: the store's byte
+        spans with their text rebuilt from the FM-index (one batched extract for all of them)."""
+        rows = self.store.passages(ids)
+        return self._with_text(rows)
+
+    def iter_passages(self, batch: int = 2048) -> Iterator[dict]:
+        """Every passage row with its text, in id order."""
+        rows: list[dict] = []
+        for row in self.store.iter_passages():
+            rows.append(row)
+            if len(rows) >= batch:
+                yield from self._with_text(rows)
+                rows = []
+        yield from self._with_text(rows)
+
+    def _with_text(self, rows: list[dict]) -> list[dict]:
+        if not rows:
+            return rows
+        texts = self.exact.extract_ranges([r["doc_id"] for r in rows], [r["start"] for r in rows],
+                                          [r["end"] for r in rows])
+        for r, t in zip(rows, texts):
+            r["text"] = t.decode("utf-8", errors="replace")
+        return rows
 
     # -- exact search -------------------------------------------------------------------------------
     def count(self, pattern: str | bytes) -> int:
@@ -143,17 +192,37 @@ class Index:
 
     def info(self) -> dict:
         m = self.manifest
+        parts = self.part_bytes()
+        corpus = max(1, m["corpus"]["bytes"])
         return {
             "path": str(self.path), "generation": self.root.name, "format_version": m["format_version"],
             "rtv_version": m["rtv_version"],
             "documents": m["corpus"]["documents"], "corpus_bytes": m["corpus"]["bytes"],
-            "passages": m["corpus"]["passages"], "index_bytes": sum(f["bytes"] for f in m["files"].values()) + (self.root / MANIFEST).stat().st_size,
+            "passages": m["corpus"]["passages"], "index_bytes": sum(parts.values()),
+            "index_ratio": round(sum(parts.values()) / corpus, 4),
+            "parts": {name: {"bytes": b, "per_corpus_byte": round(b / corpus, 4)} for name, b in parts.items()},
             "exact_bytes": self.exact.index_bytes,
             "exact_ratio": round(self.exact.index_bytes / max(1, self.exact.text_bytes), 4),
             "sa_sample": m["exact"]["sa_sample"], "isa_sample": m["exact"]["isa_sample"],
             "shards": [{k: s[k] for k in ("file", "first_doc", "n_docs", "text_bytes", "bytes")} for s in m["exact"]["shards"]],
             "dense": m.get("dense"),
         }
+
+    def part_bytes(self) -> dict[str, int]:
+        """Bytes on disk of each part of this generation, summing to all of its files: exact (shards,
+        the documents table, the manifest), passages (their byte spans, when lexical or dense is
+        built), lexical (the full-text index), dense (the FAISS index and rescoring store)."""
+        files = self.manifest["files"]
+        store = self.store.part_bytes()
+        if not {"lexical", "dense"} & set(self.parts):
+            store["exact"] += store.pop("passages")  # the empty tables of parts not built: overhead
+        if "lexical" not in self.parts:
+            store["exact"] += store.pop("lexical")
+        out = {"exact": sum(f["bytes"] for rel, f in files.items() if rel.startswith("exact/"))
+               + store.pop("exact") + (self.root / MANIFEST).stat().st_size, **store}
+        if "dense" in self.parts:
+            out["dense"] = sum(f["bytes"] for rel, f in files.items() if rel.startswith("dense/"))
+        return out
 
     def close(self) -> None:
         self.store.close()

@@ -1,5 +1,9 @@
 """meta.sqlite: documents, passages and their metadata, through sqlite-utils.
 
+Passages are byte spans of their documents (no text: the text lives once, in the FM-index, and
+`Index.passages` rebuilds it by byte range); the full-text index over them is contentless (its
+postings only), filled at build time from the texts the builder has in hand.
+
 Schema changes are numbered migrations (applied in order, recorded in `_migrations`), so an
 index written by an older rtv can be upgraded in place and a newer one is recognised.
 """
@@ -15,7 +19,11 @@ import sqlite_utils
 
 from .errors import IndexFormatError
 
-FTS_TABLE = "passages_fts"  # BM25 over passages (SQLite FTS5), made by sqlite-utils' enable_fts
+FTS_TABLE = "passages_fts"  # BM25 over passages (SQLite FTS5)
+# The tables of each index part, for `rtv info`'s bytes per part (SQLite's dbstat); the rest of the
+# file (schema, migrations) is counted with the exact part, which every index has.
+PART_TABLES = {"exact": ("documents",), "passages": ("passages", "idx_passages_doc_id"),
+               "lexical": tuple(f"{FTS_TABLE}_{t}" for t in ("data", "idx", "docsize", "config", "content"))}
 
 
 def _m001_documents_passages(db: sqlite_utils.Database) -> None:
@@ -29,13 +37,22 @@ def _m001_documents_passages(db: sqlite_utils.Database) -> None:
 
 
 def _m002_passages_fts(db: sqlite_utils.Database) -> None:
-    # BM25 over passages (SQLite FTS5); filled by Store.index_passages_fts() after passages exist.
+    # BM25 over passages (SQLite FTS5), with the passage text as its external content (format 1).
     db["passages"].enable_fts(["text"], fts_version="FTS5", tokenize="porter unicode61", create_triggers=False)
+
+
+def _m003_passages_without_text(db: sqlite_utils.Database) -> None:
+    # The text lives once, in the FM-index (extracted by byte range at query time); the full-text
+    # index becomes contentless: it keeps its postings and lengths (all bm25() needs), not a copy.
+    db.execute(f"drop table {FTS_TABLE}")
+    db.execute("alter table passages drop column text")
+    db.execute(f"create virtual table {FTS_TABLE} using fts5(text, content='', tokenize='porter unicode61')")
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_documents_passages,
     _m002_passages_fts,
+    _m003_passages_without_text,
 ]
 
 
@@ -86,23 +103,32 @@ class Store:
             batch_size=2000,
         )
 
-    def add_passages(self, rows: Iterable[tuple[int, int, int, str]]) -> int:
-        """rows: (doc_id, start_byte, end_byte, text); ids are assigned 0, 1, 2, ... in order."""
-        start = self.n_passages
-        count = 0
+    def add_passages(self, rows: Iterable[tuple[int, int, int]], texts: Iterable[str] | None = None) -> int:
+        """rows: (doc_id, start_byte, end_byte); ids are assigned n, n+1, ... in order (n: the
+        passages so far), which is returned. With `texts` (the passages' texts, in the same order),
+        they are added to the full-text index too (the texts themselves are not stored)."""
+        first = self.n_passages
+        rows = list(rows)
+        self.db.conn.executemany('insert into passages (id, doc_id, start, "end") values (?, ?, ?, ?)',
+                                 ((first + i, d, s, e) for i, (d, s, e) in enumerate(rows)))
+        if texts is not None:
+            self.db.conn.executemany(f"insert into {FTS_TABLE} (rowid, text) values (?, ?)",
+                                     ((first + i, t) for i, t in enumerate(texts)))
+        self.db.conn.commit()
+        return first
 
-        def gen() -> Iterator[dict]:
-            nonlocal count
-            for doc_id, s, e, text in rows:
-                yield {"id": start + count, "doc_id": doc_id, "start": s, "end": e, "text": text}
-                count += 1
+    def finish(self) -> None:
+        """After the last row: compact the file (no free pages, so its size is what its tables hold)."""
+        self.db.execute(f"insert into {FTS_TABLE}({FTS_TABLE}) values ('optimize')")
+        self.db.conn.commit()
+        self.db.execute("vacuum")
 
-        self.db["passages"].insert_all(gen(), batch_size=2000)
-        return count
-
-    def index_passages_fts(self) -> None:
-        """Fill the FTS5 table from the passages (one pass, after all passages are added)."""
-        self.db["passages"].populate_fts(["text"])
+    def part_bytes(self) -> dict[str, int]:
+        """Bytes of the file held by each part's tables (PART_TABLES), summing to the file's size."""
+        pages = dict(self.db.execute("select name, sum(pgsize) from dbstat group by name").fetchall())
+        out = {part: sum(pages.pop(t, 0) for t in tables) for part, tables in PART_TABLES.items()}
+        out["exact"] += self.path.stat().st_size - sum(out.values())
+        return out
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -118,11 +144,13 @@ class Store:
         return self._rows("documents", ids, decode_metadata=True)
 
     def passages(self, ids: Iterable[int]) -> list[dict]:
-        """Rows (id, doc_id, start, end, text) for the given passage ids, in the given order."""
+        """Rows (id, doc_id, start, end) for the given passage ids, in the given order (Index.passages
+        adds their text)."""
         return self._rows("passages", ids, decode_metadata=False)
 
     def iter_passages(self) -> Iterator[dict]:
-        yield from self.db.query("select id, doc_id, start, end, text from passages order by id")
+        """Every passage row (id, doc_id, start, end), in id order."""
+        yield from self.db.query('select id, doc_id, start, "end" from passages order by id')
 
     def bm25(self, match: str, k: int) -> list[tuple[int, float]]:
         """Top-k passages for an FTS5 MATCH expression as (passage_id, FTS5 rank); lower rank is better.

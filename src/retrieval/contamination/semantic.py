@@ -45,7 +45,7 @@ class SemanticChecker:
             return
         scores, ids = self.dense.search([q for _, q in todo], self.k)
         best_ids = [int(row[0]) for row in ids]
-        rows = {p["id"]: p for p in self.index.store.passages([i for i in best_ids if i >= 0])}
+        rows = {p["id"]: p for p in self.index.passages([i for i in best_ids if i >= 0])}
         for (r, _), row_scores, pid in zip(todo, scores, best_ids):
             if pid < 0:
                 r.semantic = {"flagged": False, "score": None}

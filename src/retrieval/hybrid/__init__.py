@@ -61,7 +61,7 @@ class _Timer:
 # -- stages -----------------------------------------------------------------------------------------
 def dense_stage(index, queries: list[str], depth: int) -> list[Ranked]:
     """Dense top-`depth` passages of every query (one batched embedding and search)."""
-    scores, ids = index.dense.search(queries, min(depth, index.store.n_passages))
+    scores, ids = index.dense.search(queries, min(depth, index.n_passages))
     return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
             for row_scores, row_ids in zip(scores, ids)]
 
@@ -86,7 +86,7 @@ def rerank_stage(index, reranker, query: str, ranking: Ranking) -> list[tuple[in
     order = ranking.order
     n = min(reranker.top_n, len(order))
     head = order[:n]
-    texts = {r["id"]: r["text"] for r in index.store.passages([o[0] for o in head])}
+    texts = {r["id"]: r["text"] for r in index.passages([o[0] for o in head])}
     head = [o for o in head if o[0] in texts]
     scores = reranker.score(query, [texts[o[0]] for o in head])
     ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
@@ -102,7 +102,7 @@ def to_hits(index, ranking: Ranking, k: int, patterns: Sequence[str]) -> list[Hi
     from .lexical import spans_in_text
 
     order = ranking.order[:k]
-    hits = join_hits(index.store, [o[0] for o in order], [o[1] for o in order], [o[2] for o in order])
+    hits = join_hits(index, [o[0] for o in order], [o[1] for o in order], [o[2] for o in order])
     for h in hits:
         if h.passage_id in ranking.exact_spans:
             h.spans = [tuple(s) for s in ranking.exact_spans[h.passage_id]]
@@ -128,17 +128,17 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int = 1
 
     queries = check_queries(queries)
     check_options(mode, k, fusion)
-    check_k_fits(k, index.store.n_passages)
+    index.require("passages", f"--mode {mode}")
+    if mode in ("dense", "lexical"):
+        index.require(mode, f"--mode {mode}")
+    check_k_fits(k, index.n_passages)
     depth = max(100, k) if depth is None else int(depth)
     if depth < 1:
         raise InputError(f"depth {depth}: must be >= 1")
-    if mode == "dense" and index.dense is None:
-        raise InputError(f"{index.path}: built without a dense part; rebuild with `rtv index --dense` "
-                         "or use --mode lexical/exact/hybrid")
     rr = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)  # fails before any work
     timer = _Timer(timings)
     dense_lists = None
-    if mode in ("hybrid", "dense") and index.dense is not None:
+    if mode in ("hybrid", "dense") and "dense" in index.parts:
         dense_lists = dense_stage(index, queries, depth)
         timer.tick("dense")
 
@@ -149,7 +149,7 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int = 1
         ranking = Ranking([])
         if dense_lists is not None:
             lists["dense"] = dense_lists[qi]
-        if mode in ("hybrid", "lexical"):
+        if mode == "lexical" or (mode == "hybrid" and "lexical" in index.parts):
             lists["lexical"] = bm25(index.store, q, depth)
             timer.tick("lexical")
         if mode in ("hybrid", "exact"):

@@ -5,9 +5,11 @@ Every stage gives a ranked list of (passage_id, score), best first. Fusion retur
 
 - `rrf`: reciprocal rank fusion, score = sum over stages of w / (k + rank), k = 60 by default
   (Cormack, Clarke & Buettcher 2009). Scores of the stages are ignored; only ranks count.
-- `weighted`: each stage's scores are min-max normalised to [0, 1] within the list, then summed
-  with per-stage weights; a stage that did not find a passage contributes 0.
-Ties are broken by the best rank at any stage, then by passage id, so fusion is deterministic.
+- `weighted` (the default): each stage's scores are min-max normalised to [0, 1] within the list,
+  then summed with per-stage weights; a stage that did not find a passage contributes 0.
+Weights: `weighted` starts from retrieval.options.DEFAULT_WEIGHTS (dense 1, lexical 1, exact 0.5;
+why is written there), RRF from equal weights, as published; the caller's `weights` override
+either per stage. Ties are broken by the best rank at any stage, then by passage id, so fusion is deterministic.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..options import DEFAULT_FUSION, FUSIONS
+from ..options import DEFAULT_FUSION, DEFAULT_WEIGHTS, FUSIONS
 
 RRF_K = 60
 
@@ -50,7 +52,8 @@ def _collect(lists: Mapping[str, Ranked]) -> dict[int, Fused]:
     return out
 
 
-def _weights(lists: Mapping[str, Ranked], weights: Mapping[str, float] | None) -> dict[str, float]:
+def _weights(lists: Mapping[str, Ranked], weights: Mapping[str, float] | None,
+             defaults: Mapping[str, float] | None = None) -> dict[str, float]:
     weights = dict(weights or {})
     unknown = set(weights) - set(lists)
     if unknown and not set(weights) & set(lists) and lists:
@@ -58,7 +61,7 @@ def _weights(lists: Mapping[str, Ranked], weights: Mapping[str, float] | None) -
     for name, w in weights.items():
         if w < 0:
             raise InputError(f"fusion weight {name}={w}: must be >= 0")
-    return {stage: float(weights.get(stage, 1.0)) for stage in lists}
+    return {stage: float(weights.get(stage, (defaults or {}).get(stage, 1.0))) for stage in lists}
 
 
 def _sorted(cands: dict[int, Fused], limit: int | None) -> list[Fused]:
@@ -81,7 +84,7 @@ def rrf(lists: Mapping[str, Ranked], k: int = RRF_K, weights: Mapping[str, float
 def weighted(lists: Mapping[str, Ranked], weights: Mapping[str, float] | None = None,
              limit: int | None = None) -> list[Fused]:
     """Weighted sum of min-max normalised stage scores (1.0 for a stage whose scores are all equal)."""
-    w = _weights(lists, weights)
+    w = _weights(lists, weights, DEFAULT_WEIGHTS)
     cands = _collect(lists)
     bounds: dict[str, tuple[float, float]] = {}
     for stage in lists:
