@@ -1,6 +1,7 @@
 """Subprocess side of tests/test_faults.py: corrupts a real shard many times and queries it.
 
-Run as `python _fault_worker.py SHARD WORKDIR SEED FIRST LAST`. For each trial i in [FIRST, LAST)
+Run as `python _fault_worker.py SHARD WORKDIR SEED FIRST LAST` (or `index INDEX WORKDIR SEED FIRST
+LAST` for a whole index, see index_main). For each trial i in [FIRST, LAST)
 it writes a corrupted copy of SHARD (the mutation is chosen by seed and i alone), opens it with
 verify=False and runs every kind of query on it. It prints "start i <mutation>" before a trial
 and "end i <outcome>" after, flushed, so that when a trial kills the process (a segfault) the
@@ -103,9 +104,90 @@ def queries(fm, shard, patterns: list[bytes], text: bytes) -> None:
     shard.count_windows(text, starts, lengths, False, 1)
 
 
+# -- whole indexes --------------------------------------------------------------------------------------
+def index_answers(index, probe: dict) -> dict:
+    """Every kind of answer of an index to the probe (patterns, documents, passages, vectors), as JSON."""
+    import numpy as np
+
+    out = {"count": [index.count(p) for p in probe["patterns"]],
+           "find": [sorted(zip(*(a.tolist() for a in index.find(p, 0, 30)))) for p in probe["patterns"]],
+           "cnf": index.cnf([probe["patterns"][:2], probe["patterns"][2:4]]).tolist(),
+           "extract": [index.extract(d) for d in probe["docs"]],
+           "bm25": [[list(r) for r in index.store.bm25(w, 5)] for w in probe["words"]]}
+    rows = index.passages(probe["passages"]) if hasattr(index, "passages") else index.store.passages(probe["passages"])
+    out["passages"] = [[r["doc_id"], r["start"], r["end"], r["text"]] for r in rows]
+    if index.dense is not None:
+        _, ids = index.dense.search(np.asarray(probe["vectors"], dtype=np.float32), 5)
+        out["dense"] = ids.tolist()
+    return out
+
+
+def mutate_file(path: Path, rng: random.Random) -> str:
+    data = bytearray(path.read_bytes())
+    if not data:
+        return "empty file"
+    kind = rng.choice(["flip", "flip", "flip", "word", "zero_range", "truncate"])
+    if kind == "flip":
+        where = [rng.randrange(len(data)) for _ in range(rng.randint(1, 4))]
+        for p in where:
+            data[p] ^= 1 << rng.randrange(8)
+        what = f"flip {where}"
+    elif kind == "word":
+        p = rng.randrange(len(data))
+        data[p:p + 8] = rng.getrandbits(64).to_bytes(8, "little")[:len(data[p:p + 8])]
+        what = f"word at {p}"
+    elif kind == "zero_range":
+        p = rng.randrange(len(data))
+        data[p:p + 64] = bytes(len(data[p:p + 64]))
+        what = f"zero {p}+64"
+    else:
+        cut = rng.randrange(len(data))
+        data = data[:cut]
+        what = f"truncate at {cut}"
+    path.write_bytes(data)
+    return what
+
+
+def index_main(index_dir: Path, work: Path, seed: int, first: int, last: int) -> None:
+    """Trials of random damage to one file of a copy of the index, opened with verify=True."""
+    import json
+    import shutil
+
+    from retrieval import Index
+    from retrieval.errors import IndexFormatError
+
+    probe = json.loads((work / "probe.json").read_text())
+    expected = json.loads((work / "expected.json").read_text())
+    files = sorted(str(p.relative_to(index_dir)) for p in index_dir.rglob("*") if p.is_file())
+    for i in range(first, last):
+        rng = random.Random(seed * 1_000_003 + i)
+        rel = files[i % len(files)]
+        copy = work / f"trial-{i}"
+        shutil.copytree(index_dir, copy)
+        what = f"{rel}: {mutate_file(copy / rel, rng)}"
+        print(f"start {i} {what}", flush=True)
+        try:
+            index = Index.open(copy, device="cpu")
+            try:
+                got = json.loads(json.dumps(index_answers(index, probe)))
+            finally:
+                index.close()
+            wrong = [k for k in expected if got.get(k) != expected[k]]
+            outcome = f"wrong: {wrong}" if wrong else "ok"
+        except IndexFormatError as exc:
+            outcome = "format" if "\n" not in str(exc) and str(exc) else f"other multi-line IndexFormatError: {exc!r}"
+        except Exception as exc:
+            outcome = f"other {type(exc).__name__}: {str(exc)[:200]}"
+        shutil.rmtree(copy)
+        print(f"end {i} {outcome}", flush=True)
+
+
 def main() -> None:
     from retrieval import _fm_index as fm
 
+    if sys.argv[1] == "index":
+        index_main(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+        return
     shard_path, work, seed, first, last = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     original = Path(shard_path).read_bytes()
     text = Path(shard_path + ".text").read_bytes()

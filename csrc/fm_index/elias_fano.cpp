@@ -42,7 +42,7 @@ void EliasFano::load(Reader& in) {
   universe_ = in.get_u64();
   low_bits_ = in.get_u64();
   upper_bits_ = in.get_u64();
-  if (low_bits_ > 56 || upper_bits_ != size_ + (universe_ >> low_bits_) + 1) in.fail("bad Elias-Fano sizes");
+  if (size_ > universe_ || low_bits_ > 56 || upper_bits_ != size_ + (universe_ >> low_bits_) + 1) in.fail("bad Elias-Fano sizes");
   upper_ = in.get_array<uint64_t>(n_upper_words_);
   if (n_upper_words_ * 64 < upper_bits_ + 64) in.fail("Elias-Fano upper bits too short");
   ones_samples_ = in.get_array<uint64_t>(n_ones_samples_);
@@ -71,12 +71,13 @@ uint64_t EliasFano::select_upper(uint64_t k, bool ones) const {
     const unsigned c = popcount64(w);
     if (left < c) return word_idx * 64 + select_in_word(w, static_cast<unsigned>(left));
     left -= c;
-    ++word_idx;
+    if (__builtin_expect(++word_idx >= n_upper_words_, 0)) corrupt("Elias-Fano select runs past its bits");
     w = ones ? upper_[word_idx] : ~upper_[word_idx];
   }
 }
 
 uint64_t EliasFano::select(uint64_t k) const {
+  if (__builtin_expect(k >= size_, 0)) corrupt("Elias-Fano select out of range");
   const uint64_t high = select_upper(k, true) - k;
   return (high << low_bits_) | (low_bits_ ? low_[k] : 0);
 }
@@ -94,7 +95,8 @@ bool EliasFano::contains(uint64_t x, uint64_t& rank) const {
   const uint64_t low = low_bits_ ? x & ((uint64_t{1} << low_bits_) - 1) : 0;
   uint64_t pos = bucket_begin(high);
   uint64_t k = pos - high;  // ones before the bucket = elements with a smaller high part
-  for (; upper_bit(pos); ++pos, ++k) {
+  for (; pos < upper_bits_ && upper_bit(pos); ++pos, ++k) {
+    if (__builtin_expect(k >= size_, 0)) corrupt("Elias-Fano bucket runs past its elements");
     const uint64_t l = low_bits_ ? low_[k] : 0;
     if (l >= low) {
       rank = k;

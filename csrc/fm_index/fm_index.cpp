@@ -53,13 +53,16 @@ Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
   {
     Reader in = file_.section(kSectionDocStarts);
     doc_starts_.load(in);
-    if (doc_starts_.size() != info.n_docs || doc_starts_.universe() != info.text_bytes)
+    if (doc_starts_.size() != info.n_docs || doc_starts_.universe() != info.text_bytes ||
+        doc_starts_.select(0) != 0)
       in.fail("document starts do not match the header");
   }
   {
     Reader in = file_.section(kSectionDocEndRows);
     doc_end_rows_.load(in);
     if (doc_end_rows_.size() != info.n_docs) in.fail("wrong document count");
+    for (uint64_t d = 0; d < info.n_docs; ++d)
+      if (doc_end_rows_[d] >= rows) in.fail("document end row out of range");
   }
 }
 
@@ -71,6 +74,7 @@ uint64_t Shard::doc_start(uint64_t doc) const {
 uint64_t Shard::doc_length(uint64_t doc) const {
   const uint64_t start = doc_start(doc);
   const uint64_t next = doc + 1 < n_docs() ? doc_starts_.select(doc + 1) : text_bytes();
+  if (next <= start || next > text_bytes()) corrupt("document starts out of order");
   return next - start - 1;  // minus the separator
 }
 
@@ -79,6 +83,7 @@ std::vector<uint64_t> Shard::doc_lengths() const {
   uint64_t start = doc_starts_.select(0);
   for (uint64_t d = 0; d < out.size(); ++d) {
     const uint64_t next = d + 1 < out.size() ? doc_starts_.select(d + 1) : text_bytes();
+    if (next <= start || next > text_bytes()) corrupt("document starts out of order");
     out[d] = next - start - 1;
     start = next;
   }
@@ -97,7 +102,9 @@ Shard::Range Shard::search(std::string_view pattern) const {
   const auto c0 = static_cast<uint8_t>(pattern.back());
   Range r{C_[c0], C_[c0 + 1]};
   for (size_t k = pattern.size() - 1; k > 0 && !r.empty(); --k) r = extend(r, static_cast<uint8_t>(pattern[k - 1]));
-  return r.empty() ? Range{0, 0} : r;
+  if (r.empty()) return Range{0, 0};
+  if (r.hi > C_[256]) corrupt("suffix-array range out of range");
+  return r;
 }
 
 uint64_t Shard::count(std::string_view pattern) const {
@@ -110,7 +117,11 @@ uint64_t Shard::text_position(uint64_t row) const {
   const uint64_t s = sa_sample();
   for (uint64_t steps = 0; steps <= s; ++steps) {
     uint64_t k;
-    if (sa_marks_.contains(row, k)) return sa_values_[k] * s + steps;
+    if (sa_marks_.contains(row, k)) {
+      const uint64_t pos = sa_values_[k] * s + steps;
+      if (pos > text_bytes()) corrupt("suffix-array sample out of range");
+      return pos;
+    }
     uint8_t c;
     row = lf(row, c);
   }
@@ -125,8 +136,9 @@ std::vector<Occurrence> Shard::locate(std::string_view pattern, uint64_t offset,
   out.reserve(end - begin);
   for (uint64_t row = begin; row < end; ++row) {
     const uint64_t pos = text_position(row);
-    const uint64_t doc = doc_of(pos);
-    out.push_back({doc, pos - doc_starts_.select(doc)});
+    const uint64_t doc = doc_of(pos), start = doc_starts_.select(doc);
+    if (start > pos) corrupt("document starts out of order");
+    out.push_back({doc, pos - start});
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -200,7 +212,10 @@ std::string Shard::snippet(uint64_t doc, uint64_t offset, uint64_t width) const 
 
 void Shard::rows_of_isa_samples(uint64_t* ks, size_t n) const {
   if (isa_kind_ == 0) {
-    for (size_t i = 0; i < n; ++i) ks[i] = isa_[ks[i]];
+    for (size_t i = 0; i < n; ++i) {
+      if (ks[i] >= isa_.size()) corrupt("inverse suffix-array sample out of range");
+      ks[i] = isa_[ks[i]];
+    }
     return;
   }
   const uint64_t per = isa_sample() / sa_sample();
@@ -511,6 +526,7 @@ void Shard::count_serial(const SortedWindows& w, uint64_t* out) const {
         absent_from = std::max(absent_from, pos);
         break;
       }
+      if (r.hi > all.hi) corrupt("suffix-array range out of range");
       out[idx] = w.existence_only ? 1 : r.hi - r.lo;
     }
   }
@@ -570,6 +586,7 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, uint64_t* ou
         s.fetch_payload = true;
         return true;
       }
+      if (s.r.hi > all.hi) corrupt("suffix-array range out of range");
       out[idx] = w.existence_only ? 1 : s.r.hi - s.r.lo;
       ++s.k;
     }

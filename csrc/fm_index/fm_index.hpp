@@ -117,7 +117,11 @@ class Shard {
   static constexpr uint64_t kSortedWalks = 4096;
   // rows[i] = the row of text position ks[i] * isa_sample (ks in place), interleaved for kind 2.
   void rows_of_isa_samples(uint64_t* ks, size_t n) const;
-  uint64_t doc_of(uint64_t pos) const { return doc_starts_.rank(pos + 1) - 1; }
+  uint64_t doc_of(uint64_t pos) const {
+    const uint64_t r = doc_starts_.rank(pos + 1);
+    if (r == 0) corrupt("document starts out of order");  // document 0 starts at 0 (checked on load)
+    return r - 1;
+  }
   void check_doc(uint64_t doc) const;
   std::vector<uint64_t> docs_in_range(Range r) const;
 

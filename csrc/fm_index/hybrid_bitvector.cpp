@@ -101,6 +101,9 @@ void HybridBitvector::load(Reader& in) {
   supers_ = reinterpret_cast<const Super*>(in.get_array_of<uint64_t>(2 * n_supers));
   uint64_t payload_bytes;
   payload_ = in.get_array<uint8_t>(payload_bytes);
+  payload_bytes_ = payload_bytes;
+  for (uint64_t s = 0; s < n_supers; ++s)
+    if (supers_[s].offset > payload_bytes) in.fail("bitvector superblock offset out of range");
   // Bound every payload offset once so a damaged, unverified file cannot read far outside the
   // map (the body checksum is what guarantees integrity).
   for (uint64_t b = 0; b < n_blocks; ++b) {

@@ -7,6 +7,7 @@
 // superblock) plus one payload block keeps a rank to ~one cache miss.
 #pragma once
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +34,7 @@ class HybridBitvector {
     __builtin_prefetch(supers_ + i / kBlockBits / kBlocksPerSuper);
   }
   void prefetch_payload(uint64_t i) const {
+    if (i > size_) return;  // a damaged rank: access_rank reports it
     const uint64_t block = i / kBlockBits;
     const uint32_t entry = directory_[block];
     if ((entry & 3) < kPlain) return;  // all-zeros / all-ones blocks have no payload
@@ -41,7 +43,9 @@ class HybridBitvector {
     __builtin_prefetch(p + kBlockBits / 8 - 1);  // a payload of up to 64 bytes may span two lines
   }
   // Returns rank1(i) (ones in [0, i)) and stores bit i into bit (0 when i == size).
+  // Positions past size() (only a damaged file's ranks lead there) raise FormatError.
   uint64_t access_rank(uint64_t i, bool& bit) const {
+    if (__builtin_expect(i > size_, 0)) corrupt("bitvector position out of range");
     const uint64_t block = i / kBlockBits;
     const uint32_t off = static_cast<uint32_t>(i % kBlockBits);
     const uint32_t entry = directory_[block];
@@ -56,8 +60,10 @@ class HybridBitvector {
         return base + off;
       case kPlain:
         return base + plain_rank(payload_ + sup.offset + ((entry >> 2) & 0x3FFF), off, bit);
-      default:
-        return base + runs_rank(payload_ + sup.offset + ((entry >> 2) & 0x3FFF), off, bit);
+      default: {
+        const uint64_t at = sup.offset + ((entry >> 2) & 0x3FFF);  // < payload_bytes_ (checked on load)
+        return base + runs_rank(payload_ + at, off, bit, static_cast<uint32_t>(std::min<uint64_t>(payload_bytes_ - at, kRunsReach)));
+      }
     }
   }
 
@@ -82,13 +88,19 @@ class HybridBitvector {
     bit = (w >> (off & 63)) & 1;
     return ones + popcount64(w & ((uint64_t{1} << (off & 63)) - 1));
   }
+  // A runs payload is < kBlockBits / 8 bytes and is followed by another payload or the 16 padding
+  // bytes, so decoding a sound block never reads kRunsReach bytes past its start.
+  static constexpr uint64_t kRunsReach = kBlockBits / 8 + 16;
   // Decodes runs from the block start; while at a word boundary of the payload, a word whose 16
   // nibbles are all single-nibble runs ending before off is skipped with two byte-sum multiplies.
-  static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit) {
+  // avail: bytes readable from p (at most kRunsReach); a damaged block that would decode past
+  // them raises FormatError instead of reading on.
+  static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit, uint32_t avail) {
     constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0Full, kBytes = 0x0101010101010101ull;
     uint32_t pos = 0, ones = 0, nib = 0, b = 0;
     auto next = [&]() { const uint32_t v = (p[nib >> 1] >> ((nib & 1) * 4)) & 15; ++nib; return v; };
     for (;;) {
+      if (__builtin_expect((nib >> 1) + 8 > avail, 0)) corrupt("bitvector runs overrun their block");
       if ((nib & 15) == 0) {
         uint64_t w;
         std::memcpy(&w, p + (nib >> 1), 8);
@@ -124,6 +136,7 @@ class HybridBitvector {
   const uint32_t* directory_ = nullptr;
   const Super* supers_ = nullptr;
   const uint8_t* payload_ = nullptr;
+  uint64_t payload_bytes_ = 0;
 };
 
 }  // namespace rtv

@@ -45,6 +45,7 @@ void InversePermutation::load(Reader& in, uint64_t n) {
 }
 
 uint64_t InversePermutation::inverse(const IntVector& pi, uint64_t k) const {
+  if (k >= n_) throw FormatError("corrupt shard: inverse suffix-array sample out of range");
   uint64_t x = k, rank;
   bool jumped = false;
   for (uint64_t steps = 0; steps <= 2 * kStep + 2; ++steps) {

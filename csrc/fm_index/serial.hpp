@@ -15,6 +15,12 @@ class FormatError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Damage found while answering a query (a value that would index outside its array): what a file
+// opened without its body checksum can hold. Cold and out of line, so hot loops only test a bound.
+[[noreturn, gnu::cold, gnu::noinline]] inline void corrupt(const char* what) {
+  throw FormatError(std::string("corrupt shard (") + what + "); rebuild the index");
+}
+
 class Writer {
  public:
   void put_u64(uint64_t v) { append(&v, sizeof v); }
@@ -67,7 +73,7 @@ class Reader {
     return out;
   }
   [[noreturn]] void fail(const char* why) const {
-    throw FormatError("corrupt shard section '" + what_ + "': " + why);
+    throw FormatError("corrupt shard section '" + what_ + "': " + why + "; rebuild the index");
   }
 
  private:

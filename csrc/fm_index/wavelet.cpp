@@ -150,8 +150,17 @@ void WaveletTree::load(Reader& in) {
     }
     if (nodes_[v].offset > bits_.size()) in.fail("bad wavelet node offset");
   }
-  for (int c = 0; c < 256; ++c)
+  // rank_pair and walk_level follow a symbol's code without looking at the node kinds: every
+  // code must pass through internal nodes and end at its own leaf.
+  for (int c = 0; c < 256; ++c) {
     if (code_len_[c] > 64) in.fail("bad wavelet code length");
+    int32_t v = 0;
+    for (unsigned d = 0; d < code_len_[c]; ++d) {
+      const int32_t child = nodes_[v].child[(codes_[c] >> d) & 1];
+      if (d + 1 < code_len_[c] ? child < 0 : child != ~c) in.fail("wavelet code does not match the tree");
+      v = child;
+    }
+  }
 }
 
 void WaveletTree::access_many(std::vector<uint64_t>* lists, std::vector<uint64_t>* leaves) const {

@@ -28,7 +28,7 @@ class WaveletTree {
     }
     const uint64_t code = codes_[c];
     const Node* v = &nodes_[0];
-    for (unsigned d = 0; d < len; ++d) {
+    for (unsigned d = 0;;) {
       const uint64_t ones_lo = bits_.rank1(v->offset + lo) - v->ones_before;
       const uint64_t ones_hi = bits_.rank1(v->offset + hi) - v->ones_before;
       if ((code >> d) & 1) {
@@ -38,8 +38,9 @@ class WaveletTree {
         lo -= ones_lo;
         hi -= ones_hi;
       }
-      if (lo >= hi) return;
-      v = &nodes_[v->child[(code >> d) & 1]];
+      if (lo >= hi || d + 1 == len) return;
+      v = &nodes_[v->child[(code >> d) & 1]];  // internal: codes are checked against the tree on load
+      ++d;
     }
   }
   // rank_pair split into steps, so a caller can interleave many walks and overlap their cache

@@ -52,17 +52,46 @@ def write_shard(text: bytearray, directory: Path, rel: str, sa_sample: int, isa_
             "checksum": f"{shard.checksum:016x}"}
 
 
+class _CheckedShard:
+    """A shard whose FormatError at query time (damage a shard opened without verify can hold)
+    becomes the library's IndexFormatError naming the file."""
+
+    __slots__ = ("_shard", "_path")
+
+    def __init__(self, shard, path: Path):
+        self._shard = shard
+        self._path = path
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._shard, name)
+        if not callable(attr):
+            return attr
+        path, error = self._path, _fm().FormatError
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except error as exc:
+                raise IndexFormatError(f"{path}: {exc}") from None
+
+        return call
+
+
 class ExactIndex:
     """Shards opened read-only (memory-mapped); doc ids are global, counts sum over shards."""
 
-    def __init__(self, directory: Path, section: dict, verify: bool = True):
+    def __init__(self, directory: Path, section: dict, verify: bool | str = True):
+        from .manifest import FAST_VERIFY_BYTES
+
         fm = _fm()
         self.shards = []
         self.first_docs: list[int] = []
         for info in section["shards"]:
             path = directory / info["file"]
             try:
-                shard = fm.Shard(str(path), verify)
+                # verify="fast": shards over FAST_VERIFY_BYTES are not hashed (manifest.verify_files says so)
+                check = verify if isinstance(verify, bool) else path.stat().st_size <= FAST_VERIFY_BYTES
+                shard = _CheckedShard(fm.Shard(str(path), check), path)
             except fm.FormatError as exc:
                 raise IndexFormatError(f"{path}: {exc}") from None
             except (OSError, ValueError, RuntimeError) as exc:
