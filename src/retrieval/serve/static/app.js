@@ -198,7 +198,7 @@ async function showDoc(docId, extId, pattern) {
     view.replaceChildren(highlighted(doc.text, spansOf(doc.text, pattern)));
     view.hidden = false;
     const first = view.querySelector("mark");
-    if (first) first.scrollIntoView({ block: "nearest" });
+    view.scrollTop = first ? Math.max(0, first.offsetTop - view.offsetTop - 60) : 0;  // the box scrolls, not the page
     showError("");
   } catch (e) {
     showError(e.message);
