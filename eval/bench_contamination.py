@@ -27,7 +27,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-from real_corpus import read_text_file, walk_files  # eval/ is on sys.path when run as a script
+from provenance import provenance  # eval/ is on sys.path when run as a script
+from real_corpus import read_text_file, walk_files
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
@@ -181,18 +182,6 @@ def timed_run(index, bench: Path, fields, config=None, repeat: int = 3) -> dict:
             "unit": config.unit, "window": config.window}
 
 
-def _git_head() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "eval/bench_contamination.py"], cwd=HERE.parent,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except OSError:
-        return None
-
-
 def step_cost(index, bench: Path, n: int = 300) -> dict:
     """Nanoseconds per backward-search step of Index.count on texts that occur in the corpus (the
     cut-from-indexed-files entries of `bench`): each byte of such a pattern is one step, none is
@@ -241,7 +230,7 @@ def cmd_speed(args) -> None:
     rows.append({**he, "dirty_share": None, "chars_per_entry": None})
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "commit": _git_head(),
+        **provenance(),
         "corpus": {"path": str(corpus), "bytes": nbytes, "documents": info["documents"], "target_mb": args.mb},
         "index": {"bytes": info["index_bytes"], "exact_bytes": info["exact_bytes"], "shards": len(info["shards"]),
                   "build_s": None if build_s is None else round(build_s, 1)},

@@ -25,7 +25,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "eval"))
+from provenance import provenance  # noqa: E402
 
 EXTS = {".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".cuh", ".c", ".cc", ".cpp"}
 _TOK = None
@@ -119,27 +120,6 @@ def collect(files, n_max: int, model_dir: str, max_tokens: int, overlap: int, wo
                 pool.terminate()
                 break
     return texts[:n_max], np.array(doc_of[:n_max]), queries
-
-
-def provenance() -> dict:
-    """The commit this run measured (and whether the tree had edits) and the machine it ran on."""
-    import subprocess
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    cpu = platform.processor() or None
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "commit_dirty": bool(status) if status is not None else None,
-            "machine": {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
-                        "os": platform.platform(), "python": platform.python_version()}}
 
 
 def timed(fn, repeat: int = 1):
@@ -244,12 +224,12 @@ def gpu_flat(args, X, Qall, work, out):
     nq = len(Q)
     cpu_flat = faiss.IndexFlatIP(d)
     cpu_flat.add(X)
-    gpu_flat = faiss.index_cpu_to_gpu(res, 0, cpu_flat)
-    gpu_flat.search(Q[:100], 10)
-    tg, (_, truth) = timed(lambda: gpu_flat.search(Q, 10), repeat=3)
+    on_gpu = faiss.index_cpu_to_gpu(res, 0, cpu_flat)
+    on_gpu.search(Q[:100], 10)
+    tg, (_, truth) = timed(lambda: on_gpu.search(Q, 10), repeat=3)
     tc, _ = timed(lambda: cpu_flat.search(Qc, 10))
     out["flat"] = {"gpu_qps": round(nq / tg, 1), "cpu_qps": round(len(Qc) / tc, 1), "bytes_per_vector": d * 4}
-    del gpu_flat
+    del on_gpu
     out["_truth"] = truth
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from provenance import provenance  # noqa: E402
 from real_corpus import CACHE, build_corpus, load_texts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -146,21 +147,6 @@ def naive_count(corpus: bytes, p: bytes) -> int:
     return n
 
 
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "csrc", "src/retrieval/exact.py"],
-                               capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> str:
-    return f"{os.uname().machine}, {os.cpu_count()} cores"
-
-
 def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int, seed: int = 1) -> dict:
     """Extract speed, old path vs new in one run, on the same random documents and ranges:
     `one walk per range` is the previous implementation (one LF step per byte, one chain from the
@@ -244,7 +230,7 @@ def main() -> None:
         x = open_exact(out)
         e = bench_extract(x, texts, args.extract_docs, args.snippets, 200)
         result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32,
-                  "commit": commit(), "machine": machine(), "extract": e}
+                  **provenance(), "extract": e}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "bench_exact_extract.json").write_text(json.dumps(result, indent=2))
         print_extract(e)
@@ -254,7 +240,7 @@ def main() -> None:
     bpatterns = [p.encode() for p in patterns]
     rates = [int(r) for r in args.rates.split(",")]
     results: dict = {"corpus": {"path": str(corpus), "bytes": corpus_bytes, "documents": len(texts)},
-                     "machine": machine(), "commit": commit(), "rtv": {}, "peer": None}
+                     **provenance(), "rtv": {}, "peer": None}
 
     for rate in rates:
         out = CACHE / f"idx-r{rate}"

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
 
-from bench_dense import provenance, recall_at  # noqa: E402
+from bench_dense import recall_at  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 SCIFACT = ROOT / "eval" / "data" / "scifact"
 SHARED_SCIFACT = Path("/work/shared/data/scifact")

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from provenance import provenance  # noqa: E402
 
 DATA = ROOT / "eval" / "data" / "retrieval-eval"
 RESULTS = ROOT / "eval" / "results"
@@ -455,7 +456,7 @@ def main() -> None:
         study = {b.name: fusion_study(b, args) for b in benches}
         RESULTS.mkdir(parents=True, exist_ok=True)
         js = RESULTS / f"retrieval_fusion{args.tag}.json"
-        js.write_text(json.dumps({"commit": git_commit(), "machine": machine(), "benchmarks": study,
+        js.write_text(json.dumps({**provenance(), "benchmarks": study,
                                   "command": " ".join(["python"] + sys.argv)}, indent=1))
         print(f"wrote {js}")
         return
@@ -472,11 +473,10 @@ def main() -> None:
               "the hybrid+rerank row is left out", file=sys.stderr)
     results = {b.name: evaluate(b, args, reranker) for b in benches}
     out = {
-        "commit": git_commit(),
+        **provenance(),
         "settings": {"depth": args.depth, "rrf_k": 60, "rerank_top_n": args.rerank_top_n,
                      "rerank_max_length": args.rerank_max_length, "reranker": rr_path if reranker else None,
                      "warmup_queries": args.warmup, "torch_threads": torch.get_num_threads()},
-        "machine": machine(),
         "benchmarks": results,
         "command": " ".join(["python"] + sys.argv),
     }
@@ -485,23 +485,6 @@ def main() -> None:
     js.write_text(json.dumps(out, indent=1))
     plot(results, png)
     print(f"wrote {js} and {png}")
-
-
-def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version()}
-
-
-def git_commit() -> str:
-    import subprocess
-
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def plot(results: dict, path: Path) -> None:

@@ -1,0 +1,244 @@
+"""Index size per part, in bytes per corpus byte: today's layout (format 3) next to the previous
+one (format 2) and infini-gram mini's published 0.44x, side by side in one run.
+
+Indexes measured (each built here by `Index.build`, parts as named):
+- exact-only: the real-text benchmark corpus (eval/data/real-200mb.jsonl, `--mb` of it), SA rate 32.
+- exact + lexical: the same corpus.
+- full hybrid (exact + lexical + dense pq + rescoring store): the man-page retrieval corpus with
+  its GPU-made embeddings (eval/data/retrieval-eval, built by eval/retrieval_eval.py --prepare),
+  recipe pq, so that the dense part is the compressed one users get at scale.
+
+The previous layout (format 2) stored every passage's text in meta.sqlite and an FTS5 index with
+that text as external content, and a float16 rescoring store. Its bytes are measured by writing
+exactly those tables for the same passages (the same SQLite, page size and FTS5 tokenizer) and by
+the float16 store's size (n x dim x 2 + the .npy header), not estimated.
+
+Passage text now comes from the FM-index by byte range; the cost of that, per query of k=10
+passages, is timed here next to reading the text from SQLite (the previous layout).
+
+    python eval/bench_size.py --mb 200      # writes eval/results/bench_size.json and .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "eval"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RTV_SILENT", "1")
+RESULTS = ROOT / "eval" / "results"
+WORK = ROOT / "eval" / "data" / "bench-size"
+INFINIGRAM_MINI = 0.44  # infini-gram mini's index / text (its paper)
+
+
+def corpus_subset(mb: int) -> Path:
+    """The first `mb` MB of the real-text benchmark corpus (eval/real_corpus.py builds it)."""
+    from real_corpus import build_corpus
+
+    full = build_corpus(200)
+    if mb >= 200:
+        return full
+    out = WORK / f"real-{mb}mb.jsonl"
+    if not out.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        limit, total = mb * 1_000_000, 0
+        with open(full, encoding="utf-8") as src, open(out.with_suffix(".tmp"), "w", encoding="utf-8") as dst:
+            for line in src:
+                if total >= limit:
+                    break
+                dst.write(line)
+                total += len(json.loads(line)["text"].encode())
+        out.with_suffix(".tmp").rename(out)
+    return out
+
+
+def format2_bytes(index) -> dict:
+    """The previous layout's bytes for this index's passages: meta.sqlite with passage text and an
+    external-content FTS5 index over it (as format 2 wrote it), and a float16 rescoring store."""
+    tmp = WORK / "format2.sqlite"
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    db.execute("pragma journal_mode=off")
+    db.execute("create table passages (id integer primary key, doc_id integer, start integer, [end] integer, text text)")
+    db.execute("create index idx_passages_doc_id on passages(doc_id)")
+    rows = ((r["id"], r["doc_id"], r["start"], r["end"], r["text"]) for r in index.iter_passages())
+    db.executemany("insert into passages values (?, ?, ?, ?, ?)", rows)
+    db.execute("create virtual table passages_fts using fts5(text, content='passages', content_rowid='id', "
+               "tokenize='porter unicode61')")
+    db.execute("insert into passages_fts(rowid, text) select id, text from passages")
+    db.commit()
+    db.execute("vacuum")
+    pages = dict(db.execute("select name, sum(pgsize) from dbstat group by name").fetchall())
+    db.close()
+    lexical = sum(v for k, v in pages.items() if k.startswith("passages_fts"))
+    passages = pages["passages"] + pages["idx_passages_doc_id"]
+    tmp.unlink()
+    dense = index.manifest.get("dense")
+    store16 = 0 if not dense else dense["n_vectors"] * dense["dim"] * 2 + 128
+    return {"passages_with_text": passages, "lexical_external_content": lexical, "float16_store": store16}
+
+
+def text_fetch_ms(index, n_queries: int = 200, k: int = 10, seed: int = 0) -> dict:
+    """Milliseconds to get the text of k random passages: from the FM-index (today) vs from a
+    SQLite table holding the text (the previous layout), for the same passages."""
+    rng = random.Random(seed)
+    n = index.n_passages
+    batches = [[rng.randrange(n) for _ in range(k)] for _ in range(n_queries)]
+    tmp = WORK / "texts.sqlite"
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    db.execute("create table passages (id integer primary key, text text)")
+    db.executemany("insert into passages values (?, ?)", ((r["id"], r["text"]) for r in index.iter_passages()))
+    db.commit()
+
+    def fm(ids):
+        return [r["text"] for r in index.passages(ids)]
+
+    def sql(ids):
+        marks = ",".join("?" * len(ids))
+        got = dict(db.execute(f"select id, text from passages where id in ({marks})", ids).fetchall())
+        return [got[i] for i in ids]
+
+    out = {}
+    for name, fn in (("fm_index", fm), ("sqlite_text", sql)):
+        for ids in batches[:20]:
+            fn(ids)  # warm: pages in the cache, as on a serving machine
+        t = time.perf_counter()
+        for ids in batches:
+            fn(ids)
+        out[name] = round((time.perf_counter() - t) / n_queries * 1000, 3)
+    assert all(fm(ids) == sql(ids) for ids in batches[:20]), "the two texts differ"
+    db.close()
+    tmp.unlink()
+    return out
+
+
+def measure(name: str, index, corpus_desc: str) -> dict:
+    info = index.info()
+    corpus = info["corpus_bytes"]
+    new = {p: v["bytes"] for p, v in info["parts"].items()}
+    row = {"index": name, "corpus": corpus_desc, "corpus_bytes": corpus, "documents": info["documents"],
+           "passages": info["passages"], "parts": index.parts, "new_bytes": new,
+           "new_ratio": round(sum(new.values()) / corpus, 4)}
+    if "passages" in new:
+        old = format2_bytes(index)
+        old_parts = {"exact": new["exact"], "passages": old["passages_with_text"]}
+        if "lexical" in new:
+            old_parts["lexical"] = old["lexical_external_content"]
+        if "dense" in new:
+            dense = index.manifest["dense"]
+            store = sum(dense["files"][f]["bytes"] for f in (dense.get("store") or {}).get("files", []))
+            old_parts["dense"] = new["dense"] - store + (old["float16_store"] if store else 0)
+        row["format2_bytes"] = old_parts
+        row["format2_ratio"] = round(sum(old_parts.values()) / corpus, 4)
+        row["text_fetch_ms_k10"] = text_fetch_ms(index)
+    return row
+
+
+def build(src: Path, path: Path, **kw):
+    from retrieval import Index
+
+    t = time.time()
+    idx = Index.build([src], path, overwrite=path.exists(), **kw)
+    print(f"  built {path.name} in {time.time() - t:.1f}s", file=sys.stderr)
+    return idx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=200, help="MB of the real-text corpus for the exact indexes")
+    ap.add_argument("--no-hybrid", action="store_true", help="skip the full hybrid index (needs eval/data/retrieval-eval)")
+    args = ap.parse_args()
+    from provenance import provenance
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    src = corpus_subset(args.mb)
+    rows = []
+    exact = build(src, WORK / "exact", parts="exact")
+    rows.append(measure("exact-only", exact, f"real text, {args.mb} MB"))
+    exact.close()
+    shutil.rmtree(WORK / "exact")
+    lexical = build(src, WORK / "lexical", parts="exact,lexical")
+    rows.append(measure("exact + lexical", lexical, f"real text, {args.mb} MB"))
+    lexical.close()
+    shutil.rmtree(WORK / "lexical")
+    if not args.no_hybrid:
+        import retrieval_eval
+        from precomputed import precomputed_vectors
+
+        meta = json.loads((retrieval_eval.DATA / "data.json").read_text())
+        vec_dir = retrieval_eval.DATA / "vectors"
+        vecs = np.concatenate([np.load(p) for p in sorted(vec_dir.glob("vec-*.npy"))])
+        with precomputed_vectors(vecs, retrieval_eval.passage_texts(meta), str(vec_dir)):
+            full = build(retrieval_eval.DATA / "corpus.jsonl", WORK / "hybrid", parts="exact,lexical,dense",
+                         recipe="pq", passage_tokens=retrieval_eval.PASSAGE_TOKENS,
+                         passage_overlap=retrieval_eval.PASSAGE_OVERLAP, device="cpu")
+        rows.append(measure("full hybrid (dense pq)", full, "man pages + real distractors (retrieval eval)"))
+        full.close()
+        shutil.rmtree(WORK / "hybrid")
+
+    print(f"\n{'index':<24}{'part':<10}{'format 2':>10}{'format 3':>10}   (bytes per corpus byte)")
+    for r in rows:
+        c = r["corpus_bytes"]
+        for part, b in r["new_bytes"].items():
+            old = r.get("format2_bytes", {}).get(part, b)
+            print(f"{r['index']:<24}{part:<10}{old / c:>10.3f}{b / c:>10.3f}")
+        print(f"{r['index']:<24}{'total':<10}{r.get('format2_ratio', r['new_ratio']):>10.3f}{r['new_ratio']:>10.3f}")
+        if "text_fetch_ms_k10" in r:
+            t = r["text_fetch_ms_k10"]
+            print(f"{'':<24}text of 10 passages: FM-index {t['fm_index']:.2f} ms, SQLite {t['sqlite_text']:.2f} ms")
+    print(f"infini-gram mini: {INFINIGRAM_MINI}x")
+    out = {**provenance(), "mb": args.mb, "infini_gram_mini_ratio": INFINIGRAM_MINI,
+           "rows": rows, "command": " ".join(["python"] + sys.argv)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_size.json").write_text(json.dumps(out, indent=1))
+    plot(rows, RESULTS / "bench_size.png")
+    print(f"wrote {RESULTS / 'bench_size.json'} and {RESULTS / 'bench_size.png'}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"exact": "#4c72b0", "passages": "#dd8452", "lexical": "#55a868", "dense": "#c44e52"}
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels, x = [], 0
+    for r in rows:
+        for layout, key in (("format 2", "format2_bytes"), ("format 3", "new_bytes")):
+            parts = r.get(key)
+            if parts is None:
+                continue
+            bottom = 0.0
+            for part, b in parts.items():
+                v = b / r["corpus_bytes"]
+                ax.bar(x, v, bottom=bottom, color=colors[part], label=part if part not in ax.get_legend_handles_labels()[1] else None)
+                bottom += v
+            ax.text(x, bottom + 0.02, f"{bottom:.2f}", ha="center", fontsize=8)
+            labels.append(f"{r['index']}\n{layout}")
+            x += 1
+    ax.axhline(INFINIGRAM_MINI, color="gray", ls=":", lw=1)
+    ax.text(x - 0.5, INFINIGRAM_MINI + 0.02, "infini-gram mini 0.44x", ha="right", fontsize=8, color="gray")
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("bytes per corpus byte")
+    ax.set_title("rtv index size by part")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
