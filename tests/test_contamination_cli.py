@@ -124,7 +124,9 @@ def test_index_without_exact_part_or_dense(env, tmp_path):
     manifest = json.loads((env / "idx" / "gen-000001" / "manifest.json").read_text())
     manifest["exact"] = None  # an index recorded without an exact part
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("exact/")}
-    (broken / "gen-000001" / "manifest.json").write_text(json.dumps(manifest))
+    from retrieval.manifest import write_manifest
+
+    write_manifest(broken / "gen-000001", manifest)  # resealed, as a writer would
     res = _run([broken, env / "bench.jsonl.gz", "--field", "prompt"])
     assert res.exit_code == 1 and "no exact part" in res.output
     res = _run([env / "idx", env / "bench.jsonl.gz", "--field", "prompt", "--semantic"])

@@ -197,6 +197,8 @@ def check_manifest(gen: Path, m: dict) -> None:
     corpus, exact = m.get("corpus"), m.get("exact")
     if not isinstance(corpus, dict) or not _int(corpus.get("documents")):
         _fail(path, "has no corpus document count")
+    if not exact:
+        _fail(path, "has no exact part")
     if not isinstance(exact, dict) or not isinstance(exact.get("shards"), list) or not exact["shards"]:
         _fail(path, "lists no exact shards")
     next_doc = 0
