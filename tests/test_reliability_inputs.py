@@ -310,3 +310,137 @@ def test_file_size_limit_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120, env=ENV, preexec_fn=limit)
     one_line_error(res, "-o", "idx")
     assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx*"))
+
+
+# -- tracebacks where a one-line error belongs -----------------------------------------------------
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    src = d / "c.jsonl"
+    src.write_text("".join(json.dumps({"id": f"d{i}", "text": f"kilo lima mike {i} " * 5}) + "\n" for i in range(3)))
+    Index.build([src], d / "idx", dense=False).close()
+    return d / "idx"
+
+
+@pytest.mark.parametrize("name,body,where", [
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "item 0"),
+    ("deep.jsonl", '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1"),
+    ("deepobj.json", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "deepobj.json"),
+])
+def test_json_nested_too_deep_is_one_line(tmp_path, small_index, name, body, where):
+    (tmp_path / name).write_text(body)
+    one_line_error(rtv("index", tmp_path / name, "-o", tmp_path / "idx", "--no-dense"), name, where, "nested deeper")
+    one_line_error(rtv("contamination", small_index, tmp_path / name), name, "nested deeper")
+
+
+def test_unterminated_csv_quote_is_an_error_not_one_huge_entry(tmp_path, small_index):
+    path = tmp_path / "q.csv"
+    path.write_text('id,text\n1,"never closed\n2,more\n3,rows\n')
+    one_line_error(rtv("index", path, "-o", tmp_path / "idx", "--no-dense"), "q.csv", "line 2", "never closed")
+    one_line_error(rtv("contamination", small_index, path), "q.csv", "line 2", "never closed")
+    ok = tmp_path / "ok.csv"  # a closed quote spanning lines is still one cell
+    ok.write_text('id,text\n1,"two\nlines"\n2,plain\n')
+    idx = Index.build([ok], tmp_path / "ok", dense=False)
+    assert idx.n_documents == 2 and idx.count("two\nlines") == 1
+
+
+@pytest.mark.parametrize("first", [None, 5])
+def test_first_benchmark_entry_with_a_null_or_number_field(tmp_path, small_index, first):
+    path = tmp_path / "b.jsonl"
+    path.write_text(json.dumps({"id": 1, "question": first}) + "\n"
+                    + json.dumps({"id": 2, "question": "kilo lima mike 1 kilo lima mike 1 kilo lima mike 1 kilo"}) + "\n")
+    res = rtv("contamination", small_index, path, "--json")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    summary = rows[-1]
+    assert summary["fields"] == ["question"] and summary["entries"] == 2
+    assert [r["score"] for r in rows[:-1] if r.get("id") == "2"] == [1.0]
+    nested = tmp_path / "n.jsonl"  # a dotted field whose first value is null exists all the same
+    nested.write_text(json.dumps({"id": 1, "a": {"b": None}}) + "\n" + json.dumps({"id": 2, "a": {"b": "x"}}) + "\n")
+    assert rtv("contamination", small_index, nested, "--field", "a.b").returncode == 0
+
+
+def test_sample_rates_out_of_range(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_text("november")
+    for flag, value in (("--sa-sample", 1 << 32), ("--sa-sample", (1 << 20) + 1), ("--isa-sample", 10 ** 20),
+                        ("--sa-sample", 0)):
+        one_line_error(rtv("index", src, "-o", tmp_path / "idx", "--no-dense", flag, value), flag, "between 1 and 1048576")
+    assert rtv("index", src, "-o", tmp_path / "idx", "--no-dense", "--sa-sample", 1 << 20).returncode == 0
+
+
+def test_cnf_with_an_empty_separator(small_index):
+    one_line_error(rtv("cnf", small_index, "--or", "", "kilo"), "--or", "non-empty")
+
+
+def test_non_utf8_arguments(small_index, tmp_path):
+    def run(*args):
+        # the child gets the bytes back from these surrogate-escaped strings, as from a shell
+        return subprocess.run([*RTV, *map(str, args)], capture_output=True, text=True, timeout=60, env=ENV)
+    bad = os.fsdecode(b"caf\xe9")
+    one_line_error(run("count", small_index, bad), "STRINGS", "not valid UTF-8")
+    one_line_error(run("find", small_index, bad), "STRING", "not valid UTF-8")
+    one_line_error(run("query", small_index, bad, "--mode", "lexical"), "TEXT", "not valid UTF-8")
+    one_line_error(run("cnf", small_index, "kilo", bad), "GROUPS", "not valid UTF-8")
+    one_line_error(run("count", str(small_index) + bad, "kilo"), "no such index")  # a path may be any bytes
+
+
+def test_non_utf8_file_names(tmp_path):
+    c = tmp_path / "c"
+    c.mkdir()
+    name = os.fsdecode(b"caf\xe9.txt")
+    (c / name).write_text("oscar papa")
+    res = rtv("index", c, "-o", tmp_path / "idx", "--no-dense")
+    assert res.returncode == 0, res.stderr
+    res = rtv("find", tmp_path / "idx", "oscar", "--json")
+    assert res.returncode == 0 and "Traceback" not in res.stderr
+    assert json.loads(res.stdout)["ext_id"] == "caf\ufffd.txt"
+    assert rtv("index", c / name, "-o", tmp_path / "idx2", "--no-dense").returncode == 0
+
+
+@pytest.mark.parametrize("errors", ["strict", "replace"])
+def test_lone_surrogates_in_id_and_metadata(tmp_path, errors):
+    for field, line in (("id", '{"id": "a\\ud800", "text": "quebec"}'),
+                        ("metadata", '{"id": "b", "text": "quebec", "tag": {"x": ["r\\udc00"]}}'),
+                        ("key", '{"id": "c", "text": "quebec", "k\\ud800": 1}')):
+        path = tmp_path / f"{field}.jsonl"
+        path.write_text(line + "\n")
+        res = rtv("index", path, "-o", tmp_path / f"idx-{field}-{errors}", "--no-dense", "--errors", errors, "--json")
+        if errors == "strict":
+            one_line_error(res, path.name, "line 1", "lone surrogate", "--errors replace")
+        else:
+            assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+            idx = Index.open(tmp_path / f"idx-{field}-{errors}")
+            (doc,) = idx.store.documents([0])
+            assert "\ufffd" in json.dumps(doc, ensure_ascii=False) or "?" in json.dumps(doc, ensure_ascii=False)
+
+
+def test_stdout_on_a_full_device(small_index, tmp_path):
+    bench = tmp_path / "b.jsonl"
+    bench.write_text(json.dumps({"id": 1, "text": "kilo lima mike 1 " * 5}) + "\n")
+    for args in (("count", small_index, "kilo"), ("extract", small_index, "0", "--json"), ("info", small_index),
+                 ("query", small_index, "kilo", "--mode", "lexical"), ("contamination", small_index, bench, "--json"),
+                 ("contamination", small_index, bench)):
+        with open("/dev/full", "w") as full:
+            res = subprocess.run([*RTV, *map(str, args)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                                 env=ENV)
+        one_line_error(res, "standard output", "No space left")
+
+
+# -- leftovers and slow paths ----------------------------------------------------------------------
+def test_default_k_on_a_small_index_returns_what_exists(small_index):
+    from retrieval import Retriever
+
+    idx = Index.open(small_index)
+    assert idx.n_passages == 3
+    hits = idx.search("kilo", mode="lexical")
+    assert len(hits) == 3 and len({h.passage_id for h in hits}) == 3
+    assert len(Retriever(idx, mode="lexical", rerank=False).retrieve("kilo")) == 3
+    from retrieval.errors import InputError
+    with pytest.raises(InputError, match="holds only 3 passages"):
+        idx.search("kilo", k=10, mode="lexical")  # asked for explicitly: more than there is
+    res = rtv("query", small_index, "kilo", "--mode", "lexical", "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 3
+    one_line_error(rtv("query", small_index, "kilo", "--mode", "lexical", "-k", "10"), "-k 10", "only 3 passages")
+    assert len(rtv("query", small_index, "kilo", "--mode", "lexical", "-k", "2", "--json").stdout.splitlines()) == 2

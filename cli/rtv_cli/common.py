@@ -23,19 +23,71 @@ def output_options(fn):
 
         if silent:
             progress.set_silent(True)
+        check_text_arguments(kwargs)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            _write(sys.stdout.flush)  # a full device fails here, not at exit with a traceback
+            return result
         except RtvError as exc:
             raise click.ClickException(str(exc)) from None
+        except _StdoutError as exc:
+            _drop_stdout()
+            if isinstance(exc.__cause__, BrokenPipeError):  # `rtv ... | head`: the reader has what it wanted
+                sys.exit(0)
+            raise click.ClickException(f"cannot write to standard output ({exc.__cause__.strerror}); "
+                                       "free space on its device or redirect it elsewhere") from None
 
     return wrapper
 
 
+def check_text_arguments(kwargs: dict) -> None:
+    """Text arguments (patterns, queries, field names) must be UTF-8; a path may be any bytes.
+    Python hands non-UTF-8 argv bytes over as lone surrogates, which nothing can encode."""
+    ctx = click.get_current_context(silent=True)
+    params = {p.name: p for p in ctx.command.params} if ctx else {}
+    for name, value in kwargs.items():
+        param = params.get(name)
+        if param is not None and isinstance(param.type, click.Path):
+            continue
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    what = (param.opts[-1] if param.opts and param.opts[0].startswith("-") else name.upper()) if param else name
+                    raise click.ClickException(f"{what} {shown!r}: not valid UTF-8 text; pass UTF-8 "
+                                               "(check the terminal's encoding, e.g. LANG=C.UTF-8)") from None
+
+
+class _StdoutError(Exception):
+    """Writing to stdout failed (its __cause__ is the OSError)."""
+
+
+def _write(write, *args) -> None:
+    try:
+        write(*args)
+    except OSError as exc:
+        raise _StdoutError() from exc
+
+
+def _drop_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's last flush at exit cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def emit(obj: dict, as_json: bool, text: str) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        _write(sys.stdout.write, json.dumps(obj, ensure_ascii=False) + "\n")
     else:
-        click.echo(text)
+        _write(click.echo, text)
 
 
 def open_index(path: str, **kwargs):

@@ -64,6 +64,7 @@ def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresho
     from retrieval.contamination import (BenchmarkRun, ContaminationConfig, SemanticChecker, html_report,
                                          markdown_bulletin, text_table)
 
+    from .common import _write as to_stdout
     from .common import open_index
 
     config = ContaminationConfig(unit=unit, window=window, thresholds=thresholds, max_matches=max_matches,
@@ -86,23 +87,52 @@ def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresho
         for r in run:
             bar.update()
             if as_json:
-                out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+                to_stdout(out.write, json.dumps(r.to_json(), ensure_ascii=False) + "\n")
         bar.close()
         summaries.append(run.summary)
         if as_json:
-            out.write(json.dumps(run.summary.to_json(), ensure_ascii=False) + "\n")
-            out.flush()
+            to_stdout(out.write, json.dumps(run.summary.to_json(), ensure_ascii=False) + "\n")
+            to_stdout(out.flush)
     desc = f"{index_dir} ({index.n_documents} documents)"
     if html_path:
         _write(html_path, html_report(summaries, desc))
     if md_path:
         _write(md_path, markdown_bulletin(summaries, desc))
     if not as_json:
-        click.echo(text_table(summaries))
+        to_stdout(click.echo, text_table(summaries))
 
 
 def _write(path: str, text: str) -> None:
+    """Write a report whole or not at all: a temporary file beside it, renamed over it when
+    complete (a full disk leaves the old report, or none, never a cut one)."""
+    import os
+    import tempfile
+
+    target = Path(path)
+    tmp = None
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+        tmp = None
     except OSError as exc:
-        raise click.ClickException(f"{path}: cannot be written ({exc.strerror or exc}); choose another path") from None
+        raise click.ClickException(f"{path}: cannot be written ({exc.strerror or exc}); free space or choose another "
+                                   "path") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

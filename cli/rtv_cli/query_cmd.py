@@ -13,7 +13,9 @@ from .common import emit, open_index, output_options
 @click.argument("index_dir", type=click.Path())
 @click.argument("text", nargs=-1, required=True)
 @click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True)
-@click.option("-k", "k", type=int, default=DEFAULT_K, show_default=True, help="Number of passages to return.")
+@click.option("-k", "k", type=int, default=None,
+              help=f"Number of passages to return. Default: {DEFAULT_K}, or all of them when the index holds fewer "
+                   "(a -k given larger than the index is an error).")
 @click.option("--rerank/--no-rerank", default=None,
               help="Cross-encoder reranking of the fused top-n. Default: hybrid reranks when the default "
                    "cross-encoder is on disk (a notice when it is not); --rerank must load one.")

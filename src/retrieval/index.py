@@ -181,11 +181,12 @@ class Index:
             self._dense = DenseIndex.open(self.root / "dense", self.manifest["dense"], device=self._device)
         return self._dense
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", **options) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, mode: str = "hybrid", **options) -> list[Hit]:
         """Passages for one query; options as retrieval.hybrid.search (rerank="auto", fusion, ...)."""
         return self.search_batch([query], k, mode, **options)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, mode: str = "hybrid", **options) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int | None = None, mode: str = "hybrid",
+                     **options) -> list[list[Hit]]:
         from .hybrid import search
 
         return search(self, list(queries), mode=mode, k=k, **options)

@@ -31,19 +31,28 @@ MAX_QUERY_BYTES = 8192
 
 
 def check_options(mode: str, k: int, fusion: str, *, flags: bool = True) -> None:
-    """Refuse an unknown mode or fusion and a k that is not an integer >= 1."""
+    """Refuse an unknown mode or fusion and a k that is not an integer >= 1 (None: the default k)."""
     dash1, dash2 = ("-", "--") if flags else ("", "")
     if mode not in MODES:
         raise InputError(f"{dash2}mode {mode!r}: use one of {', '.join(MODES)}")
     if fusion not in FUSIONS:
         raise InputError(f"{dash2}fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise InputError(f"{dash1}k {k!r}: must be >= 1 (a whole number of results)")
 
 
 def check_rerank(rerank) -> None:
     if rerank not in RERANK_POLICIES or (rerank == 1 and rerank is not True) or (rerank == 0 and rerank is not False):
         raise InputError(f"rerank {rerank!r}: use 'auto', True or False")
+
+
+def resolve_k(k: int | None, n_passages: int) -> int:
+    """The number of results to return: k None (not given) is DEFAULT_K, or every passage when
+    the index holds fewer; a k given explicitly that is larger than the index is an error."""
+    if k is None:
+        return min(DEFAULT_K, n_passages)
+    check_k_fits(k, n_passages)
+    return k
 
 
 def check_k_fits(k: int, n_passages: int) -> None:

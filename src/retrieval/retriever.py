@@ -29,7 +29,7 @@ from .options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, DEFAULT_RERANK, ch
 
 
 class Retriever:
-    def __init__(self, path_or_index, mode: str = DEFAULT_MODE, k: int = DEFAULT_K, rerank=DEFAULT_RERANK,
+    def __init__(self, path_or_index, mode: str = DEFAULT_MODE, k: int | None = None, rerank=DEFAULT_RERANK,
                  reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
                  rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, device: str = "auto",
                  token: str | None = None):
@@ -77,7 +77,7 @@ class Retriever:
         if isinstance(queries, str):
             raise InputError("batch() takes a list of queries; use retrieve() for one query")
         if self.remote:
-            return self.index.search_batch(list(queries), k=k or self.k, mode=self.mode, rerank=self._remote_rerank,
+            return self.index.search_batch(list(queries), k=k or self.k or DEFAULT_K, mode=self.mode, rerank=self._remote_rerank,
                                            fusion=self.fusion, depth=self.depth, weights=self.weights,
                                            rerank_top_n=self._rerank_top_n)
         return search(self.index, list(queries), mode=self.mode, k=k or self.k, rerank=self.reranker is not None,

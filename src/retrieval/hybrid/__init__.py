@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..hits import Hit, join_hits
-from ..options import DEFAULT_FUSION, DEFAULT_RERANK, MODES, check_k_fits, check_options, check_queries
+from ..options import DEFAULT_FUSION, DEFAULT_RERANK, MODES, check_options, check_queries, resolve_k
 
 Ranked = list[tuple[int, float]]  # (passage_id, score), best first
 
@@ -112,7 +112,7 @@ def to_hits(index, ranking: Ranking, k: int, patterns: Sequence[str]) -> list[Hi
 
 
 # -- the search -------------------------------------------------------------------------------------
-def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int = 10, rerank="auto",
+def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | None = None, rerank="auto",
            reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
            rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, rrf_k: int = 60,
            rare_max: int = 50, device: str | None = None, timings: dict | None = None) -> list[list[Hit]]:
@@ -131,7 +131,7 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int = 1
     index.require("passages", f"--mode {mode}")
     if mode in ("dense", "lexical"):
         index.require(mode, f"--mode {mode}")
-    check_k_fits(k, index.n_passages)
+    k = resolve_k(k, index.n_passages)  # None: 10, or fewer on a smaller index; an explicit k must fit
     depth = max(100, k) if depth is None else int(depth)
     if depth < 1:
         raise InputError(f"depth {depth}: must be >= 1")

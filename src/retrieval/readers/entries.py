@@ -60,11 +60,22 @@ def get_field(obj, name: str):
 
 
 def _has_field(obj, name: str) -> bool:
+    """Whether the field exists (its value may be null)."""
     if not isinstance(obj, dict):
         return False
     if name in obj:
         return True
-    return "." in name and get_field(obj, name) is not None
+    if "." not in name:
+        return False
+    cur = obj
+    for part in name.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return False
+    return True
 
 
 def _texts(value) -> list[str]:
@@ -119,7 +130,9 @@ class BenchmarkReader:
         keys = list(first.keys())
         shown = ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "")
         if self.fields is None:
-            found = [f for f in DEFAULT_TEXT_FIELDS if isinstance(first.get(f), str)]
+            # a field holding text; else one that is present (null or a number in the first entry)
+            found = ([f for f in DEFAULT_TEXT_FIELDS if isinstance(first.get(f), str)]
+                     or [f for f in DEFAULT_TEXT_FIELDS if f in first])
             if not found:
                 raise InputError(
                     f"{where}: no field to check was named and none of {', '.join(DEFAULT_TEXT_FIELDS)} exists; "

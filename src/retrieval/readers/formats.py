@@ -29,6 +29,7 @@ JSON_CHUNK_BYTES = 1 << 20  # bytes read at a time when streaming a JSON array
 MAX_JSON_OBJECT_BYTES = 512 * 1024 * 1024
 JSON_SPACE = " \t\r\n"
 BOM = "\ufeff"
+TOO_DEEP = "JSON nested deeper than the parser allows (about 1000 levels); flatten it"
 
 
 @dataclass
@@ -150,6 +151,8 @@ def _jsonl(path: Path, compression: str | None, decoding: Decoding) -> Iterator[
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: line {lineno}: invalid JSON ({exc.msg}); fix or remove the line") from None
+            except RecursionError:
+                raise InputError(f"{path}: line {lineno}: {TOO_DEEP}") from None
             yield Record(obj, f"line {lineno}", str(lineno))
 
 
@@ -157,12 +160,19 @@ def _csv(path: Path, compression: str | None, decoding: Decoding, delimiter: str
     csv.field_size_limit(sys.maxsize)  # one cell may hold a whole document
     with open_binary(path, compression) as stream:
         # csv wants lines with their line ends (newline="" semantics), which binary lines keep
-        reader = csv.DictReader((text for _, text in _decoded_lines(stream, path, decoding)), delimiter=delimiter)
+        # strict: a quote that is never closed is an error, not the rest of the file as one cell
+        reader = csv.DictReader((text for _, text in _decoded_lines(stream, path, decoding)), delimiter=delimiter,
+                                strict=True)
+        last = 1  # the last line of the previous row
         try:
             for row in reader:
                 # line_num: the row's last line (1-based; the header is line 1)
                 yield Record(row, f"line {reader.line_num}", str(reader.line_num))
+                last = reader.line_num
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise InputError(f"{path}: line {last + 1}: a quoted field is never closed (the file ends inside it); "
+                                 "close the quote or escape it as \"\"") from None
             raise InputError(f"{path}: line {reader.line_num}: invalid CSV ({exc}); fix the file") from None
 
 
@@ -189,6 +199,8 @@ def _json(path: Path, compression: str | None, decoding: Decoding, record_fields
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg}); fix the file") from None
+    except RecursionError:
+        raise InputError(f"{path}: {TOO_DEEP}") from None
     yield from _object_records(obj, record_fields)
 
 
@@ -246,7 +258,10 @@ def _json_array(path: Path, buf: str, chunks: Iterator[str]) -> Iterator[Record]
             raise InputError(f"{path}: content after the closing ] of the JSON array; one array per file, or use JSONL")
         while True:
             try:
-                obj, end = decoder.raw_decode(buf, pos)
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                except RecursionError:
+                    raise InputError(f"{path}: item {i}: {TOO_DEEP}") from None
                 if end == len(buf) and not eof:  # a number at the end may go on in the next chunk
                     raise json.JSONDecodeError("need more", buf, end)
                 break
