@@ -444,3 +444,62 @@ def test_default_k_on_a_small_index_returns_what_exists(small_index):
     assert len(res.stdout.splitlines()) == 3
     one_line_error(rtv("query", small_index, "kilo", "--mode", "lexical", "-k", "10"), "-k 10", "only 3 passages")
     assert len(rtv("query", small_index, "kilo", "--mode", "lexical", "-k", "2", "--json").stdout.splitlines()) == 2
+
+
+def test_python_api_type_errors(small_index):
+    idx = Index.open(small_index)
+    for bad in (5, 2.5, None, ["kilo"]):
+        with pytest.raises(TypeError, match="expected str or bytes"):
+            idx.count(bad)
+    with pytest.raises(TypeError, match="expected a list of patterns"):
+        idx.count_many("kilo")
+    with pytest.raises(TypeError, match="expected a list of queries"):
+        idx.search_batch("kilo lima", mode="lexical")
+    assert idx.count(b"kilo") == idx.count("kilo") == 15  # the oracle: 3 documents x 5 repeats
+    assert [len(h) for h in idx.search_batch(["kilo", "lima"], mode="lexical")] == [3, 3]
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9"])  # this machine's hub / a closed port
+def test_offline_rerank_fails_at_once(small_index, tmp_path, endpoint):
+    env = {k: v for k, v in ENV.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
+    else:
+        import socket
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+            pytest.skip("the hub is reachable from here")
+        except OSError:
+            pass
+    start = time.time()
+    res = rtv("query", small_index, "kilo", "--mode", "lexical", "--rerank", "--silent", env=env, timeout=60)
+    elapsed = time.time() - start
+    one_line_error(res, "reranker", "cannot be reached", "--reranker DIR")
+    assert elapsed < 20, elapsed  # was ~52 s of hub retries
+    script = (f"import time; from retrieval import Retriever; from retrieval.errors import ModelError\n"
+              f"t = time.time()\n"
+              f"try:\n    Retriever({str(small_index)!r}, mode='lexical', rerank=True)\n"
+              f"except ModelError as e:\n    print('ModelError', round(time.time() - t, 1), e)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.stdout.startswith("ModelError") and float(out.stdout.split()[1]) < 15, out.stdout + out.stderr
+
+
+def test_html_report_is_written_whole_or_not_at_all(small_index, tmp_path):
+    import resource
+
+    bench = tmp_path / "b.jsonl"
+    bench.write_text(json.dumps({"id": 1, "text": "kilo lima mike 1 " * 5}) + "\n")
+    report = tmp_path / "r.html"
+    report.write_text("old report")
+
+    def limit():  # the report is larger than this: its write fails like on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    res = subprocess.run([*RTV, "contamination", str(small_index), str(bench), "--html", str(report)],
+                         capture_output=True, text=True, timeout=120, env=ENV, preexec_fn=limit)
+    one_line_error(res, "r.html", "cannot be written")
+    assert report.read_text() == "old report"  # not a cut or 0-byte file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "r.html"]  # no temp file left
+    assert rtv("contamination", small_index, bench, "--html", report).returncode == 0
+    assert report.read_text().startswith("<!") and "</html>" in report.read_text()

@@ -22,7 +22,15 @@ def _fm():
 
 
 def as_pattern(pattern: str | bytes, what: str = "pattern") -> bytes:
-    data = pattern.encode("utf-8") if isinstance(pattern, str) else bytes(pattern)
+    if isinstance(pattern, str):
+        try:
+            data = pattern.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{what} {pattern!r}: not valid Unicode (a lone surrogate); pass valid text or bytes") from None
+    elif isinstance(pattern, (bytes, bytearray, memoryview)):
+        data = bytes(pattern)
+    else:  # bytes(5) would be five NUL bytes
+        raise TypeError(f"{what}: expected str or bytes, got {type(pattern).__name__} ({pattern!r})")
     if not data:
         raise InputError(f"empty {what}; give a non-empty string")
     return data
@@ -108,6 +116,8 @@ class ExactIndex:
         return sum(s.count(p) for s in self.shards)
 
     def count_many(self, patterns: Sequence[str | bytes]) -> np.ndarray:
+        if isinstance(patterns, (str, bytes)):
+            raise TypeError("count_many: expected a list of patterns, got one string; use count() or pass [pattern]")
         ps = [as_pattern(p) for p in patterns]
         total = np.zeros(len(ps), dtype=np.int64)
         for s in self.shards:

@@ -189,6 +189,8 @@ class Index:
                      **options) -> list[list[Hit]]:
         from .hybrid import search
 
+        if isinstance(queries, (str, bytes)):  # list("text") would be one query per character
+            raise TypeError("search_batch: expected a list of queries, got one string; use search() or pass [query]")
         return search(self, list(queries), mode=mode, k=k, **options)
 
     def info(self) -> dict:

@@ -57,7 +57,34 @@ def resolve_model(name: str | os.PathLike | None) -> str:
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in ("", "0"):
         raise ModelError(f"reranker {name!r}: not in the local Hugging Face cache and the hub is offline "
                          f"(HF_HUB_OFFLINE is set); {_how_to_fix(name)}")
+    host = _hub_unreachable()  # else the hub client retries for about a minute before it gives up
+    if host:
+        raise ModelError(f"reranker {name!r}: not in the local Hugging Face cache and the hub ({host}) cannot be "
+                         f"reached; {_how_to_fix(name)}")
     return name
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """The hub's host when a TCP connection to it fails within `timeout` seconds (name lookup
+    included, which a socket timeout does not bound: it runs in a thread); None when it answers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return None if result and result[0] else host
 
 
 class Reranker:
