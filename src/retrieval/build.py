@@ -7,8 +7,12 @@
 
 The per-shard step (`ShardStep`) is a function of its `ShardInput` alone that writes only its own
 file, and the driver assigns global passage ids when it collects the outputs in shard order. So a
-runner can run shards one after another (`run_serial`, today's) or in worker processes or cluster
-tasks without changing the step.
+runner can run shards one after another (`run_serial`, for --workers 1) or in worker processes
+(`ProcessRunner`, for --workers N) or cluster tasks without changing the step. The step has two
+halves: `ShardStep.build` (the exact shard file and the passages, chunked with the embedder's
+tokenizer, which pickles) runs wherever the runner puts it; `ShardStep.embed` (the passages'
+vectors) runs in the driver, which holds the model once (torch already uses every core there)
+and embeds each shard's passages as its output comes back, while the workers build the next.
 
 Publishing (manifest.py describes the layout): one build per index path at a time (a lock that
 names its holder); the build writes a new generation beside the live one and makes it live with
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import shutil
 import signal
@@ -36,7 +41,7 @@ import numpy as np
 from . import __version__
 from .corpus import ReadOptions, read_documents
 from .readers.documents import as_paths
-from .errors import InputError
+from .errors import InputError, RtvError
 from .exact import MAX_SHARD_BYTES, SEPARATOR, write_shard
 from .manifest import (CURRENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST, file_entry, fsync_dir, generation_name,
                        generations, publish, write_manifest)
@@ -44,6 +49,11 @@ from .progress import bar
 from .store import Store
 
 DEFAULT_SHARD_SIZE = 1 << 30
+# Peak memory of building one shard, in bytes per byte of the shard's text (the suffix array by
+# SA-IS, the BWT, the wavelet tree and the samples, measured on the 200 MB real corpus; issue 12).
+# The one place this figure lives: --max-memory divides by it, and `rtv index --help` quotes it.
+BUILD_BYTES_PER_TEXT_BYTE = 8.6
+MEMORY_FRACTION = 0.8  # the default --max-memory: this share of MemAvailable
 MAX_SAMPLE_RATE = 1 << 20  # the shard format's limit (csrc/fm_index/build.cpp)
 PARTS = ("exact", "lexical", "dense")  # exact always; lexical and dense need passages
 
@@ -74,6 +84,14 @@ class BuildSettings:
     passage_tokens: int = 256
     passage_overlap: int = 32
     parts: Sequence[str] | None = None  # None: exact + lexical + dense when installed (see `dense`)
+    workers: int | None = None  # shards built at once in worker processes; None: the cores we may use
+    max_memory: int | None = None  # bytes for the shard builds at once; None: 80% of MemAvailable
+
+    def resolve_workers(self) -> int:
+        return self.workers if self.workers is not None else usable_cores()
+
+    def resolve_max_memory(self) -> int:
+        return self.max_memory if self.max_memory is not None else default_max_memory()
 
     def resolve_parts(self) -> tuple[str, ...]:
         """The parts to build: `parts`, or every part that is installed; `dense` True/False adds or
@@ -106,6 +124,43 @@ class BuildSettings:
         if self.passage_tokens < 8 or not 0 <= self.passage_overlap < self.passage_tokens:
             raise InputError(f"passage tokens {self.passage_tokens} / overlap {self.passage_overlap}: "
                              "need tokens >= 8 and 0 <= overlap < tokens")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise InputError(f"--workers {self.workers}: must be a whole number >= 1")
+        if self.max_memory is not None and (isinstance(self.max_memory, bool) or self.max_memory <= 0):
+            raise InputError(f"--max-memory {self.max_memory}: must be a positive size (e.g. 8G)")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which taskset and cgroups narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_max_memory() -> int:
+    """MEMORY_FRACTION of MemAvailable (/proc/meminfo); 4 GiB where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * MEMORY_FRACTION)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+def shard_build_memory(text_bytes: int) -> int:
+    """Bytes that building a shard of `text_bytes` needs at its peak (BUILD_BYTES_PER_TEXT_BYTE)."""
+    return int(math.ceil(text_bytes * BUILD_BYTES_PER_TEXT_BYTE))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 @dataclass
@@ -161,38 +216,58 @@ def plan_shards(documents: Iterable, shard_size: int) -> Iterator[ShardInput]:
 
 
 class ShardStep:
-    """The per-shard step with what it shares across shards (the parts, the embedder loaded once)."""
+    """The per-shard step with what it shares across shards (the parts, the embedder loaded once).
 
-    def __init__(self, directory: Path, settings: BuildSettings, parts: Sequence[str], embedder=None):
+    `build` (exact shard + passages) needs no model, only the tokenizer that chunks passages, and
+    `for_workers()` is a copy of the step without the embedder that pickles into worker processes;
+    `embed` adds the vectors where the embedder is. Calling the step does both."""
+
+    def __init__(self, directory: Path, settings: BuildSettings, parts: Sequence[str], embedder=None,
+                 tokenizer=None, quiet: bool = False):
         self.directory = directory
         self.settings = settings
         self.parts = parts
         self.embedder = embedder
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(embedder, "tokenizer", None)
+        self.quiet = quiet  # no per-shard progress bars (in worker processes: they would interleave)
+
+    def for_workers(self) -> "ShardStep":
+        return ShardStep(self.directory, self.settings, self.parts, None, self.tokenizer, quiet=True)
 
     def __call__(self, shard: ShardInput) -> ShardOutput:
+        return self.embed(self.build(shard))
+
+    def build(self, shard: ShardInput) -> ShardOutput:
+        """The shard file and the shard's passages (with their texts whenever there are passages:
+        `embed` needs them and drops them again when there is no lexical part)."""
         from .chunking import chunk_spans
 
         s = self.settings
         exact = write_shard(shard.text, self.directory, shard.file, s.sa_sample, s.isa_sample,
-                            desc=f"shard {shard.number}")
+                            desc=f"shard {shard.number}", progress=not self.quiet)
         passages: list[tuple[int, int, int]] = []
         texts: list[str] = []
         if "lexical" in self.parts or "dense" in self.parts:
-            tokenizer = self.embedder.tokenizer if self.embedder is not None else None
             at = 0
             for row in shard.docs:  # the shard's text is the documents' bytes, each followed by 0xFF
                 data = bytes(shard.text[at:at + row["length"]])
                 at += row["length"] + 1
-                for start, end in chunk_spans(data.decode("utf-8"), s.passage_tokens, s.passage_overlap, tokenizer):
+                for start, end in chunk_spans(data.decode("utf-8"), s.passage_tokens, s.passage_overlap,
+                                              self.tokenizer):
                     passages.append((row["id"], start, end))
                     texts.append(data[start:end].decode("utf-8", errors="replace"))
-        vectors = None
-        if self.embedder is not None and passages:
+        return ShardOutput(shard.number, shard.first_doc, exact, shard.docs, passages,
+                           texts if passages or "lexical" in self.parts else None, None)
+
+    def embed(self, out: ShardOutput) -> ShardOutput:
+        """The vectors of a built shard's passages (with the embedder: in the driver)."""
+        if self.embedder is not None and out.passages:
             from .dense import embed_passages
 
-            vectors = embed_passages(texts, len(texts), self.embedder)
-        return ShardOutput(shard.number, shard.first_doc, exact, shard.docs, passages,
-                           texts if "lexical" in self.parts else None, vectors)
+            out.vectors = embed_passages(out.texts, len(out.texts), self.embedder)
+        if "lexical" not in self.parts:
+            out.texts = None
+        return out
 
 
 Runner = Callable[[Callable[[ShardInput], ShardOutput], Iterable[ShardInput]], Iterator[ShardOutput]]
@@ -205,12 +280,153 @@ def run_serial(step: Callable[[ShardInput], ShardOutput], shards: Iterable[Shard
         yield step(shard)
 
 
+_WORKER_STEP: ShardStep | None = None
+
+
+def _worker_init(step: ShardStep) -> None:
+    global _WORKER_STEP
+    from .progress import set_silent
+
+    set_silent(True)  # the driver shows one bar for the shards
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker; the workers are the parallelism
+    _WORKER_STEP = step
+
+
+def _worker_build(shard: ShardInput) -> ShardOutput:
+    return _WORKER_STEP.build(shard)
+
+
+class ProcessRunner:
+    """Shards built concurrently in `workers` worker processes (the 'spawn' context: the driver
+    may hold torch, which must not be forked), at most as many at once as `max_memory` allows
+    (`shard_build_memory` each), outputs yielded in shard order with their vectors added here by
+    `step.embed`. `strict`: a shard that needs more than max_memory on its own is an error (an
+    explicit --max-memory); otherwise it runs alone. A corpus of one shard is built in this process
+    (no pool is started)."""
+
+    def __init__(self, workers: int, max_memory: int, strict: bool = True):
+        self.workers = workers
+        self.max_memory = max_memory
+        self.strict = strict
+        self.peak_reserved = 0  # the most memory reserved by shard builds at once (tests, benchmarks)
+
+    def _need(self, shard: ShardInput) -> int:
+        need = shard_build_memory(len(shard.text))
+        if need > self.max_memory:
+            if self.strict:
+                raise InputError(f"--max-memory {_size(self.max_memory)}: shard {shard.number} ({_size(len(shard.text))} "
+                                 f"of text) needs about {_size(need)} to build ({BUILD_BYTES_PER_TEXT_BYTE} bytes per "
+                                 "text byte); raise --max-memory or lower --shard-size")
+            return self.max_memory  # runs alone
+        return need
+
+    def __call__(self, step: ShardStep, shards: Iterable[ShardInput]) -> Iterator[ShardOutput]:
+        import multiprocessing as mp
+        from collections import deque
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        shards = iter(shards)
+        first = next(shards, None)
+        if first is None:
+            return
+        self._need(first)
+        second = next(shards, None)
+        if second is None:  # one shard: no pool to start
+            yield step(first)
+            return
+        pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                   initargs=(step.for_workers(),))
+        pending: deque = deque()  # (future, memory reserved), in shard order
+        running: dict = {}  # future -> memory reserved, until it completes
+        progress = bar(desc="shards built", unit="shard")
+        ok = False
+
+        def collect():
+            fut, _ = pending.popleft()
+            try:
+                out = fut.result()
+            except BrokenProcessPool:
+                raise InputError("a shard-building worker process died (out of memory?); lower --workers or "
+                                 "--max-memory, or use a smaller --shard-size") from None
+            progress.update()
+            return step.embed(out)
+
+        def wait_for_room(need: int) -> None:
+            while running and (len(running) >= self.workers or sum(running.values()) + need > self.max_memory):
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for f in done:
+                    running.pop(f)
+
+        head = deque([first, second])
+        del first, second  # the texts must go once built (the queue below drops them)
+
+        def stream():
+            while head:
+                yield head.popleft()
+            yield from shards
+
+        try:
+            for shard in stream():
+                need = self._need(shard)
+                wait_for_room(need)
+                while pending and pending[0][0].done():
+                    yield collect()
+                fut = pool.submit(_worker_build, shard)
+                del shard  # the pool's work item holds the text until the worker has it
+                running[fut] = need
+                self.peak_reserved = max(self.peak_reserved, sum(running.values()))
+                pending.append((fut, need))
+                # bound what waits in this process (finished outputs, queued texts) to ~2 x workers
+                while len(pending) > 2 * self.workers:
+                    yield collect()
+            while pending:
+                yield collect()
+            ok = True
+        finally:
+            progress.close()
+            if ok:
+                pool.shutdown(wait=True)
+            else:  # an error or an abandoned build: stop the workers before the directory goes
+                _stop_workers(pool)
+
+
+def _stop_workers(pool) -> None:
+    """Cancel what is queued and terminate the worker processes (their shard files are in the
+    build's temporary directory, which the caller removes next), then reap them."""
+    processes = list(getattr(pool, "_processes", {}).values())  # no public API before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=30)
+
+
+def default_runner(settings: BuildSettings) -> Runner:
+    """run_serial for --workers 1, else a ProcessRunner within --max-memory."""
+    workers = settings.resolve_workers()
+    if workers == 1 and settings.max_memory is None:
+        return run_serial
+    runner = ProcessRunner(workers, settings.resolve_max_memory(), strict=settings.max_memory is not None)
+    if workers == 1:  # an explicit budget still refuses a shard that does not fit
+        def serial_within(step, shards):
+            for shard in shards:
+                runner._need(shard)
+                yield step(shard)
+        return serial_within
+    return runner
+
+
 def build_index(sources: Iterable[str | Path], path: str | Path, settings: BuildSettings | None = None,
-                *, overwrite: bool = False, runner: Runner = run_serial) -> Path:
+                *, overwrite: bool = False, runner: Runner | None = None) -> Path:
     """Build an index directory at `path` (a new generation of it, with overwrite=True); returns
-    `path`. Nothing changes at `path` unless the whole build completes."""
+    `path`. Nothing changes at `path` unless the whole build completes. `runner`: how shards are
+    run (default: `default_runner(settings)`, from settings.workers and settings.max_memory)."""
     settings = settings or BuildSettings()
     settings.check()
+    if runner is None:
+        runner = default_runner(settings)
     path = Path(path)
     sources = as_paths(sources)  # one path or a list (a str is never iterated by character)
     parts = settings.resolve_parts()
@@ -254,14 +470,22 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
 
     shards, vectors = [], []
     n_docs = n_bytes = 0
-    for out in runner(ShardStep(tmp, s, parts, embedder), plan_shards(documents(), s.shard_size)):
-        store.add_documents(out.docs)
-        store.add_passages(out.passages, out.texts)  # in shard order, so passage ids follow the shards
-        shards.append({**out.exact, "first_doc": out.first_doc})
-        if out.vectors is not None:
-            vectors.append(out.vectors)
-        n_docs += len(out.docs)
-        n_bytes += sum(d["length"] for d in out.docs)
+    outputs = runner(ShardStep(tmp, s, parts, embedder), plan_shards(documents(), s.shard_size))
+    try:
+        for out in outputs:
+            if out.number != len(shards):
+                raise RtvError(f"the runner returned shard {out.number} where shard {len(shards)} belongs")
+            store.add_documents(out.docs)
+            store.add_passages(out.passages, out.texts)  # in shard order, so passage ids follow the shards
+            shards.append({**out.exact, "first_doc": out.first_doc})
+            if out.vectors is not None:
+                vectors.append(out.vectors)
+            n_docs += len(out.docs)
+            n_bytes += sum(d["length"] for d in out.docs)
+    finally:
+        close = getattr(outputs, "close", None)
+        if close is not None:
+            close()  # a runner's workers stop before the caller removes the directory they write in
     progress.close()
     if n_docs == 0:
         raise InputError(f"{', '.join(map(str, sources))}: the corpus has no non-empty documents; nothing to index")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,27 +38,58 @@ def as_pattern(pattern: str | bytes, what: str = "pattern") -> bytes:
 
 
 def write_shard(text: bytearray, directory: Path, rel: str, sa_sample: int, isa_sample: int,
-                desc: str = "shard") -> dict:
+                desc: str = "shard", progress: bool = True) -> dict:
     """Build the FM-index shard of `text` (documents' bytes, each followed by 0xFF) at
-    directory/rel, with a progress bar per build stage; returns its manifest entry."""
+    directory/rel, with a progress bar per build stage (unless progress=False); returns its
+    manifest entry."""
     path = directory / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    progress = bar(desc=desc, unit="B", unit_scale=True)
+    if not progress:
+        _fm().build_shard(text, str(path), sa_sample, isa_sample, None)
+        return _shard_entry(path, rel, len(text))
+    bar_ = bar(desc=desc, unit="B", unit_scale=True)
     stage = [None]
 
     def report(name: str, done: int, total: int) -> None:
         if stage[0] != name:
             stage[0] = name
-            progress.reset(total=total)
-            progress.set_description(f"{desc}: {name}")
-        progress.n = done
-        progress.refresh()
+            bar_.reset(total=total)
+            bar_.set_description(f"{desc}: {name}")
+        bar_.n = done
+        bar_.refresh()
 
     _fm().build_shard(text, str(path), sa_sample, isa_sample, report)
-    progress.close()
+    bar_.close()
+    return _shard_entry(path, rel, len(text))
+
+
+def _shard_entry(path: Path, rel: str, text_bytes: int) -> dict:
     shard = _fm().Shard(str(path), False)
-    return {"file": rel, "n_docs": shard.n_docs, "text_bytes": len(text), "bytes": path.stat().st_size,
+    return {"file": rel, "n_docs": shard.n_docs, "text_bytes": text_bytes, "bytes": path.stat().st_size,
             "checksum": f"{shard.checksum:016x}"}
+
+
+def _page(counts: Sequence[int], offset: int, limit: int) -> list[tuple[int, int] | None]:
+    """Which slice (offset, limit) of each shard's occurrences makes the page [offset, offset +
+    limit) of the occurrences in shard order; None for a shard the page does not reach."""
+    plan: list[tuple[int, int] | None] = []
+    for n in counts:
+        if limit <= 0 or offset >= n:
+            plan.append(None)
+            offset -= min(offset, n)
+            continue
+        take = min(limit, n - offset)
+        plan.append((offset, take))
+        limit -= take
+        offset = 0
+    return plan
+
+
+def _locate(shard, pattern: bytes, first: int, cut):
+    if cut is None:
+        return None
+    d, o = shard.locate(pattern, cut[0], cut[1])
+    return np.asarray(d) + first, np.asarray(o)
 
 
 class _CheckedShard:
@@ -85,10 +117,24 @@ class _CheckedShard:
         return call
 
 
-class ExactIndex:
-    """Shards opened read-only (memory-mapped); doc ids are global, counts sum over shards."""
+def _usable_cores() -> int:
+    import os
 
-    def __init__(self, directory: Path, section: dict, verify: bool | str = True):
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class ExactIndex:
+    """Shards opened read-only (memory-mapped); doc ids are global, counts sum over shards.
+
+    A query over several shards fans out on a thread pool that the index shares across its
+    queries (`threads` of them, default: one per shard up to the usable cores; the C++ calls
+    release the GIL, so the shards are searched at once) and merges in shard order, so answers
+    equal the serial loop's. One shard, or threads=1, stays on the calling thread."""
+
+    def __init__(self, directory: Path, section: dict, verify: bool | str = True, threads: int | None = None):
         from .manifest import FAST_VERIFY_BYTES
 
         fm = _fm()
@@ -109,6 +155,37 @@ class ExactIndex:
             self.shards.append(shard)
             self.first_docs.append(info["first_doc"])
         self.n_docs = sum(s.n_docs for s in self.shards)
+        self.threads = min(len(self.shards), _usable_cores()) if threads is None else max(1, int(threads))
+        self._pool = None
+        self._pool_lock = threading.Lock()
+
+    # -- the fan-out --------------------------------------------------------------------------------
+    def map_shards(self, fn: Callable, *columns: Sequence) -> list:
+        """[fn(shard, *row) for each shard and its row of `columns`], in shard order: on the shared
+        pool when there are several shards and threads > 1, else in this thread. The first error
+        (in shard order) is raised."""
+        rows = list(zip(self.shards, *columns)) if columns else [(s,) for s in self.shards]
+        if self.threads <= 1 or len(rows) <= 1:
+            return [fn(*row) for row in rows]
+        pool = self._executor()
+        futures = [pool.submit(fn, *row) for row in rows]
+        return [f.result() for f in futures]
+
+    def _executor(self):
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rtv-shard")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the fan-out threads (queries after this run them again on a new pool)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- counting ---------------------------------------------------------------------------------
     def count(self, pattern: str | bytes) -> int:
@@ -142,12 +219,12 @@ class ExactIndex:
             raise InputError("count_windows: a window lies outside the text or is empty")
         if not self.shards:
             return np.zeros((0, len(starts)), dtype=np.int64)
-        return np.stack([np.asarray(s.count_windows(text, starts, lengths, existence_only)) for s in self.shards])
+        return np.stack(self.map_shards(lambda s: np.asarray(s.count_windows(text, starts, lengths, existence_only))))
 
     def shard_counts(self, pattern: str | bytes) -> list[int]:
         """Occurrences of `pattern` in each shard (one backward search per shard)."""
         p = as_pattern(pattern)
-        return [int(s.count(p)) for s in self.shards]
+        return self.map_shards(lambda s: int(s.count(p)))
 
     # -- locating ---------------------------------------------------------------------------------
     def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -156,19 +233,27 @@ class ExactIndex:
         p = as_pattern(pattern)
         if offset < 0 or limit < 0:
             raise InputError("find: offset and limit must be >= 0")
-        docs, offs = [], []
-        for shard, first in zip(self.shards, self.first_docs):
-            if limit <= 0:
-                break
-            n = shard.count(p)
-            if offset >= n:
-                offset -= n
-                continue
-            d, o = shard.locate(p, offset, limit)
-            docs.append(d + first)
-            offs.append(o)
-            limit -= len(d)
-            offset = 0
+        if self.threads > 1 and len(self.shards) > 1:
+            # counts of every shard at once, then the page's slice of each shard located at once
+            plan = _page(self.shard_counts(p), offset, limit)
+            found = [f for f in self.map_shards(lambda s, first, cut: _locate(s, p, first, cut), self.first_docs, plan)
+                     if f is not None]
+            docs = [d for d, _ in found]
+            offs = [o for _, o in found]
+        else:
+            docs, offs = [], []
+            for shard, first in zip(self.shards, self.first_docs):
+                if limit <= 0:
+                    break
+                n = shard.count(p)
+                if offset >= n:
+                    offset -= n
+                    continue
+                d, o = shard.locate(p, offset, limit)
+                docs.append(d + first)
+                offs.append(o)
+                limit -= len(d)
+                offset = 0
         if not docs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(docs), np.concatenate(offs)
@@ -185,18 +270,26 @@ class ExactIndex:
         occurrences, and the search is len(prefix) steps instead of len(pattern)."""
         if len(counts) != len(self.shards):
             raise InputError(f"locate_in: {len(counts)} counts for {len(self.shards)} shards")
+        short = prefix and len(prefix) * 2 <= len(pattern) and pattern.startswith(prefix)
+
+        def one(shard, first, c, cut):
+            if cut is None:
+                return [], []
+            q = prefix if short and int(shard.count(prefix)) == c else pattern
+            d, o = shard.locate(q, 0, cut[1])
+            return [int(x) + first for x in np.asarray(d)], [int(x) for x in np.asarray(o)]
+
+        plan = _page([int(c) for c in counts], 0, limit)
+        if sum(cut is not None for cut in plan) > 1:
+            found = self.map_shards(one, self.first_docs, counts, plan)
+        else:  # one shard to locate in (the common case): no hand-off to the pool
+            found = [one(s, f, c, cut) for s, f, c, cut in zip(self.shards, self.first_docs, counts, plan)
+                     if cut is not None]
         docs: list[int] = []
         offs: list[int] = []
-        short = prefix and len(prefix) * 2 <= len(pattern) and pattern.startswith(prefix)
-        for shard, first, c in zip(self.shards, self.first_docs, counts):
-            if len(docs) >= limit:
-                break
-            if c == 0:
-                continue
-            q = prefix if short and int(shard.count(prefix)) == c else pattern
-            d, o = shard.locate(q, 0, limit - len(docs))
-            docs += [int(x) + first for x in np.asarray(d)]
-            offs += [int(x) for x in np.asarray(o)]
+        for d, o in found:
+            docs += d
+            offs += o
         return docs, offs
 
     def docs(self, pattern: str | bytes) -> np.ndarray:
@@ -210,7 +303,7 @@ class ExactIndex:
         return self._per_shard(lambda s: s.cnf(cl))
 
     def _per_shard(self, fn: Callable) -> np.ndarray:
-        parts = [fn(s) + first for s, first in zip(self.shards, self.first_docs)]
+        parts = self.map_shards(lambda s, first: np.asarray(fn(s)) + first, self.first_docs)
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     # -- text back ----------------------------------------------------------------------------------
