@@ -59,13 +59,16 @@ def rtv(*args, **kw):
     return subprocess.run([sys.executable, "-m", "rtv_cli.main", *args], capture_output=True, text=True, **kw)
 
 
-def build_default(tmp: Path) -> tuple[Path, str]:
+def build_default(out: Path) -> tuple[Path, str]:
+    """The default index (built once into `out`, reused when it is there)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    out = tmp / "bench-serve-index"
+    desc = f"CPython {platform.python_version()} packages {', '.join(STDLIB_PACKAGES)} (sources)"
+    if (out / "CURRENT").is_file():
+        return out, desc
     r = rtv("index", *[str(stdlib / p) for p in STDLIB_PACKAGES], "-o", str(out), "--recipe", "flat", "--silent")
     if r.returncode:
         sys.exit(r.stderr)
-    return out, f"CPython {platform.python_version()} packages {', '.join(STDLIB_PACKAGES)} (sources)"
+    return out, desc
 
 
 class Server:
@@ -74,13 +77,15 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "rtv_cli.main", "serve", str(index), "--port", "0",
                                       "--no-rerank", "--threads", str(threads)], stderr=subprocess.PIPE, text=True)
         self.url = None
+        seen = []
         for line in self.proc.stderr:
+            seen.append(line)
             m = re.search(r"rtv serve: (http://\S+?)/ ", line)
             if m:
                 self.url = m.group(1)
                 break
         if self.url is None:
-            sys.exit("rtv serve did not start")
+            sys.exit("rtv serve did not start:\n" + "".join(seen))
         self.start_s = time.perf_counter() - t0
         self.name = index.name
 
@@ -235,7 +240,10 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, help="an index directory (default: build one from CPython packages)")
+    ap.add_argument("--index", type=Path, help="an index directory (default: the one --build-into holds)")
+    ap.add_argument("--build-into", type=Path, default=Path(tempfile.gettempdir()) / "rtv-bench-serve-index",
+                    help="where the default index (CPython packages) is built once and reused")
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the client levels (RSS: growth or plateau)")
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--cap-s", type=float, default=180.0, help="most seconds per level")
@@ -245,33 +253,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_serve.json")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        corpus = None
-        index = args.index
-        if index is None:
-            index, corpus = build_default(Path(tmp))
-        server = Server(index, args.threads)
-        try:
-            import httpx
+    corpus = None
+    index = args.index
+    if index is None:
+        index, corpus = build_default(args.build_into)
+    server = Server(index, args.threads)
+    try:
+        import httpx
 
-            info = httpx.get(f"{server.url}/v1/{server.name}/info", timeout=60).json()
-            work = workload(server.url, server.name, args.seed)
-            asyncio.run(load(server.url, server.name, work, 4, 80, 60))  # warm-up, not recorded
-            rss_start = server.rss()
-            levels = []
+        info = httpx.get(f"{server.url}/v1/{server.name}/info", timeout=60).json()
+        work = workload(server.url, server.name, args.seed)
+        asyncio.run(load(server.url, server.name, work, 4, 80, 60))  # warm-up, not recorded
+        rss_start = server.rss()
+        levels, rounds = [], []
+        for rnd in range(args.rounds):
             for c in [int(x) for x in args.clients.split(",")]:
                 before = server.rss()
                 lv = asyncio.run(load(server.url, server.name, work, c, args.requests, args.cap_s))
+                lv["round"] = rnd + 1
                 lv["rss_before_mib"] = round(before / 2**20, 1)
                 lv["rss_after_mib"] = round(server.rss() / 2**20, 1)
-                levels.append(lv)
-                print(f"{c:>3} clients: {lv['throughput_rps']:>7.1f} req/s, errors {lv['errors']}, " + ", ".join(
-                    f"{op} p50/p99 {lv['per_op'][op]['p50_ms']}/{lv['per_op'][op]['p99_ms']} ms" for op in OPS)
-                    + f", RSS {lv['rss_before_mib']} -> {lv['rss_after_mib']} MiB", flush=True)
-            rss_end = server.rss()
-        finally:
-            server.stop()
-        cold = cold_cli(index, work, args.cold_repeat)
+                (levels if rnd == 0 else rounds).append(lv)
+                print(f"round {rnd + 1}, {c:>3} clients: {lv['throughput_rps']:>7.1f} req/s, errors {lv['errors']}, "
+                      + ", ".join(f"{op} p50/p99 {lv['per_op'][op]['p50_ms']}/{lv['per_op'][op]['p99_ms']} ms" for op in OPS)
+                      + f", RSS {lv['rss_before_mib']} -> {lv['rss_after_mib']} MiB", flush=True)
+        rss_end = server.rss()
+    finally:
+        server.stop()
+    cold = cold_cli(index, work, args.cold_repeat)
     one = levels[0]["per_op"]
     result = {
         **provenance(),
@@ -283,6 +292,8 @@ def main() -> None:
         "server": {"start_s": round(server.start_s, 2), "threads": args.threads, "rss_start_mib": round(rss_start / 2**20, 1),
                    "rss_end_mib": round(rss_end / 2**20, 1)},
         "levels": levels,
+        "later_rounds": rounds,
+        "errors_total": sum(lv["errors"] for lv in levels + rounds),
         "cold_cli": cold,
         "warm_vs_cold": {op: {"warm_p50_ms": one[op]["p50_ms"], "cold_cli_s": cold[op]["median_s"],
                               "speedup": round(cold[op]["median_s"] * 1000 / one[op]["p50_ms"], 1)} for op in cold},

@@ -4,7 +4,9 @@ errors; the remote client `retrieval.connect` and Retriever / LangChain / LlamaI
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +54,7 @@ def server(built):
     tmp, reranker = built
     s = Server(f"docs={tmp / 'main-idx'}", str(tmp / "exact-idx"), "--token", TOKEN, "--reranker", str(reranker),
                "--limit", "max_k=20", "--limit", "max_batch=8", "--limit", "max_body_bytes=65536",
-               "--limit", "max_pattern_bytes=64")
+               "--limit", "max_pattern_bytes=64", "--limit", "max_query_bytes=128")
     yield s
     s.stop()
 
@@ -305,6 +307,7 @@ def test_contamination_refusals(http):
     ("/v1/docs/find", {"query": "the", "limit": 5000}, 422, "max_find_limit"),
     ("/v1/docs/snippet", {"doc_id": 0, "offset": 0, "width": 10**6}, 422, "max_snippet_bytes"),
     ("/v1/docs/count", {"query": "x" * 70000}, 413, "max_body_bytes"),
+    ("/v1/docs/query", {"query": "cats " * 30}, 422, "max_query_bytes"),
 ])
 def test_limits(http, path, body, status, limit):
     r = http.post(path, json=body)
@@ -465,3 +468,27 @@ def test_cli_port_in_use_and_graceful_stop(server, built):
     assert httpx.post(s.url + "/v1/exact-idx/count", json={"query": "the"}).json()["count"] == naive_count("the")
     assert s.stop() == 0  # SIGTERM: uvicorn finishes, the lifespan closes the pool and indexes
     assert "Traceback" not in s.stderr and s.stderr.rstrip().endswith("rtv serve: stopped")
+
+
+def test_accepted_connections_have_tcp_nodelay():
+    """The listening socket rtv serve makes: asyncio turns Nagle off on the connections it accepts
+    (else each small response waits for the client's delayed ACK, about 40 ms)."""
+    from rtv_cli.serve_cmd import _bind
+
+    sock = _bind("127.0.0.1", 0)
+
+    async def accept_one():
+        got = asyncio.get_running_loop().create_future()
+
+        async def on_conn(reader, writer):
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_conn, sock=sock)  # as uvicorn serves sockets=[sock]
+        _, w = await asyncio.open_connection(*sock.getsockname())
+        value = await asyncio.wait_for(got, 10)
+        w.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accept_one()) != 0

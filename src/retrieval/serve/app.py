@@ -697,6 +697,8 @@ def create_app(state: State) -> FastAPI:
         idx = state.index(name)
         qs, single = one_or_many(req.query, req.queries, "query", "queries", limits)
         check_options(req.mode, req.k, req.fusion, flags=False)
+        for q in qs:
+            check_pattern(limits, q, "query", "max_query_bytes")
         check_queries(qs)
         check_max(limits, "max_k", req.k, "k")
         if req.depth is not None:
