@@ -228,4 +228,5 @@ class Index:
         return out
 
     def close(self) -> None:
+        self.exact.close()  # the shard fan-out threads
         self.store.close()

@@ -314,8 +314,11 @@ class DenseIndex:
     """The dense part of an index, opened for search (on the GPU when FAISS has one)."""
 
     def __init__(self, directory: Path, section: dict, index, store: VectorStore | None, on_gpu: bool,
-                 device: str, embedder=None):
+                 device: str, embedder=None, engine=None, engine_why: str = ""):
         self.directory = Path(directory)
+        # exact float16 search with torch (gpu_exact.GpuExact), when chosen at open; else FAISS
+        self.engine = engine
+        self.engine_why = engine_why
         self.section = section
         self.codec = codec_for(section["kind"], section["factory"], section.get("gpu_float16_lut", True))
         self.index = index
@@ -332,8 +335,16 @@ class DenseIndex:
             check_model(section, embedder)
 
     @classmethod
-    def open(cls, directory: str | Path, section: dict, device: str = "auto", embedder=None) -> "DenseIndex":
+    def open(cls, directory: str | Path, section: dict, device: str = "auto", embedder=None,
+             exact: str = "auto") -> "DenseIndex":
+        """Open for search. ``exact`` picks the engine of a flat (exact) index: "auto" searches it in
+        float16 with torch on the GPU when torch sees one (``device`` auto or cuda) and the vectors fit
+        in its free memory, else FAISS (a notice says which and why); "torch" always uses the torch
+        engine, on ``device`` (``cpu`` too: the same code); "faiss" always FAISS. Compressed recipes
+        (pq, binary, hnsw) always search with FAISS."""
         directory = Path(directory)
+        if exact not in ("auto", "torch", "faiss"):
+            raise InputError(f"exact={exact!r}: must be auto, torch or faiss")
         if not isinstance(section, dict) or any(k not in section for k in _REQUIRED):
             missing = [k for k in _REQUIRED if not isinstance(section, dict) or k not in section]
             raise IndexFormatError(f"{directory}: manifest's dense section lacks {missing}; rebuild the index")
@@ -360,11 +371,14 @@ class DenseIndex:
         store = None
         if section.get("store"):
             store = VectorStore(directory, section["store"], int(section["n_vectors"]), dim)
+        engine, why = _exact_engine(index, section, device, exact)
+        if engine is not None:
+            return cls(directory, section, index, store, False, device, embedder, engine, why)
         on_gpu = _use_gpu(device) and codec.gpu_ok(building=False)
         if on_gpu:
             index = codec.to_gpu(index)
         codec.set_params(index, section["params"], on_gpu)
-        return cls(directory, section, index, store, on_gpu, device, embedder)
+        return cls(directory, section, index, store, on_gpu, device, embedder, None, why)
 
     # -- queries --------------------------------------------------------------------------------------
     @property
@@ -414,6 +428,10 @@ class DenseIndex:
             raise InputError(f"query vectors have shape {q.shape}; this index wants (n, {self.dim})")
         if len(q) == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if self.engine is not None:
+            # float16 selection, its candidates re-scored in float32 from the float16 vectors
+            # (rescore=False: the float16 scores themselves)
+            return self.engine.search(q, k, rescore=rescore)
         rescorer = self.rescorer if rescore else None
         # rescoring looks at rescore_multiplier times more candidates than it returns
         mult = int(self.params.get("rescore_multiplier", 1)) if rescorer else 1
@@ -427,8 +445,56 @@ class DenseIndex:
         return _pad(self.codec.scores(dist)[:, :k], ids[:, :k], k)
 
     def __repr__(self) -> str:
+        engine = f", engine={self.engine!r}" if self.engine is not None else ""
         return (f"DenseIndex({self.section['recipe']!r}, {self.section['factory']!r}, n={self.n}, "
-                f"dim={self.dim}, gpu={self.on_gpu})")
+                f"dim={self.dim}, gpu={self.on_gpu}{engine})")
+
+
+def _exact_engine(index, section: dict, device: str, exact: str):
+    """(GpuExact or None, why) for ``DenseIndex.open``: the torch engine for a flat float index when
+    ``exact`` asks for it or ("auto") torch sees a GPU and the float16 vectors fit there."""
+    flat = section.get("kind") == "float" and section.get("factory") == "Flat"
+    if exact == "faiss" or not flat:
+        return None, ""
+    from . import gpu_exact
+
+    n, dim = int(section["n_vectors"]), int(section["dim"])
+    if exact == "torch":
+        dev = gpu_exact.cuda_device(device) or ("cpu" if (device or "auto").lower() in ("cpu", "auto") else None)
+        if dev is None:
+            raise InputError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu or auto")
+    else:
+        dev = gpu_exact.cuda_device(device)
+        if dev is None:
+            return None, ""  # no GPU for torch: FAISS, as before
+    # a float32 copy for rescoring too (float32 exact scores) when that fits, else float16 alone
+    ok32, fit = gpu_exact.fits(n, dim, dev, bytes_per_value=6)
+    ok16, fit16 = (True, fit) if ok32 else gpu_exact.fits(n, dim, dev)
+    if not ok16 and exact == "auto":
+        why = f"flat index: {fit16}; searching with FAISS instead of exact float16 on the GPU"
+        note(why)
+        return None, why
+    rescore_from = "float32" if ok32 else "float16"
+    why = (f"flat index: exact float16 search with torch on {dev}, top candidates re-scored from "
+           f"{rescore_from} vectors ({fit if ok32 else fit16})")
+    note(why)
+    return gpu_exact.GpuExact(_flat_vectors(index), dev, rescore_from=rescore_from), why
+
+
+def _flat_vectors(index, step: int = 1 << 18) -> np.ndarray:
+    """The float32 (n, d) vectors of a FAISS flat index: a view of its storage when it has one
+    (no copy), else reconstructed in chunks."""
+    n, d = int(index.ntotal), int(index.d)
+    if hasattr(index, "get_xb"):
+        try:
+            return _faiss().rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+        except Exception:  # noqa: BLE001 - not a plain float flat index: reconstruct
+            pass
+    out = np.empty((n, d), dtype=np.float32)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        out[lo:hi] = index.reconstruct_n(lo, hi - lo)
+    return out
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,253 @@
+"""Exact float16 search with torch, at the GPU's pace when the vectors fit in its memory.
+
+The vectors are held as one float16 (n, d) tensor on the device. Queries are scored in tiles
+(``scores = Q @ X^T`` in float16; cuBLAS accumulates in float32), and each tile's top candidates
+are selected in two levels:
+
+1. the maximum of each block of ``block`` consecutive columns (the last block may be partial);
+2. the ``kc`` best blocks per query (a top-k over the block maxima), then an exact top-k over the
+   ``kc * block`` columns of those blocks.
+
+This is exact: an element of the true top ``kc`` lies in a block whose maximum is at least its
+score, and if that block were not among the ``kc`` best, those ``kc`` blocks' maxima would be
+``kc`` distinct elements ranked above it. Ties go to the lower column (vector id) at both levels
+(keys are (score, -id) pairs packed into one integer), so the answer is deterministic and equals a
+brute-force top-k sorted by (score descending, id ascending).
+
+The ``kc`` float16 candidates (``kc = k + max(k, 8)`` by default: room for float16 rounding) are
+then re-scored in float32, the float32 query against the float16-stored vectors, and the best
+``k`` returned in that order. So the scores are float32 inner products with the float16 vectors,
+and recall against float32 exact search is 1.0 up to float16 rounding of the vectors themselves;
+``rescore_from="float32"`` re-scores from a float32 copy on the device instead (float32 exact
+search's scores, 3x the memory).
+
+Everything here runs on any torch device; ``device="cpu"`` runs the same code (the tests use it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_BLOCK = 1024
+# the score tile (queries x n float16) is kept under this many bytes
+DEFAULT_TILE_BYTES = 2 << 30
+
+
+def _torch():
+    from ..errors import require
+
+    return require("torch", "dense")
+
+
+# -- keys: (score, -column) packed in one integer, so top-k has no ties -----------------------------
+def _ordered_int(vals):
+    """Integers that sort like the floats ``vals`` (float16 -> int32 in the int16 range, float32 ->
+    int64 in the int32 range). -0.0 counts as +0.0; NaN is not expected."""
+    torch = _torch()
+    vals = vals + 0.0  # -0.0 -> +0.0
+    if vals.dtype == torch.float16:
+        bits = vals.view(torch.int16).to(torch.int32)
+        return torch.where(bits < 0, bits ^ 0x7FFF, bits)
+    bits = vals.float().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def topk_first(vals, k: int, cols=None):
+    """Top ``k`` of each row of ``vals`` (float16 / float32, (b, m)), ties to the lower column, sorted by
+    (value descending, column ascending). ``cols`` ((b, m) int64, ascending along each row in the
+    tie-breaking order; default: the column number) names each entry; returns (values, cols).
+    """
+    torch = _torch()
+    b, m = vals.shape
+    k = min(int(k), m)
+    pos = torch.arange(m, device=vals.device)
+    if vals.dtype == torch.float16 and m <= (1 << 16):
+        key = (_ordered_int(vals) << 16) | ((1 << 16) - 1 - pos).to(torch.int32)
+    else:
+        if m > (1 << 32):
+            raise ValueError(f"topk_first: {m} columns is more than 2**32")
+        key = (_ordered_int(vals.float()) << 32) | ((1 << 32) - 1 - pos)
+    _, top = torch.topk(key, k, dim=1, largest=True, sorted=True)
+    out_v = torch.gather(vals, 1, top)
+    out_c = top if cols is None else torch.gather(cols, 1, top)
+    return out_v, out_c
+
+
+def block_maxima(scores, block: int):
+    """(b, ceil(n / block)) maximum of each block of ``block`` columns of ``scores`` (b, n)."""
+    torch = _torch()
+    b, n = scores.shape
+    full = n // block
+    parts = []
+    if full:
+        parts.append(scores[:, :full * block].unflatten(1, (full, block)).amax(dim=2))
+    if n - full * block:
+        parts.append(scores[:, full * block:].amax(dim=1, keepdim=True))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def two_level_topk(scores, k: int, block: int = DEFAULT_BLOCK):
+    """Exact top ``k`` of each row of ``scores`` ((b, n), float16 or float32) in two levels: block
+    maxima, the ``k`` best blocks, then the ``k * block`` columns of those blocks. Returns
+    (values (b, min(k, n)), columns int64), sorted by (value descending, column ascending)."""
+    torch = _torch()
+    b, n = scores.shape
+    k = min(int(k), n)
+    block = max(1, int(block))
+    nb = -(-n // block)
+    if k * block >= n or nb <= k:  # the blocks would cover (almost) everything: one level
+        return topk_first(scores, k)
+    bmax = block_maxima(scores, block)
+    _, blk = topk_first(bmax, k)                      # (b, k) best blocks, ties to the lower block
+    blk, _ = torch.sort(blk, dim=1)                    # ascending: candidate columns ascend too
+    cols = (blk[:, :, None] * block + torch.arange(block, device=scores.device)).flatten(1)  # (b, k*block)
+    valid = cols < n                                   # the last block may be partial
+    cand = torch.gather(scores, 1, torch.where(valid, cols, n - 1))
+    if n % block:  # (no check of valid.all(): that would wait for the GPU)
+        cand = cand.masked_fill(~valid, float("-inf"))
+        cols = torch.where(valid, cols, n + cols)      # invalid slots sort after every real column
+    return topk_first(cand, k, cols)
+
+
+def candidates_for(k: int, n: int, oversample: int | None = None) -> int:
+    """How many float16 candidates are re-scored in float32 for a top ``k``: ``k + max(k, 8)`` by
+    default (``oversample`` extra if given), at most n."""
+    extra = max(k, 8) if oversample is None else max(0, int(oversample))
+    return min(n, k + extra)
+
+
+class GpuExact:
+    """Exact search over float16 vectors held on a torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
+
+    ``search(q, k)`` -> (scores float32 (nq, k), ids int64 (nq, k)), padded with -inf / -1 when
+    k > n. ``rescore=False`` returns the float16 selection's own scores (as float32) instead of the
+    float32 re-scoring of its candidates. ``rescore_from="float32"`` keeps a float32 copy of the
+    vectors on the device too (3x the memory) and re-scores from it: the scores are then float32
+    exact search's, and the answer differs from it only where the float16 selection ranks a true
+    neighbour below ``kc`` candidates; with "float16" (the default) the vectors' own float16
+    rounding can swap neighbours whose float32 scores are closer than it.
+    """
+
+    def __init__(self, vectors, device: str = "cuda", block: int = DEFAULT_BLOCK,
+                 tile_bytes: int = DEFAULT_TILE_BYTES, oversample: int | None = None,
+                 rescore_from: str = "float16"):
+        torch = _torch()
+        if rescore_from not in ("float16", "float32"):
+            raise ValueError(f"rescore_from={rescore_from!r}: float16 or float32")
+        self.device = torch.device(device)
+        self.rescore_from = rescore_from
+        self.x32 = None
+        if isinstance(vectors, np.ndarray):
+            if vectors.ndim != 2:
+                raise ValueError(f"vectors must be (n, d), got shape {vectors.shape}")
+            x = torch.empty(vectors.shape, dtype=torch.float16, device=self.device)
+            if rescore_from == "float32":
+                self.x32 = torch.empty(vectors.shape, dtype=torch.float32, device=self.device)
+            step = max(1, (256 << 20) // max(1, vectors.shape[1] * 4))  # bounded host temporaries
+            for lo in range(0, len(vectors), step):
+                chunk = torch.from_numpy(np.ascontiguousarray(vectors[lo:lo + step], dtype=np.float32)).to(self.device)
+                x[lo:lo + step] = chunk.to(torch.float16)
+                if self.x32 is not None:
+                    self.x32[lo:lo + step] = chunk
+        else:
+            x = vectors.to(self.device, dtype=torch.float16).contiguous()
+            if rescore_from == "float32":
+                self.x32 = vectors.to(self.device, dtype=torch.float32).contiguous()
+        self.x = x
+        self.n, self.dim = int(x.shape[0]), int(x.shape[1])
+        self.block = int(block)
+        self.tile_bytes = int(tile_bytes)
+        self.oversample = oversample
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vectors held on the device (float16, plus float32 for rescore_from="float32")."""
+        return self.n * self.dim * (6 if self.x32 is not None else 2)
+
+    def tile_rows(self, nq: int) -> int:
+        """Queries per tile: the float16 score tile stays under ``tile_bytes``."""
+        return max(1, min(nq, self.tile_bytes // max(1, self.n * 2)))
+
+    def search_tensor(self, q, k: int, rescore: bool = True):
+        """``search`` on a float32 (nq, d) tensor on the device; returns tensors on the device
+        (scores (nq, min(k, n)) float32, ids int64), unpadded."""
+        torch = _torch()
+        nq = int(q.shape[0])
+        k = min(int(k), self.n)
+        kc = candidates_for(k, self.n, self.oversample) if rescore else k
+        out_s = torch.empty((nq, k), dtype=torch.float32, device=self.device)
+        out_i = torch.empty((nq, k), dtype=torch.int64, device=self.device)
+        per = self.tile_rows(nq)
+        xt = self.x.t()
+        with torch.inference_mode():
+            for lo in range(0, nq, per):
+                qt = q[lo:lo + per]
+                scores = qt.to(torch.float16) @ xt            # (b, n) float16, float32 accumulation
+                vals, ids = two_level_topk(scores, kc, self.block)
+                del scores
+                if rescore:
+                    rows = (self.x32 if self.x32 is not None else self.x)[ids].float()  # (b, kc, d)
+                    s32 = (rows * qt.float()[:, None, :]).sum(dim=2)
+                    # rank by (float32 score, id): put the ids in ascending order, the tie-breaking
+                    # order topk_first takes
+                    order = torch.argsort(ids, dim=1)
+                    s32, ids = torch.gather(s32, 1, order), torch.gather(ids, 1, order)
+                    vals, ids = topk_first(s32, k, ids)
+                out_s[lo:lo + per] = vals.float()
+                out_i[lo:lo + per] = ids
+        return out_s, out_i
+
+    def search(self, q: np.ndarray, k: int, rescore: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        torch = _torch()
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query vectors have shape {q.shape}; want (n, {self.dim})")
+        k = int(k)
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        if len(q) == 0 or self.n == 0:
+            return out_s, out_i
+        s, i = self.search_tensor(torch.from_numpy(q).to(self.device), k, rescore)
+        out_s[:, :s.shape[1]] = s.cpu().numpy()
+        out_i[:, :i.shape[1]] = i.cpu().numpy()
+        return out_s, out_i
+
+    def __repr__(self) -> str:
+        return (f"GpuExact(n={self.n}, dim={self.dim}, device={str(self.device)!r}, block={self.block}, "
+                f"rescore_from={self.rescore_from!r})")
+
+
+# -- choosing it ------------------------------------------------------------------------------------
+def cuda_device(device: str) -> str | None:
+    """The torch CUDA device ``device`` ("auto", "cuda", "cuda:N") stands for, when torch sees one."""
+    device = (device or "auto").lower()
+    if device == "cpu":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return "cuda" if device == "auto" else device
+
+
+def fits(n: int, dim: int, device: str, tile_bytes: int = DEFAULT_TILE_BYTES,
+         bytes_per_value: int = 2) -> tuple[bool, str]:
+    """Whether n x dim vectors of ``bytes_per_value`` (2: float16; 6: float16 + a float32 copy) plus
+    a score tile fit in the device's free memory: (ok, why)."""
+    need = n * dim * bytes_per_value
+    what = "float16" if bytes_per_value == 2 else "float16 + float32"
+    torch = _torch()
+    if torch.device(device).type != "cuda":
+        return True, f"{need / 2**20:.0f} MiB of {what} vectors on {device}"
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    # the score tile (at most tile_bytes, or one query row) and the selection's temporaries
+    work = min(tile_bytes, max(n * 2, 1)) * 2 + (256 << 20)
+    name = torch.cuda.get_device_name(torch.device(device))
+    ok = need + work <= 0.9 * free
+    why = (f"{need / 2**30:.2f} GiB of {what} vectors (+{work / 2**30:.2f} GiB working space) "
+           f"{'fit in' if ok else 'do not fit in'} {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB on {name}")
+    return ok, why

@@ -1,0 +1,191 @@
+"""Exact float16 search with torch (retrieval.dense.gpu_exact), run here on CPU torch: the same code
+path as on the GPU. The two-level top-k against a brute-force numpy top-k (ties to the lower id),
+query tiling against one batch, k > n, and DenseIndex's engine choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from retrieval.dense import gpu_exact  # noqa: E402
+from retrieval.dense.gpu_exact import GpuExact, block_maxima, topk_first, two_level_topk  # noqa: E402
+
+
+def brute(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k of each row by (score descending, column ascending)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+def unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def check(scores: np.ndarray, k: int, block: int) -> None:
+    dtype = torch.float16 if scores.dtype == np.float16 else torch.float32
+    v, c = two_level_topk(torch.from_numpy(scores).to(dtype), k, block)
+    ev, ec = brute(scores, min(k, scores.shape[1]))
+    assert c.dtype == torch.int64
+    np.testing.assert_array_equal(c.numpy(), ec, err_msg=f"n={scores.shape[1]} k={k} block={block}")
+    np.testing.assert_array_equal(v.numpy(), ev)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_topk_first_ties_to_lower_column(dtype):
+    rng = np.random.default_rng(0)
+    s = rng.integers(-3, 4, size=(50, 300)).astype(dtype)  # many ties
+    s[0] = 0
+    s[1, ::2] = -0.0  # -0.0 ties with +0.0
+    s[2] = -np.inf
+    for k in (1, 7, 300):
+        v, c = topk_first(torch.from_numpy(s), k)
+        ev, ec = brute(s, k)
+        np.testing.assert_array_equal(c.numpy(), ec)
+        np.testing.assert_array_equal(v.numpy(), ev)
+
+
+def test_block_maxima_partial_last_block():
+    s = np.random.default_rng(1).standard_normal((4, 10)).astype(np.float32)
+    got = block_maxima(torch.from_numpy(s), 4).numpy()
+    want = np.stack([s[:, 0:4].max(1), s[:, 4:8].max(1), s[:, 8:10].max(1)], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_two_level_equals_brute_force_random(dtype):
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 7, 64, 100, 1000, 1025, 4097):
+        s = rng.standard_normal((9, n)).astype(dtype)
+        for block in (1, 3, 16, 64, 100, 1024, 5000):
+            for k in sorted({1, 2, 5, 10, max(1, n - 1), n, n + 5}):
+                check(s, k, block)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_two_level_ties(dtype):
+    rng = np.random.default_rng(3)
+    for n, block in ((1000, 16), (1000, 7), (3001, 64), (257, 256)):
+        few = rng.integers(-2, 3, size=(12, n)).astype(dtype)  # five values: ties everywhere
+        for k in (1, 3, 10, 40, n):
+            check(few, k, block)
+        same = np.zeros((3, n), dtype=dtype)  # every column ties: the lowest k columns
+        check(same, 10, block)
+        spikes = np.full((3, n), -1, dtype=dtype)  # equal maxima in several blocks
+        spikes[:, ::block] = 5
+        spikes[:, 5::block] = 5
+        check(spikes, 10, block)
+
+
+def test_two_level_float16_scores_of_vectors():
+    """float16 scores of real-looking vectors: several block widths give brute force's answer."""
+    x, q = unit(5000, 32, 4), unit(40, 32, 5)
+    s = (torch.from_numpy(q).half().float() @ torch.from_numpy(x).half().float().T).half().numpy()
+    for block in (32, 100, 1024):
+        check(s, 10, block)
+
+
+def float32_exact(q: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    return brute(q @ x.T, k)[1]
+
+
+def test_search_recall_vs_float32_exact():
+    x, q = unit(20000, 64, 6), unit(200, 64, 7)
+    eng = GpuExact(x, "cpu", block=256)
+    scores, ids = eng.search(q, 10)
+    truth = float32_exact(q, x, 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(ids, truth)]) == 10
+    # float32 scores of the float16 vectors, sorted descending
+    x16 = x.astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ x16.T, ids, axis=1), rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    # rescore=False: the float16 selection's own scores, the same ids up to float16 ties
+    s16, i16 = eng.search(q, 10, rescore=False)
+    assert s16.dtype == np.float32
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(i16, truth)]) > 9.5
+
+
+def test_rescore_from_float32():
+    x, q = unit(20000, 64, 6), unit(200, 64, 7)
+    eng = GpuExact(x, "cpu", block=256, rescore_from="float32")
+    assert eng.nbytes == 20000 * 64 * 6
+    scores, ids = eng.search(q, 10)
+    ts, truth = brute(q @ x.T, 10)
+    np.testing.assert_array_equal(ids, truth)
+    np.testing.assert_allclose(scores, ts, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        GpuExact(x, "cpu", rescore_from="int8")
+
+
+def test_duplicates_deterministic():
+    base = unit(50, 16, 8)
+    x = np.concatenate([base, base, base])  # each vector three times: ids i, i+50, i+100 tie
+    q = base[:5] + 0.0
+    eng = GpuExact(x, "cpu", block=7)
+    for _ in range(2):
+        _, ids = eng.search(q, 3)
+        np.testing.assert_array_equal(ids, np.array([[i, i + 50, i + 100] for i in range(5)]))
+    _, ids = GpuExact(np.zeros((40, 8), np.float32), "cpu", block=3).search(unit(2, 8, 9), 5)
+    np.testing.assert_array_equal(ids, np.tile(np.arange(5), (2, 1)))  # all scores 0: ids 0..4
+
+
+def test_tiling_matches_one_batch():
+    x, q = unit(3001, 32, 10), unit(257, 32, 11)
+    one = GpuExact(x, "cpu", block=64)
+    tiled = GpuExact(x, "cpu", block=64, tile_bytes=3001 * 2 * 5)  # 5 queries a tile
+    assert one.tile_rows(len(q)) == len(q) and tiled.tile_rows(len(q)) == 5
+    tiny = GpuExact(x, "cpu", block=64, tile_bytes=1)  # one query a tile
+    a, b, c = one.search(q, 10), tiled.search(q, 10), tiny.search(q, 10)
+    for got in (b, c):
+        np.testing.assert_array_equal(got[1], a[1])
+        np.testing.assert_array_equal(got[0], a[0])
+    np.testing.assert_array_equal(tiled.search(q[:1], 10)[1], a[1][:1])  # a batch of one
+
+
+def test_k_above_n_and_edge_shapes():
+    x, q = unit(7, 8, 12), unit(3, 8, 13)
+    scores, ids = GpuExact(x, "cpu", block=4).search(q, 10)
+    assert scores.shape == ids.shape == (3, 10)
+    np.testing.assert_array_equal(ids[:, :7], float32_exact(q, x, 7))
+    assert np.all(ids[:, 7:] == -1) and np.all(scores[:, 7:] == -np.inf)
+    s, i = GpuExact(x, "cpu").search(np.zeros((0, 8), np.float32), 5)
+    assert s.shape == i.shape == (0, 5)
+    s, i = GpuExact(x[:1], "cpu").search(q[0], 1)  # one vector, one query as a 1-d array
+    assert i.tolist() == [[0]]
+    with pytest.raises(ValueError):
+        GpuExact(x, "cpu").search(unit(2, 9, 14), 3)
+
+
+def test_candidates_for():
+    assert gpu_exact.candidates_for(10, 10**6) == 20
+    assert gpu_exact.candidates_for(2, 10**6) == 10
+    assert gpu_exact.candidates_for(10, 15) == 15
+    assert gpu_exact.candidates_for(10, 100, oversample=0) == 10
+
+
+# -- DenseIndex ---------------------------------------------------------------------------------------
+faiss = pytest.importorskip("faiss")
+
+
+def test_dense_index_engine_choice(tmp_path):
+    from retrieval.dense import DenseIndex, build_from_vectors
+
+    x, q = unit(3000, 32, 15), unit(50, 32, 16)
+    section = build_from_vectors(x, tmp_path / "flat", "flat", device="cpu", quiet=True)
+    plain = DenseIndex.open(tmp_path / "flat", section, device="cpu")
+    assert plain.engine is None  # the CPU path stays FAISS
+    torch_ix = DenseIndex.open(tmp_path / "flat", section, device="cpu", exact="torch")
+    assert isinstance(torch_ix.engine, GpuExact) and "engine=GpuExact" in repr(torch_ix)
+    s0, i0 = plain.search(q, 10)
+    s1, i1 = torch_ix.search(q, 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(i0, i1)]) == 10
+    np.testing.assert_allclose(s1, s0, atol=2e-3)
+    s, i = torch_ix.search(q[:2], 5000)  # k > n: padded like the FAISS path
+    assert s.shape == (2, 5000) and np.all(i[:, 3000:] == -1) and np.all(np.isinf(s[:, 3000:]))
+    with pytest.raises(Exception):
+        DenseIndex.open(tmp_path / "flat", section, device="cpu", exact="nope")
+    # compressed recipes keep FAISS whatever exact says
+    pq = build_from_vectors(unit(12000, 32, 17), tmp_path / "pq", "pq", device="cpu", quiet=True)
+    assert DenseIndex.open(tmp_path / "pq", pq, device="cpu", exact="torch").engine is None
