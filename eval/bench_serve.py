@@ -265,6 +265,7 @@ def main() -> None:
         work = workload(server.url, server.name, args.seed)
         asyncio.run(load(server.url, server.name, work, 4, 80, 60))  # warm-up, not recorded
         rss_start = server.rss()
+        load_before = os.getloadavg()
         levels, rounds = [], []
         for rnd in range(args.rounds):
             for c in [int(x) for x in args.clients.split(",")]:
@@ -278,6 +279,7 @@ def main() -> None:
                       + ", ".join(f"{op} p50/p99 {lv['per_op'][op]['p50_ms']}/{lv['per_op'][op]['p99_ms']} ms" for op in OPS)
                       + f", RSS {lv['rss_before_mib']} -> {lv['rss_after_mib']} MiB", flush=True)
         rss_end = server.rss()
+        load_after = os.getloadavg()
     finally:
         server.stop()
     cold = cold_cli(index, work, args.cold_repeat)
@@ -291,6 +293,9 @@ def main() -> None:
                   "dense": (info.get("dense") or {}).get("recipe") or bool(info.get("dense")), "corpus": corpus},
         "server": {"start_s": round(server.start_s, 2), "threads": args.threads, "rss_start_mib": round(rss_start / 2**20, 1),
                    "rss_end_mib": round(rss_end / 2**20, 1)},
+        "machine_load": {"loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+                         "loadavg_1_5_15_after": [round(x, 2) for x in load_after],
+                         "note": "the machine is shared: other processes' load competes with server and clients"},
         "levels": levels,
         "later_rounds": rounds,
         "errors_total": sum(lv["errors"] for lv in levels + rounds),

@@ -108,6 +108,8 @@ class State:
         self.indexes = indexes
         self.reranker = reranker  # a retrieval.hybrid.rerank.Reranker or None
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.threads), thread_name_prefix="rtv-serve")
+        # searches (model calls) get threads of their own, so a count never waits behind an embedding
+        self.search_pool = ThreadPoolExecutor(max_workers=max(1, config.search_slots), thread_name_prefix="rtv-search")
         self.batcher: SearchBatcher | None = None  # made on the event loop (lifespan)
         self.on_ready = None  # called once the server accepts requests
 
@@ -122,8 +124,13 @@ class State:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
+    async def run_search(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.search_pool, lambda: fn(*args, **kwargs))
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.search_pool.shutdown(wait=True)
         for idx in self.indexes.values():
             with contextlib.suppress(Exception):
                 idx.close()
@@ -199,7 +206,7 @@ class SearchBatcher:
             index = self.state.indexes[name]
             queries = [q for _, qs, _, _ in group for q in qs]
             try:
-                results = await self.state.run(index.search_batch, queries, **options)
+                results = await self.state.run_search(index.search_batch, queries, **options)
             except Exception as exc:  # noqa: BLE001
                 if len(group) == 1:
                     group[0][3].set_exception(exc)
@@ -207,7 +214,7 @@ class SearchBatcher:
                 # one request's queries failed the batch: run each request alone
                 for _, qs, _, fut in group:
                     try:
-                        fut.set_result(await self.state.run(index.search_batch, qs, **options))
+                        fut.set_result(await self.state.run_search(index.search_batch, qs, **options))
                     except Exception as one:  # noqa: BLE001
                         fut.set_exception(one)
                 return
