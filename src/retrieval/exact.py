@@ -236,8 +236,11 @@ class ExactIndex:
         if self.threads > 1 and len(self.shards) > 1:
             # counts of every shard at once, then the page's slice of each shard located at once
             plan = _page(self.shard_counts(p), offset, limit)
-            found = [f for f in self.map_shards(lambda s, first, cut: _locate(s, p, first, cut), self.first_docs, plan)
-                     if f is not None]
+            if sum(cut is not None for cut in plan) > 1:
+                found = self.map_shards(lambda s, first, cut: _locate(s, p, first, cut), self.first_docs, plan)
+            else:  # the page lies in one shard (the common case): no second hand-off to the pool
+                found = [_locate(s, p, first, cut) for s, first, cut in zip(self.shards, self.first_docs, plan)]
+            found = [f for f in found if f is not None]
             docs = [d for d, _ in found]
             offs = [o for _, o in found]
         else:

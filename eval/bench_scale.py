@@ -1,0 +1,244 @@
+"""Scaling on one node (issue 12): build throughput against --workers, and count/find latency over
+a multi-shard index with the shard fan-out serial vs parallel, side by side in one run.
+
+Build: the first --mb of eval/data/real-200mb.jsonl (whole lines), --shard-size so that there are
+at least 4 shards, parts exact and exact+lexical, --workers 1 and 2 (or --workers-list). Each build
+runs in its own subprocess (`rtv index`), so its wall time includes reading the corpus and
+starting the workers, and its peak memory is the largest process of its tree (the driver's and a
+worker's peak are reported; RUSAGE_CHILDREN of the build's process). Every parallel build is
+checked byte-identical to the --workers 1 one (every file but manifest.json).
+
+Queries: an exact-only index of --query-mb in --query-shards shards; 500 patterns (words and
+phrases of 1-4 words sampled from the corpus, plus absent ones); count and find(limit=10) each
+timed per call with the ExactIndex's threads=1 (the serial loop) and threads=default (the pool),
+interleaved in one process.
+
+    python eval/bench_scale.py              # writes eval/results/bench_scale.json and .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "eval"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RTV_SILENT", "1")
+
+from provenance import provenance  # noqa: E402
+
+DATA = ROOT / "eval" / "data" / "real-200mb.jsonl"
+WORK = ROOT / "eval" / "data" / "bench-scale"
+OUT = ROOT / "eval" / "results" / "bench_scale.json"
+
+# run as `python bench_scale.py --child ARGS...`: one build, then its time and peak memory as JSON
+CHILD = r"""
+import json, resource, sys, time
+from click.testing import CliRunner
+t = time.perf_counter()
+from rtv_cli.main import cli
+res = CliRunner().invoke(cli, sys.argv[1:], catch_exceptions=False)
+wall = time.perf_counter() - t
+if res.exit_code:
+    sys.stderr.write(res.output); sys.exit(res.exit_code)
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids}))
+"""
+
+
+def subset(mb: float) -> Path:
+    path = WORK / f"corpus-{mb:g}mb.jsonl"
+    if path.exists():
+        return path
+    WORK.mkdir(parents=True, exist_ok=True)
+    limit = int(mb * 1e6)
+    with DATA.open("rb") as src, path.open("wb") as out:
+        n = 0
+        for line in src:
+            if n + len(line) > limit:
+                break
+            out.write(line)
+            n += len(line)
+    return path
+
+
+def text_bytes(corpus: Path) -> int:
+    return sum(len(json.loads(line)["text"].encode()) for line in corpus.open())
+
+
+def build(corpus: Path, out: Path, parts: str, shard_size: int, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["index", str(corpus), "-o", str(out), "--parts", parts, "--shard-size", str(shard_size),
+            "--workers", str(workers), "--json"]
+    env = {**os.environ, "RTV_SILENT": "1", "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'cli'}"}
+    res = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise SystemExit(f"build failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def same_files(a: Path, b: Path) -> bool:
+    ga, gb = a / (a / "CURRENT").read_text().strip(), b / (b / "CURRENT").read_text().strip()
+    fa = sorted(str(p.relative_to(ga)) for p in ga.rglob("*") if p.is_file() and p.name != "manifest.json")
+    fb = sorted(str(p.relative_to(gb)) for p in gb.rglob("*") if p.is_file() and p.name != "manifest.json")
+    return fa == fb and all((ga / f).read_bytes() == (gb / f).read_bytes() for f in fa)
+
+
+def patterns(corpus: Path, n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = corpus.read_text().splitlines()
+    out = []
+    while len(out) < n * 9 // 10:
+        words = json.loads(rng.choice(lines))["text"].split()
+        if len(words) < 8:
+            continue
+        k = rng.randint(1, 4)
+        i = rng.randrange(len(words) - k)
+        out.append(" ".join(words[i:i + k]))
+    out += [f"zq{rng.randrange(10**9)}xj" for _ in range(n - len(out))]
+    rng.shuffle(out)
+    return out
+
+
+def latency(exact, pats: list[str], threads_modes: dict[str, int], repeats: int = 3) -> dict:
+    """Per-call latency of count and find(limit=10) for each mode, modes interleaved per pattern."""
+    times = {(op, mode): [] for op in ("count", "find") for mode in threads_modes}
+    for _ in range(repeats):
+        for p in pats:
+            for mode, threads in threads_modes.items():
+                exact.threads = threads
+                t = time.perf_counter()
+                exact.count(p)
+                times[("count", mode)].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                exact.find(p, 0, 10)
+                times[("find", mode)].append(time.perf_counter() - t)
+    out = {}
+    for (op, mode), ts in times.items():
+        a = np.array(ts) * 1e6
+        out.setdefault(op, {})[mode] = {"p50_us": round(float(np.percentile(a, 50)), 1),
+                                        "p90_us": round(float(np.percentile(a, 90)), 1),
+                                        "mean_us": round(float(a.mean()), 1), "calls": len(a)}
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for parts, rows in results["build"]["runs"].items():
+        ws = [r["workers"] for r in rows]
+        ax1.plot(ws, [r["mb_per_s"] for r in rows], marker="o", label=parts)
+    ax1.set_xlabel("--workers")
+    ax1.set_ylabel("build MB/s of corpus text")
+    ax1.set_xticks(sorted({r["workers"] for rows in results["build"]["runs"].values() for r in rows}))
+    ax1.set_title(f"build, {results['build']['corpus_mb']:.0f} MB in {results['build']['shards']} shards")
+    ax1.legend()
+    q = results["query"]
+    ops = list(q["latency"])
+    modes = list(q["latency"][ops[0]])
+    x = np.arange(len(ops))
+    for i, mode in enumerate(modes):
+        ax2.bar(x + i * 0.38, [q["latency"][op][mode]["p50_us"] for op in ops], 0.38, label=mode)
+    ax2.set_xticks(x + 0.19)
+    ax2.set_xticklabels([f"{op} p50" for op in ops])
+    ax2.set_ylabel("microseconds")
+    ax2.set_title(f"queries, {q['corpus_mb']:.0f} MB in {q['shards']} shards")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=100, help="corpus MB for the build runs")
+    ap.add_argument("--shards", type=int, default=4, help="shards of the build runs (>= 4)")
+    ap.add_argument("--workers-list", default="1,2")
+    ap.add_argument("--parts", default="exact,exact+lexical")
+    ap.add_argument("--query-mb", type=float, default=200)
+    ap.add_argument("--query-shards", type=int, default=8)
+    ap.add_argument("--patterns", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    from retrieval import Index
+
+    corpus = subset(args.mb)
+    n_text = text_bytes(corpus)
+    shard_size = n_text // args.shards + 1
+    workers_list = [int(w) for w in args.workers_list.split(",")]
+    runs: dict[str, list] = {}
+    for parts in args.parts.split(","):
+        flag = parts.replace("+", ",")
+        rows = []
+        for w in workers_list:
+            out = WORK / f"build-{parts}-w{w}"
+            r = build(corpus, out, flag, shard_size, w)
+            r.update(workers=w, mb_per_s=round(n_text / 1e6 / r["wall_s"], 2), wall_s=round(r["wall_s"], 2))
+            r["identical_to_workers_1"] = True if w == workers_list[0] else same_files(WORK / f"build-{parts}-w{workers_list[0]}", out)
+            manifest = json.loads((out / (out / "CURRENT").read_text().strip() / "manifest.json").read_text())
+            r["shards"] = len(manifest["exact"]["shards"])
+            r["worker_peak_bytes_per_shard_text_byte"] = round(r["worker_peak_bytes"] / shard_size, 2) if w > 1 else None
+            rows.append(r)
+            print(f"{parts:14s} workers {w}: {r['wall_s']:7.2f} s  {r['mb_per_s']:6.2f} MB/s  driver peak "
+                  f"{r['driver_peak_bytes'] / 1e9:.2f} GB  worker peak {r['worker_peak_bytes'] / 1e9:.2f} GB  "
+                  f"identical {r['identical_to_workers_1']}", flush=True)
+        base = rows[0]["mb_per_s"]
+        for r in rows:
+            r["speedup"] = round(r["mb_per_s"] / base, 3)
+        runs[parts] = rows
+
+    qcorpus = subset(args.query_mb)
+    q_text = text_bytes(qcorpus)
+    qdir = WORK / f"query-{args.query_mb:g}mb-{args.query_shards}"
+    if not qdir.exists():
+        Index.build([qcorpus], qdir, parts="exact", shard_size=q_text // args.query_shards + 1,
+                    workers=max(workers_list)).close()
+    idx = Index.open(qdir)
+    pats = patterns(qcorpus, args.patterns)
+    default_threads = idx.exact.threads
+    modes = {"serial": 1, f"parallel ({default_threads} threads)": default_threads}
+    idx.exact.threads = 1  # identical answers first
+    serial = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
+    idx.exact.threads = default_threads
+    parallel = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
+    lat = latency(idx.exact, pats, modes)
+    query = {"corpus_mb": q_text / 1e6, "shards": len(idx.exact.shards), "patterns": len(pats),
+             "threads": default_threads, "answers_identical": serial == parallel, "latency": lat}
+    idx.close()
+    for op, by_mode in lat.items():
+        for mode, v in by_mode.items():
+            print(f"{op:5s} {mode:24s} p50 {v['p50_us']:9.1f} us  p90 {v['p90_us']:9.1f} us  mean {v['mean_us']:9.1f} us")
+
+    from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE
+
+    prov = provenance()
+    results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0))},
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "build": {"corpus": str(corpus.relative_to(ROOT)), "corpus_mb": n_text / 1e6, "shard_size": shard_size,
+                         "shards": runs[next(iter(runs))][0]["shards"],
+                         "budget_bytes_per_text_byte": BUILD_BYTES_PER_TEXT_BYTE, "runs": runs},
+               "query": query}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
