@@ -37,6 +37,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
 from provenance import provenance  # noqa: E402
 
+try:
+    import retrieval  # noqa: F401
+except ImportError:  # a machine without the library's other needs (sqlite-utils, ...): the dense part alone
+    import types
+
+    _pkg = types.ModuleType("retrieval")
+    _pkg.__path__ = [str(ROOT / "src" / "retrieval")]
+    sys.modules["retrieval"] = _pkg
+
 OUT = ROOT / "eval" / "results" / "bench_gpu_search.json"
 
 
@@ -168,6 +177,40 @@ def run_dataset(torch, args, kind: str, device, full: bool, results: dict, save)
     entry("two_level_no_rescore", lambda: eng.search_tensor(q, k, rescore=False),
           lambda: eng.search_tensor(q, k, rescore=False)[1], block=eng.block,
           what="float16 scores returned, no float32 rescoring")
+    if full:  # where the time goes: each stage added in turn (kc = the rescored candidates)
+        from retrieval.dense import gpu_exact as ge
+
+        kc = ge.candidates_for(k, n)
+        xpt = eng.xp.t()
+
+        def stages(upto):
+            with torch.inference_mode():
+                for lo in range(0, nq, per):
+                    s = q[lo:lo + per].half() @ xpt
+                    if eng.npad != n:
+                        s[:, n:] = float("-inf")
+                    if upto == 0:
+                        continue
+                    s3 = s.view(len(s), eng.npad // eng.block, eng.block)
+                    bm = s3.amax(dim=2)
+                    if upto == 1:
+                        continue
+                    _, blk = ge.topk_first(bm, kc)
+                    if upto == 2:
+                        continue
+                    blk, _ = torch.sort(blk, dim=1)
+                    cand = s3[torch.arange(len(s), device=s.device)[:, None], blk].flatten(1)
+                    if upto == 3:
+                        continue
+                    ge.topk_first(cand, kc)
+        R["breakdown_seconds"] = {}
+        for i, name in enumerate(("matmul_padded", "+block_maxima", "+topk_of_blocks", "+gather_candidates",
+                                  "+topk_of_candidates")):
+            R["breakdown_seconds"][name] = round(best_time(torch, lambda i=i: stages(i)), 5)
+        R["breakdown_seconds"]["+float32_rescoring (whole search)"] = M.get(f"two_level_block{eng.block}", {}).get("seconds")
+        R["breakdown_note"] = f"block {eng.block}, {kc} candidates rescored, {per} queries a tile, cumulative"
+        log(f"[{kind}] breakdown: {R['breakdown_seconds']}")
+        save()
     e32 = GpuExact(x, str(device), block=eng.block, rescore_from="float32")
     entry("two_level_rescore_f32", lambda: e32.search_tensor(q, k), lambda: e32.search_tensor(q, k)[1],
           block=eng.block, what="candidates re-scored from a float32 copy on the GPU (3x the memory)")
@@ -334,7 +377,7 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=16384)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--blocks", default="256,512,1024,2048,4096")
-    ap.add_argument("--tiles", default="512,1024,4096", help="score-tile sizes in MiB to try")
+    ap.add_argument("--tiles", default="1024,2048,8192", help="score-tile sizes in MiB to try")
     ap.add_argument("--batches", default="1,64,1024,16384")
     ap.add_argument("--huge-batch", type=int, default=100_000)
     ap.add_argument("--datasets", default="random,clustered")

@@ -134,7 +134,7 @@ def test_duplicates_deterministic():
 def test_tiling_matches_one_batch():
     x, q = unit(3001, 32, 10), unit(257, 32, 11)
     one = GpuExact(x, "cpu", block=64)
-    tiled = GpuExact(x, "cpu", block=64, tile_bytes=3001 * 2 * 5)  # 5 queries a tile
+    tiled = GpuExact(x, "cpu", block=64, tile_bytes=3008 * 2 * 5)  # 5 queries a tile (3001 padded to 3008)
     assert one.tile_rows(len(q)) == len(q) and tiled.tile_rows(len(q)) == 5
     tiny = GpuExact(x, "cpu", block=64, tile_bytes=1)  # one query a tile
     a, b, c = one.search(q, 10), tiled.search(q, 10), tiny.search(q, 10)

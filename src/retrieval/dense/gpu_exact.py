@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_BLOCK = 1024
+DEFAULT_BLOCK = 512
 # the score tile (queries x n float16) is kept under this many bytes
-DEFAULT_TILE_BYTES = 2 << 30
+DEFAULT_TILE_BYTES = 4 << 30
 
 
 def _torch():
@@ -62,7 +62,10 @@ def topk_first(vals, k: int, cols=None):
     k = min(int(k), m)
     pos = torch.arange(m, device=vals.device)
     if vals.dtype == torch.float16 and m <= (1 << 16):
-        key = (_ordered_int(vals) << 16) | ((1 << 16) - 1 - pos).to(torch.int32)
+        # int16 bits that sort like the floats (-0.0 made +0.0 first), then (key16 << 16) + (65535 - pos)
+        bits = (vals + 0.0).view(torch.int16)
+        key16 = bits ^ ((bits >> 15) & 0x7FFF)
+        key = torch.add(((1 << 16) - 1 - pos).to(torch.int32), key16, alpha=1 << 16)
     else:
         if m > (1 << 32):
             raise ValueError(f"topk_first: {m} columns is more than 2**32")
@@ -86,6 +89,25 @@ def block_maxima(scores, block: int):
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+def _one_level(n: int, k: int, block: int) -> bool:
+    """Whether the k best blocks would cover (almost) all n columns: then one top-k is cheaper."""
+    return k * block >= n or -(-n // block) <= k
+
+
+def _two_level_padded(scores, k: int, block: int):
+    """``two_level_topk`` on scores whose width is a multiple of ``block``, padded with -inf."""
+    torch = _torch()
+    b, npad = scores.shape
+    s3 = scores.view(b, npad // block, block)
+    _, blk = topk_first(s3.amax(dim=2), k)            # (b, k) best blocks, ties to the lower block
+    blk, _ = torch.sort(blk, dim=1)                    # ascending: candidate positions ascend by column
+    rows = torch.arange(b, device=scores.device)[:, None]
+    cand = s3[rows, blk].flatten(1)                    # (b, k * block), the chosen blocks' columns
+    vals, pos = topk_first(cand, k)
+    cols = torch.gather(blk, 1, torch.div(pos, block, rounding_mode="floor")) * block + pos % block
+    return vals, cols
+
+
 def two_level_topk(scores, k: int, block: int = DEFAULT_BLOCK):
     """Exact top ``k`` of each row of ``scores`` ((b, n), float16 or float32) in two levels: block
     maxima, the ``k`` best blocks, then the ``k * block`` columns of those blocks. Returns
@@ -94,19 +116,12 @@ def two_level_topk(scores, k: int, block: int = DEFAULT_BLOCK):
     b, n = scores.shape
     k = min(int(k), n)
     block = max(1, int(block))
-    nb = -(-n // block)
-    if k * block >= n or nb <= k:  # the blocks would cover (almost) everything: one level
+    if _one_level(n, k, block):
         return topk_first(scores, k)
-    bmax = block_maxima(scores, block)
-    _, blk = topk_first(bmax, k)                      # (b, k) best blocks, ties to the lower block
-    blk, _ = torch.sort(blk, dim=1)                    # ascending: candidate columns ascend too
-    cols = (blk[:, :, None] * block + torch.arange(block, device=scores.device)).flatten(1)  # (b, k*block)
-    valid = cols < n                                   # the last block may be partial
-    cand = torch.gather(scores, 1, torch.where(valid, cols, n - 1))
-    if n % block:  # (no check of valid.all(): that would wait for the GPU)
-        cand = cand.masked_fill(~valid, float("-inf"))
-        cols = torch.where(valid, cols, n + cols)      # invalid slots sort after every real column
-    return topk_first(cand, k, cols)
+    if n % block:  # a partial last block: pad it with -inf (GpuExact pads its vectors instead)
+        pad = torch.full((b, block - n % block), float("-inf"), dtype=scores.dtype, device=scores.device)
+        scores = torch.cat([scores, pad], dim=1)
+    return _two_level_padded(scores.contiguous(), k, block)
 
 
 def candidates_for(k: int, n: int, oversample: int | None = None) -> int:
@@ -153,9 +168,19 @@ class GpuExact:
             x = vectors.to(self.device, dtype=torch.float16).contiguous()
             if rescore_from == "float32":
                 self.x32 = vectors.to(self.device, dtype=torch.float32).contiguous()
-        self.x = x
         self.n, self.dim = int(x.shape[0]), int(x.shape[1])
-        self.block = int(block)
+        self.block = max(1, int(block))
+        # stored with zero rows up to a multiple of the block width, so that each tile's scores are
+        # (b, nb * block): the padded columns are set to -inf and every block is whole
+        npad = -(-self.n // self.block) * self.block
+        if npad != self.n:
+            xp = torch.zeros((npad, self.dim), dtype=torch.float16, device=self.device)
+            xp[:self.n] = x
+            del x
+            x = xp[:self.n]
+        self.x = x
+        self.xp = x if npad == self.n else xp
+        self.npad = npad
         self.tile_bytes = int(tile_bytes)
         self.oversample = oversample
 
@@ -166,7 +191,7 @@ class GpuExact:
 
     def tile_rows(self, nq: int) -> int:
         """Queries per tile: the float16 score tile stays under ``tile_bytes``."""
-        return max(1, min(nq, self.tile_bytes // max(1, self.n * 2)))
+        return max(1, min(nq, self.tile_bytes // max(1, self.npad * 2)))
 
     def search_tensor(self, q, k: int, rescore: bool = True):
         """``search`` on a float32 (nq, d) tensor on the device; returns tensors on the device
@@ -178,12 +203,18 @@ class GpuExact:
         out_s = torch.empty((nq, k), dtype=torch.float32, device=self.device)
         out_i = torch.empty((nq, k), dtype=torch.int64, device=self.device)
         per = self.tile_rows(nq)
-        xt = self.x.t()
+        one = _one_level(self.n, kc, self.block)
+        xt = (self.x if one else self.xp).t()
         with torch.inference_mode():
             for lo in range(0, nq, per):
                 qt = q[lo:lo + per]
-                scores = qt.to(torch.float16) @ xt            # (b, n) float16, float32 accumulation
-                vals, ids = two_level_topk(scores, kc, self.block)
+                scores = qt.to(torch.float16) @ xt            # (b, n or npad) float16, float32 accumulation
+                if one:
+                    vals, ids = topk_first(scores, kc)
+                else:
+                    if self.npad != self.n:
+                        scores[:, self.n:] = float("-inf")
+                    vals, ids = _two_level_padded(scores, kc, self.block)
                 del scores
                 if rescore:
                     rows = (self.x32 if self.x32 is not None else self.x)[ids].float()  # (b, kc, d)
