@@ -231,6 +231,7 @@ def verify_files(gen: Path, manifest: dict, verify: bool | str = True) -> None:
     checked by their own body hash when opened); "fast": only files up to FAST_VERIFY_BYTES, with a
     notice naming the ones left unchecked (shards too); False: none (the sizes are still checked)."""
     from .progress import note
+    from .store import Store
 
     if verify not in (True, False, "fast"):
         raise InputError(f"verify={verify!r}: give True, False or 'fast'")
@@ -247,7 +248,7 @@ def verify_files(gen: Path, manifest: dict, verify: bool | str = True) -> None:
         if want is None:
             unsealed.append(rel)
             if rel == "meta.sqlite" and info["bytes"] <= FAST_VERIFY_BYTES:
-                _quick_check(gen / rel)
+                Store.quick_check(gen / rel)
             continue
         if file_checksum(gen / rel) != want:
             raise IndexFormatError(f"{gen / rel}: corrupted (its checksum does not match manifest.json); rebuild the index")
@@ -259,35 +260,11 @@ def verify_files(gen: Path, manifest: dict, verify: bool | str = True) -> None:
              "rebuild the index to have them checked")
 
 
-def _quick_check(path: Path) -> None:
-    """SQLite's own PRAGMA quick_check, for a store without a checksum in the manifest."""
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        result = str(exc)
-    if result != "ok":
-        raise IndexFormatError(f"{path}: corrupted (SQLite quick_check: {result}); rebuild the index")
-
-
 def check_store(gen: Path, manifest: dict, store) -> None:
     """The store holds documents 0..N-1 (N the manifest's document count) and, when the manifest
     counts passages, passages 0..P-1: a store from another build, or cut short, is refused."""
-    import sqlite3
-
     corpus = manifest["corpus"]
-    try:
-        tables = set(store.db.table_names())
-        found = {"documents": store.db.execute("select min(id), max(id) from documents").fetchone()}
-        if "passages" in tables and _int(corpus.get("passages")):
-            found["passages"] = store.db.execute("select min(id), max(id) from passages").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise IndexFormatError(f"{store.path}: unreadable ({exc}); rebuild the index") from None
+    found = store.id_ranges(with_passages=bool(_int(corpus.get("passages"))))
     for table, (lo, hi) in found.items():
         want = corpus[table]
         have = 0 if hi is None else hi + 1

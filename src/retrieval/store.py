@@ -139,6 +139,30 @@ class Store:
     def n_passages(self) -> int:
         return self.db["passages"].count
 
+    def id_ranges(self, with_passages: bool) -> dict[str, tuple[int | None, int | None]]:
+        """(min id, max id) of the documents (and passages) tables, (None, None) when empty."""
+        try:
+            out = {"documents": self.db.execute("select min(id), max(id) from documents").fetchone()}
+            if with_passages and "passages" in self.db.table_names():
+                out["passages"] = self.db.execute("select min(id), max(id) from passages").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"{self.path}: unreadable ({exc}); rebuild the index") from None
+        return out
+
+    @staticmethod
+    def quick_check(path: Path) -> None:
+        """SQLite's own PRAGMA quick_check of a store file (for one without a checksum in the manifest)."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            result = str(exc)
+        if result != "ok":
+            raise IndexFormatError(f"{path}: corrupted (SQLite quick_check: {result}); rebuild the index")
+
     def documents(self, ids: Iterable[int]) -> list[dict]:
         """Rows for the given document ids, in the given order (metadata decoded)."""
         return self._rows("documents", ids, decode_metadata=True)
