@@ -346,7 +346,7 @@ def plot(results: dict, path: Path) -> None:
     for b_, m in zip(bars, names):
         r = R["methods"][m].get("recall_at_10")
         ax.text(b_.get_width(), b_.get_y() + b_.get_height() / 2,
-                f" {b_.get_width() / 1000:,.0f}k" + (f"  r={r:.4f}" if r is not None else ""), va="center", fontsize=8)
+                f" {b_.get_width() / 1000:,.0f}k" + (f"  r={r:.6f}" if r is not None else ""), va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("queries / s")
     ax.set_title(f"{R['n']:,} x {R['dim']} unit vectors, {R['nq']:,} queries, k={R['k']}\n"
