@@ -347,8 +347,9 @@ class ProcessRunner:
             try:
                 out = fut.result()
             except BrokenProcessPool:
-                raise InputError("a shard-building worker process died (out of memory?); lower --workers or "
-                                 "--max-memory, or use a smaller --shard-size") from None
+                raise InputError("a shard-building worker process died (out of memory? lower --workers or "
+                                 "--max-memory, or use a smaller --shard-size; a script that builds with workers > 1 "
+                                 "needs an `if __name__ == '__main__':` guard, as workers are spawned)") from None
             progress.update()
             return step.embed(out)
 
