@@ -87,7 +87,8 @@ def test_default_runner_follows_the_settings():
     assert isinstance(runner, ProcessRunner) and runner.workers == 3 and runner.max_memory == 10 << 20
     assert runner.strict
     assert not default_runner(BuildSettings(workers=2)).strict  # the default budget: an oversize shard runs alone
-    assert BuildSettings().resolve_workers() == len(os.sched_getaffinity(0))
+    assert BuildSettings().resolve_workers() == 1  # the library builds in-process unless asked
+    assert BuildSettings(workers=None).resolve_workers() == len(os.sched_getaffinity(0))  # the CLI's default
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="--workers"):
             BuildSettings(workers=bad).check()

