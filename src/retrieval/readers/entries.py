@@ -40,33 +40,15 @@ def detect_format(path: Path) -> tuple[str, str | None]:
     return fmt, compression
 
 
-def get_field(obj, name: str):
-    """Value of `name` in a dict entry; dotted names reach into nested objects ("a.b")."""
+def lookup_field(obj, name: str) -> tuple[bool, object]:
+    """(whether the field exists, its value) in a dict entry; dotted names reach into nested
+    objects and lists ("a.b", "tests.0"); a name holding a dot is tried whole first."""
     if not isinstance(obj, dict):
-        return None
+        return False, None
     if name in obj:
-        return obj[name]
-    if "." in name:
-        cur = obj
-        for part in name.split("."):
-            if isinstance(cur, dict) and part in cur:
-                cur = cur[part]
-            elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-                cur = cur[int(part)]
-            else:
-                return None
-        return cur
-    return None
-
-
-def _has_field(obj, name: str) -> bool:
-    """Whether the field exists (its value may be null)."""
-    if not isinstance(obj, dict):
-        return False
-    if name in obj:
-        return True
+        return True, obj[name]
     if "." not in name:
-        return False
+        return False, None
     cur = obj
     for part in name.split("."):
         if isinstance(cur, dict) and part in cur:
@@ -74,11 +56,21 @@ def _has_field(obj, name: str) -> bool:
         elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
             cur = cur[int(part)]
         else:
-            return False
-    return True
+            return False, None
+    return True, cur
 
 
-def _texts(value) -> list[str]:
+def get_field(obj, name: str):
+    """Value of `name` in a dict entry (None when absent); see lookup_field."""
+    return lookup_field(obj, name)[1]
+
+
+def has_field(obj, name: str) -> bool:
+    """Whether the field exists (its value may be null)."""
+    return lookup_field(obj, name)[0]
+
+
+def field_texts(value) -> list[str]:
     """The texts of one field value: a string, a scalar, or a (nested) list of them."""
     if value is None:
         return []
@@ -87,12 +79,12 @@ def _texts(value) -> list[str]:
     if isinstance(value, (list, tuple)):
         out: list[str] = []
         for v in value:
-            out.extend(_texts(v))
+            out.extend(field_texts(v))
         return out
     if isinstance(value, dict):
         return [json.dumps(value, ensure_ascii=False)]
     if hasattr(value, "tolist"):  # numpy / arrow arrays from parquet
-        return _texts(value.tolist())
+        return field_texts(value.tolist())
     return [str(value)]
 
 
@@ -140,10 +132,10 @@ class BenchmarkReader:
                 )
             self.fields = [found[0]]
         for f in self.fields:
-            if not _has_field(first, f):
+            if not has_field(first, f):
                 raise InputError(f"{where}: unknown field {f!r}; fields present: {shown}; fix --field")
         if self.id_field is not None:
-            if not _has_field(first, self.id_field):
+            if not has_field(first, self.id_field):
                 raise InputError(f"{where}: unknown id field {self.id_field!r}; fields present: {shown}; fix --id-field")
         else:
             self.id_field = next((f for f in DEFAULT_ID_FIELDS if f in first), None)
@@ -162,10 +154,10 @@ class BenchmarkReader:
         segments: list[tuple[str, str]] = []
         missing: list[str] = []
         for f in self.fields:
-            if not _has_field(obj, f):
+            if not has_field(obj, f):
                 missing.append(f)
                 continue
-            for t in _texts(get_field(obj, f)):
+            for t in field_texts(get_field(obj, f)):
                 segments.append((f, t))
         if missing:
             self.n_missing_field += 1

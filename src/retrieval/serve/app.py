@@ -333,7 +333,7 @@ def benchmark_entries(records: Sequence, fields, id_field, positions: Sequence[s
     """BenchmarkEntry objects for in-memory records, with the field rules of the file reader
     (retrieval.readers.entries): the first default text field when none is named, ids from
     id_field or the first default id field, else the record's position."""
-    from ..readers.entries import (DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, BenchmarkEntry, _has_field, _texts,
+    from ..readers.entries import (DEFAULT_ID_FIELDS, DEFAULT_TEXT_FIELDS, BenchmarkEntry, has_field, field_texts,
                                    get_field)
 
     if not records:
@@ -349,9 +349,9 @@ def benchmark_entries(records: Sequence, fields, id_field, positions: Sequence[s
                              f"pass fields with one of: {shown}")
         fields = [found[0]]
     for f in fields:
-        if not _has_field(first, f):
+        if not has_field(first, f):
             raise InputError(f"fields: unknown field {f!r}; fields present: {shown}")
-    if id_field is not None and not _has_field(first, id_field):
+    if id_field is not None and not has_field(first, id_field):
         raise InputError(f"id_field: unknown field {id_field!r}; fields present: {shown}")
     if id_field is None:
         id_field = next((f for f in DEFAULT_ID_FIELDS if f in first), None)
@@ -362,10 +362,10 @@ def benchmark_entries(records: Sequence, fields, id_field, positions: Sequence[s
         raw = get_field(obj, id_field) if id_field else None
         segments, missing = [], []
         for f in fields:
-            if not _has_field(obj, f):
+            if not has_field(obj, f):
                 missing.append(f)
                 continue
-            segments.extend((f, t) for t in _texts(get_field(obj, f)))
+            segments.extend((f, t) for t in field_texts(get_field(obj, f)))
         out.append(BenchmarkEntry(pos if raw is None else str(raw), segments, missing))
     if all(not any(t for _, t in e.segments) for e in out):
         raise InputError(f"entries: all {len(out)} are empty in field(s) {', '.join(fields)}; name the text fields")
