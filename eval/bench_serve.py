@@ -30,29 +30,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))
+from provenance import provenance  # noqa: E402
+
 RESULTS = ROOT / "eval" / "results"
 OPS = ("count", "find", "dense", "hybrid")
 TARGETS_P50_MS = {"count": 2.0, "dense": 30.0, "hybrid": 60.0}  # issue 13, c = 1, end to end
 STDLIB_PACKAGES = ("email", "json", "http", "urllib", "logging")
-
-
-def provenance() -> dict:
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    cpu = platform.processor() or None
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "commit_dirty": bool(status) if status is not None else None,
-            "machine": {"host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
-                        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                        "os": platform.platform(), "python": platform.python_version()}}
 
 
 def rtv(*args, **kw):
