@@ -192,10 +192,12 @@ def main() -> None:
     print(f"\n{'index':<24}{'part':<10}{'format 2':>10}{'format 3':>10}   (bytes per corpus byte)")
     for r in rows:
         c = r["corpus_bytes"]
+        old = r.get("format2_bytes")  # format 2 had no exact-only index (its smallest held passages + FTS)
         for part, b in r["new_bytes"].items():
-            old = r.get("format2_bytes", {}).get(part, b)
-            print(f"{r['index']:<24}{part:<10}{old / c:>10.3f}{b / c:>10.3f}")
-        print(f"{r['index']:<24}{'total':<10}{r.get('format2_ratio', r['new_ratio']):>10.3f}{r['new_ratio']:>10.3f}")
+            was = f"{old[part] / c:>10.3f}" if old else f"{'-':>10}"
+            print(f"{r['index']:<24}{part:<10}{was}{b / c:>10.3f}")
+        was = f"{r['format2_ratio']:>10.3f}" if old else f"{'-':>10}"
+        print(f"{r['index']:<24}{'total':<10}{was}{r['new_ratio']:>10.3f}")
         if "text_fetch_ms_k10" in r:
             t = r["text_fetch_ms_k10"]
             print(f"{'':<24}text of 10 passages: FM-index {t['fm_index']:.2f} ms, SQLite {t['sqlite_text']:.2f} ms")
