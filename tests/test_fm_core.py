@@ -2,6 +2,7 @@
 
 import os
 import struct
+import random
 import tempfile
 
 import numpy as np
@@ -397,3 +398,26 @@ def test_unknown_isa_kind_is_a_format_error(tmp_path):
             if "ISA sample kind 1" in str(exc):
                 return
     raise AssertionError("no ISA kind word found")
+
+
+def test_docs_and_cnf_of_frequent_patterns_match_a_scan():
+    """Frequent patterns take the bitmap path (documents marked, early exit once all that can be
+    found are), rare ones the locate-and-sort path; both, and cnf's later clauses that only look for
+    the documents still in the result, equal a naive scan."""
+    rng = random.Random(7)
+    docs = []
+    for i in range(400):
+        kind = i % 4
+        body = {0: "a" * rng.randint(1, 300), 1: "ab" * rng.randint(1, 50), 2: "xyz" + "a" * rng.randint(0, 5),
+                3: "q"}[kind]
+        docs.append(body.encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = build(docs, directory=tmp)
+        for p in [b"a", b"aa", b"ab", b"b", b"xyz", b"q", b"aaaaaaaaaa", b"zz"]:
+            assert shard.docs(p).tolist() == [d for d, doc in enumerate(docs) if p in doc], p
+        for clauses in [[[b"a"], [b"b"]], [[b"xyz"], [b"a"]], [[b"q", b"xyz"], [b"a", b"q"]], [[b"aa"], [b"ab"], [b"b"]],
+                        [[b"a"], [b"zz"]]]:
+            want = [d for d, doc in enumerate(docs) if all(any(t in doc for t in c) for c in clauses)]
+            assert shard.cnf(clauses).tolist() == want, clauses
+    with tempfile.TemporaryDirectory() as tmp:  # one document of one repeated letter
+        assert build([b"a" * 200_000], directory=tmp).docs(b"a").tolist() == [0]

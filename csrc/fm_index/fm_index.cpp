@@ -144,12 +144,38 @@ std::vector<Occurrence> Shard::locate(std::string_view pattern, uint64_t offset,
   return out;
 }
 
-std::vector<uint64_t> Shard::docs_in_range(Range r) const {
+std::vector<uint64_t> Shard::docs_in_range(Range r, const std::vector<uint64_t>* within) const {
+  const uint64_t rows = r.hi - r.lo, n = n_docs();
+  if (within == nullptr && rows < n / 8) {  // few occurrences: locate them all, sort, dedupe
+    std::vector<uint64_t> out;
+    out.reserve(rows);
+    for (uint64_t row = r.lo; row < r.hi; ++row) out.push_back(doc_of(text_position(row)));
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+  // Many occurrences (or a set of candidates): mark documents in a bitmap and stop as soon as
+  // every document that can still be found is, so a frequent pattern costs what its documents
+  // need, not one locate per occurrence (a one-letter corpus: one locate instead of millions).
+  std::vector<uint8_t> state(n, within == nullptr ? 1 : 0);  // 1: wanted, not found yet; 2: found
+  uint64_t wanted = within == nullptr ? n : 0;
+  if (within != nullptr) {
+    for (uint64_t d : *within) {
+      if (d >= n) throw std::invalid_argument("docs_in_range: candidate document out of range");
+      if (state[d] == 0) ++wanted;
+      state[d] = 1;
+    }
+  }
+  for (uint64_t row = r.lo; row < r.hi && wanted > 0; ++row) {
+    uint8_t& s = state[doc_of(text_position(row))];
+    if (s == 1) {
+      s = 2;
+      --wanted;
+    }
+  }
   std::vector<uint64_t> out;
-  out.reserve(r.hi - r.lo);
-  for (uint64_t row = r.lo; row < r.hi; ++row) out.push_back(doc_of(text_position(row)));
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  for (uint64_t d = 0; d < n; ++d)
+    if (state[d] == 2) out.push_back(d);
   return out;
 }
 
@@ -174,22 +200,25 @@ std::vector<uint64_t> Shard::cnf(const std::vector<std::vector<std::string>>& cl
     resolved.push_back(std::move(c));
   }
   std::sort(resolved.begin(), resolved.end(), [](const Clause& a, const Clause& b) { return a.total < b.total; });
+  // The rarest clause lists its documents; each later clause only looks for those still in the
+  // result (and stops when it has found them all), so a frequent term costs what the result needs.
   std::vector<uint64_t> result;
   for (size_t i = 0; i < resolved.size(); ++i) {
-    std::vector<uint64_t> docs;
+    std::vector<uint64_t> docs;  // this clause's documents (within the result after the first)
+    std::vector<uint64_t> missing = result;  // of the result, not yet found in this clause
     for (const Range& r : resolved[i].ranges) {
-      std::vector<uint64_t> d = docs_in_range(r);
-      docs.insert(docs.end(), d.begin(), d.end());
+      std::vector<uint64_t> d = docs_in_range(r, i == 0 ? nullptr : &missing);
+      std::vector<uint64_t> merged;
+      std::set_union(docs.begin(), docs.end(), d.begin(), d.end(), std::back_inserter(merged));
+      docs = std::move(merged);
+      if (i > 0) {
+        std::vector<uint64_t> rest;
+        std::set_difference(missing.begin(), missing.end(), d.begin(), d.end(), std::back_inserter(rest));
+        missing = std::move(rest);
+        if (missing.empty()) break;
+      }
     }
-    std::sort(docs.begin(), docs.end());
-    docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
-    if (i == 0) {
-      result = std::move(docs);
-    } else {
-      std::vector<uint64_t> both;
-      std::set_intersection(result.begin(), result.end(), docs.begin(), docs.end(), std::back_inserter(both));
-      result = std::move(both);
-    }
+    result = std::move(docs);
     if (result.empty()) break;
   }
   return result;

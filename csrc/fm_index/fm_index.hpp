@@ -123,7 +123,9 @@ class Shard {
     return r - 1;
   }
   void check_doc(uint64_t doc) const;
-  std::vector<uint64_t> docs_in_range(Range r) const;
+  // The distinct documents (ascending) holding rows r; with `within`, only those of `within`
+  // (ascending, distinct). Stops once every document that could be found has been.
+  std::vector<uint64_t> docs_in_range(Range r, const std::vector<uint64_t>* within = nullptr) const;
 
   static constexpr uint8_t kSeparator = 0xFF;
   ShardFile file_;
