@@ -217,7 +217,7 @@ def plot(result: dict, path: Path) -> None:
     cold = result["cold_cli"]
     b.set_title("throughput; cold CLI: " + ", ".join(f"{op} {v['median_s']:.1f} s" for op, v in cold.items()), fontsize=9)
     fig.suptitle(f"{result['index']['documents']} documents, {result['index']['passages']} passages; "
-                 f"{result['machine']['cpu_count']} cores", fontsize=9)
+                 f"{result['machine']['cores']} cores", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
