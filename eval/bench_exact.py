@@ -90,6 +90,101 @@ def child_build_full(corpus: str, out: str, rate: int) -> None:
     print(json.dumps({}))
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child_memory(corpus: str, out: str, rate: int, shard_mb: int, extension: str) -> None:
+    """Peak RSS of building one shard (the first of plan_shards at shard_mb MB) from its text in
+    memory, per text byte: the peak is reset (/proc/self/clear_refs) once the shard's text is
+    all that is left, so reading the corpus does not count. A sampler thread records the largest
+    RSS seen in each build stage. extension: a _fm_index .so to use instead of the installed one
+    (an older build, for before/after)."""
+    import gc
+    import threading
+
+    from retrieval.build import plan_shards
+    from retrieval.corpus import Document
+    from retrieval.exact import _fm
+
+    if extension:  # loaded instead of the installed module, never next to it
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("retrieval._fm_index", extension)
+        fm = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fm)
+    else:
+        fm = _fm()
+    texts = load_texts(Path(corpus))
+    docs = (Document(str(i), text, corpus) for i, text in enumerate(texts))
+    shard = next(iter(plan_shards(docs, shard_mb * 1_000_000)))
+    text = shard.text
+    del docs, texts, shard
+    gc.collect()
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand the freed corpus back, so the start is the text
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _rss()
+    stages: dict[str, int] = {}
+    current = ["start"]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            r = _rss()
+            stages[current[0]] = max(stages.get(current[0], 0), r)
+            time.sleep(0.005)
+
+    def report(stage: str, _done: int, _total: int) -> None:
+        current[0] = stage
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t = time.perf_counter()
+    fm.build_shard(text, out, rate, rate, report)
+    build_s = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+    n = len(text)
+    print(json.dumps({"text_bytes": n, "build_s": build_s, "rss_before_build_bytes": before, "peak_rss_bytes": hwm,
+                      "peak_rss_per_byte": hwm / n, "build_peak_over_start_per_byte": (hwm - before) / n,
+                      "stage_rss_per_byte": {k: v / n for k, v in stages.items()},
+                      "shard_bytes": os.path.getsize(out)}))
+
+
+def memory_main(args) -> None:
+    """--memory: peak RSS per text byte of one shard's build, current extension and (with
+    --memory-before SO) an older one, same text; writes eval/results/bench_exact_memory.json."""
+    import hashlib
+
+    corpus = build_corpus(args.mb)
+    runs = {}
+    for name, ext in [("before", args.memory_before), ("after", "")]:
+        if name == "before" and not ext:
+            continue
+        out = CACHE / f"memory-{name}.fmi"
+        r = child(["--child-memory", str(corpus), str(out), str(args.memory_rate), str(args.shard_mb), ext])
+        r["shard_sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+        out.unlink()
+        runs[name] = r
+        print(f"{name}: {r['text_bytes']:,} text bytes, peak RSS {r['peak_rss_per_byte']:.2f} B per text byte "
+              f"(build over its start {r['build_peak_over_start_per_byte']:.2f}); by stage "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_rss_per_byte"].items()))
+    if len(runs) == 2:
+        print("shard files identical:", runs["before"]["shard_sha256"] == runs["after"]["shard_sha256"])
+    result = {"corpus": {"path": str(corpus), "mb": args.mb}, "sa_rate": args.memory_rate, "shard_mb": args.shard_mb,
+              **provenance(), "before_extension": args.memory_before or None, **runs}
+    if len(runs) == 2:
+        result["identical_shards"] = runs["before"]["shard_sha256"] == runs["after"]["shard_sha256"]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_exact_memory.json").write_text(json.dumps(result, indent=2))
+
+
 def child_build_peer(corpus: str, out: str) -> None:
     from fm_index import MultiFMIndex
 
@@ -220,7 +315,15 @@ def main() -> None:
                     help="only the extract comparison at SA rate 32 (builds that index if missing); "
                          "writes eval/results/bench_exact_extract.json")
     ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
+    ap.add_argument("--memory", action="store_true",
+                    help="only the build memory of one shard (see memory_main); writes eval/results/bench_exact_memory.json")
+    ap.add_argument("--memory-before", default="", help="with --memory: an older _fm_index .so to measure as 'before'")
+    ap.add_argument("--memory-rate", type=int, default=32)
+    ap.add_argument("--shard-mb", type=int, default=100, help="with --memory: the shard's size in MB")
     args = ap.parse_args()
+    if args.memory:
+        memory_main(args)
+        return
     corpus = build_corpus(args.mb)
     texts = load_texts(corpus)
     if args.extract_only:
@@ -390,6 +493,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-full":
         os.environ["RTV_SILENT"] = "1"
         child_build_full(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
+        child_memory(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-peer":
         child_build_peer(sys.argv[2], sys.argv[3])
     else:

@@ -6,6 +6,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "checksum.hpp"
 #include "elias_fano.hpp"
 #include "int_vector.hpp"
@@ -15,6 +18,18 @@
 #include "wavelet.hpp"
 
 namespace rtv {
+namespace {
+
+// Gives the whole pages inside [begin, end) back to the system (their contents are dead); what
+// is written there later gets fresh zero pages. Only a saving: nothing depends on it happening.
+void release_pages(void* begin, void* end) {
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(begin) + page - 1) & ~(page - 1);
+  const uintptr_t e = reinterpret_cast<uintptr_t>(end) & ~(page - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+}  // namespace
 
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
                  const BuildProgress& progress) {
@@ -44,6 +59,9 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   // One pass over the rows of T$ (row 0 is the sentinel suffix) derives the BWT and samples.
   // The BWT is written over the suffix array as it is consumed, saving n bytes: byte r - 1 lies in
   // sa[(r - 1) / 4], already read when row r reads sa[r - 1] and then writes byte r - 1.
+  // Behind the pass, the suffix array's bytes past the BWT written so far are dead: every
+  // `release_every` rows their pages go back to the system, so the suffix array shrinks as the
+  // samples grow and only the BWT's n bytes are left of it afterwards.
   const uint64_t rows = n + 1;
   uint8_t* const bwt = reinterpret_cast<uint8_t*>(sa);
   const uint8_t first_byte = text[n - 1];
@@ -57,6 +75,7 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   sa_values.reserve(n / sa_sample + 2);
   uint64_t primary = 0;
   const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
+  constexpr uint64_t release_every = uint64_t{1} << 22;
   uint8_t pending = first_byte;  // bwt[r - 1], written once sa[r - 1] has been read
   for (uint64_t r = 1; r < rows; ++r) {
     const auto p = static_cast<uint32_t>(sa[r - 1]);
@@ -82,8 +101,11 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
       doc_end_rows[doc] = static_cast<uint32_t>(r);
     }
     if (r % step == 0) report("bwt", r, rows);
+    // bwt[0, r) written, sa[0, r) read: bytes [r, 4r) are dead (byte r onwards is written later)
+    if (r % release_every == 0) release_pages(bwt + r, sa + r);
   }
   bwt[rows - 1] = pending;
+  release_pages(bwt + rows, sa + n);
   report("bwt", rows, rows);
 
   std::vector<uint64_t> C(257, 0);

@@ -18,16 +18,16 @@ class SuffixTypes {
   std::vector<uint64_t> words_;
 };
 
-// Bucket starts or ends per symbol. Recounted on every call instead of keeping a count array
-// so the recursion holds one array of k ints, not two.
+// Bucket starts or ends per symbol (bkt[0, k)). Recounted on every call instead of keeping a
+// count array so the recursion holds one array of k ints, not two.
 template <class Char>
-void fill_buckets(const Char* s, int32_t n, std::vector<int32_t>& bkt, bool ends) {
-  std::fill(bkt.begin(), bkt.end(), 0);
+void fill_buckets(const Char* s, int32_t n, int32_t* bkt, int32_t k, bool ends) {
+  std::fill(bkt, bkt + k, 0);
   for (int32_t i = 0; i < n; ++i) ++bkt[s[i]];
   int32_t sum = 0;
-  for (auto& b : bkt) {
-    sum += b;
-    b = ends ? sum : sum - b;
+  for (int32_t c = 0; c < k; ++c) {
+    sum += bkt[c];
+    bkt[c] = ends ? sum : sum - bkt[c];
   }
 }
 
@@ -38,9 +38,9 @@ void fill_buckets(const Char* s, int32_t n, std::vector<int32_t>& bkt, bool ends
 // - right-to-left over a byte text, entry i is S-type exactly when it lies past the L-type part of
 //   its bucket, whose end the first scan leaves in bkt (kept in l_end; 256 entries).
 template <class Char>
-void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, std::vector<int32_t>& bkt) {
+void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, int32_t* bkt, int32_t k) {
   constexpr int64_t kAhead = 16;  // prefetch distance for the random text reads
-  fill_buckets(s, n, bkt, false);
+  fill_buckets(s, n, bkt, k, false);
   // Suffix n-1 follows the virtual sentinel: it is L-type and the smallest of its bucket.
   sa[bkt[s[n - 1]]++] = n - 1;
   for (int64_t i = 0; i < n; ++i) {
@@ -50,8 +50,8 @@ void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, std::ve
   }
   constexpr bool kBytes = sizeof(Char) == 1;
   std::vector<int32_t> l_end;
-  if (kBytes) l_end = bkt;
-  fill_buckets(s, n, bkt, true);
+  if (kBytes) l_end.assign(bkt, bkt + k);
+  fill_buckets(s, n, bkt, k, true);
   for (int64_t i = n - 1; i >= 0; --i) {
     if (i >= kAhead && sa[i - kAhead] > 0) __builtin_prefetch(s + sa[i - kAhead] - 1);
     const int32_t j = sa[i] - 1;
@@ -67,8 +67,11 @@ void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, std::ve
   }
 }
 
+// space: space_len ints the caller does not need meanwhile (the part of its suffix array that
+// neither this level's array nor its string occupies); the buckets live there when they fit, so
+// a recursion level costs no k ints of its own heap.
 template <class Char>
-void sais(const Char* s, int32_t* sa, int32_t n, int32_t k) {
+void sais(const Char* s, int32_t* sa, int32_t n, int32_t k, int32_t* space, int64_t space_len) {
   if (n <= 0) return;
   if (n == 1) {
     sa[0] = 0;
@@ -80,12 +83,14 @@ void sais(const Char* s, int32_t* sa, int32_t n, int32_t k) {
     if (s[i] < s[i + 1] || (s[i] == s[i + 1] && t.s(i + 1))) t.set_s(i);
 
   // Stage 1: sort the LMS substrings by inducing from LMS positions at bucket ends.
-  std::vector<int32_t> bkt(static_cast<size_t>(k));
-  fill_buckets(s, n, bkt, true);
+  const bool own_bkt = k > space_len;
+  std::vector<int32_t> own(own_bkt ? static_cast<size_t>(k) : 0);
+  int32_t* bkt = own_bkt ? own.data() : space;
+  fill_buckets(s, n, bkt, k, true);
   std::fill(sa, sa + n, -1);
   for (int32_t i = 1; i < n; ++i)
     if (t.lms(i)) sa[--bkt[s[i]]] = i;
-  induce(s, t, sa, n, bkt);
+  induce(s, t, sa, n, bkt, k);
 
   int32_t n1 = 0;
   for (int32_t i = 0; i < n; ++i)
@@ -118,15 +123,19 @@ void sais(const Char* s, int32_t* sa, int32_t n, int32_t k) {
   // Stage 2: sort the LMS suffixes, recursing while names are not unique.
   int32_t* s1 = sa + n - n1;
   if (names < n1) {
-    std::vector<int32_t>().swap(bkt);  // release before recursing
-    sais<int32_t>(s1, sa, n1, names);
-    bkt.resize(static_cast<size_t>(k));
+    std::vector<int32_t>().swap(own);  // release before recursing
+    // sa[n1, n - n1) is free while the recursion sorts into sa[0, n1) from s1 = sa[n - n1, n)
+    sais<int32_t>(s1, sa, n1, names, sa + n1, static_cast<int64_t>(n) - 2 * static_cast<int64_t>(n1));
+    if (own_bkt) {
+      own.resize(static_cast<size_t>(k));
+      bkt = own.data();
+    }
   } else {
     for (int32_t i = 0; i < n1; ++i) sa[s1[i]] = i;
   }
 
   // Stage 3: place the sorted LMS suffixes at bucket ends and induce the rest.
-  fill_buckets(s, n, bkt, true);
+  fill_buckets(s, n, bkt, k, true);
   for (int32_t i = 1, j = 0; i < n; ++i)
     if (t.lms(i)) s1[j++] = i;
   for (int32_t i = 0; i < n1; ++i) sa[i] = s1[sa[i]];
@@ -136,11 +145,11 @@ void sais(const Char* s, int32_t* sa, int32_t n, int32_t k) {
     sa[i] = -1;
     sa[--bkt[s[j]]] = j;
   }
-  induce(s, t, sa, n, bkt);
+  induce(s, t, sa, n, bkt, k);
 }
 
 }  // namespace
 
-void suffix_array(const uint8_t* text, int32_t n, int32_t* sa) { sais<uint8_t>(text, sa, n, 256); }
+void suffix_array(const uint8_t* text, int32_t n, int32_t* sa) { sais<uint8_t>(text, sa, n, 256, nullptr, 0); }
 
 }  // namespace rtv
