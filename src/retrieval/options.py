@@ -24,7 +24,6 @@ DEFAULT_FUSION = "weighted"
 DEFAULT_WEIGHTS = {"dense": 1.0, "lexical": 1.0, "exact": 0.5}
 # rerank: "auto" reranks hybrid results with the default cross-encoder when it is on disk (a
 # notice, once, when it is not); True must rerank (a missing model is an error); False never does.
-RERANK_POLICIES = ("auto", True, False)
 DEFAULT_RERANK = "auto"
 DEFAULT_K = 10
 MAX_QUERY_BYTES = 8192
@@ -42,7 +41,7 @@ def check_options(mode: str, k: int, fusion: str, *, flags: bool = True) -> None
 
 
 def check_rerank(rerank) -> None:
-    if rerank not in RERANK_POLICIES or (rerank == 1 and rerank is not True) or (rerank == 0 and rerank is not False):
+    if not (rerank == "auto" or rerank is True or rerank is False):  # not 1/0: those compare equal to bools
         raise InputError(f"rerank {rerank!r}: use 'auto', True or False")
 
 
@@ -51,13 +50,9 @@ def resolve_k(k: int | None, n_passages: int) -> int:
     the index holds fewer; a k given explicitly that is larger than the index is an error."""
     if k is None:
         return min(DEFAULT_K, n_passages)
-    check_k_fits(k, n_passages)
-    return k
-
-
-def check_k_fits(k: int, n_passages: int) -> None:
     if k > n_passages:
         raise InputError(f"-k {k}: the index holds only {n_passages} passages; ask for at most {n_passages}")
+    return k
 
 
 def check_queries(queries: Sequence[str] | str) -> list[str]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..hits import Hit, join_hits
-from ..options import DEFAULT_FUSION, DEFAULT_RERANK, MODES, check_options, check_queries, resolve_k
+from ..options import DEFAULT_FUSION, check_options, check_queries, resolve_k
 
 Ranked = list[tuple[int, float]]  # (passage_id, score), best first
 
@@ -121,7 +121,8 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
     rerank: "auto" | True | False (retrieval.options); reranker: a model path/id, a CrossEncoder or
     a Reranker. depth: candidates taken from each stage (default max(100, k)).
     rerank_top_n: how many fused candidates the cross-encoder rescores (default 50).
-    weights: per-stage weights for fusion ({"dense": 1, "lexical": 1, "exact": 1}).
+    weights: per-stage weights overriding fusion's defaults (retrieval.options.DEFAULT_WEIGHTS for
+    weighted, equal weights for rrf).
     timings: if a dict is given, per-stage seconds are added to it."""
     from .lexical import bm25, exact_candidates, parse_query
     from .rerank import resolve_reranker
@@ -168,5 +169,4 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
     return results
 
 
-__all__ = ["search", "check_options", "MODES", "DEFAULT_RERANK", "dense_stage", "fuse_stages", "rerank_stage",
-           "to_hits", "Ranking"]
+__all__ = ["search", "dense_stage", "fuse_stages", "rerank_stage", "to_hits", "Ranking"]
