@@ -213,10 +213,11 @@ def test_count_windows(docs, data, existence_only):
 
 
 @SETTINGS
-@given(corpora, st.data(), st.booleans(), st.sampled_from([2, 3, 16, 0]))
-def test_interleaved_count_windows_equals_serial_and_scan(docs, data, existence_only, group):
-    """Lockstep searches (group > 1, or 0 = chosen by layout) give what the one-at-a-time path
-    (group=1) and a naive scan give, on sliding, scattered and overlapping windows."""
+@given(corpora, st.data(), st.booleans(), st.sampled_from([1, 2, 3, 16, 0]), st.sampled_from([1, 2, 3, 7]))
+def test_interleaved_count_windows_equals_serial_and_scan(docs, data, existence_only, group, threads):
+    """Lockstep searches (group > 1, or 0 = chosen by layout) on `threads` threads give what the
+    one-at-a-time path (group=1, one thread) and a naive scan give, on sliding, scattered and
+    overlapping windows."""
     pieces = data.draw(st.lists(st.one_of(st.sampled_from(docs), st.binary(max_size=30)), min_size=1, max_size=6))
     text = b"zq".join(pieces) + b"\xff" * data.draw(st.integers(0, 1))
     assume(len(text) > 0)
@@ -230,11 +231,11 @@ def test_interleaved_count_windows_equals_serial_and_scan(docs, data, existence_
         lengths = np.array([data.draw(st.integers(1, len(text) - s)) for s in starts], dtype=np.int64)
     with tempfile.TemporaryDirectory() as tmp:
         shard = build(docs, directory=tmp)
-        serial = shard.count_windows(text, starts, lengths, existence_only, 1).tolist()
-        got = shard.count_windows(text, starts, lengths, existence_only, group).tolist()
+        serial = shard.count_windows(text, starts, lengths, existence_only, 1, 1).tolist()
+        got = shard.count_windows(text, starts, lengths, existence_only, group, threads).tolist()
         patterns = [text[s : s + n] for s, n in zip(starts, lengths)]
-        many = shard.count_many(patterns, group).tolist()
-        assert shard.count_many(patterns, 1).tolist() == many
+        many = shard.count_many(patterns, group, threads).tolist()
+        assert shard.count_many(patterns, 1, 1).tolist() == many
     counts = [len(naive_occurrences(docs, p)) if SEP not in p else 0 for p in patterns]
     assert many == counts
     assert serial == got == ([min(c, 1) for c in counts] if existence_only else counts)
@@ -253,6 +254,8 @@ def test_sliding_windows_of_long_text(tmp_path):
         counts = shard.count_windows(text, starts, lengths)
         assert counts.tolist() == [len(naive_occurrences(docs, text[s : s + w])) for s in starts]
         assert shard.count_windows(text, starts, lengths, True).tolist() == [min(c, 1) for c in counts.tolist()]
+        for group in (1, 16):  # split over threads, serial and interleaved
+            assert shard.count_windows(text, starts, lengths, False, group, 3).tolist() == counts.tolist()
 
 
 # ---------------------------------------------------------------- argument errors

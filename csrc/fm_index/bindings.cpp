@@ -110,16 +110,17 @@ PYBIND11_MODULE(_fm_index, m) {
           py::arg("pattern"))
       .def(
           "count_many",
-          [](const Shard& s, const std::vector<std::string>& patterns, size_t group) {
+          [](const Shard& s, const std::vector<std::string>& patterns, size_t group, unsigned threads) {
             std::vector<uint64_t> counts;
             {
               py::gil_scoped_release release;
-              counts = s.count_many(patterns, group);
+              counts = s.count_many(patterns, group, threads);
             }
             return to_array(counts);
           },
-          py::arg("patterns"), py::arg("group") = Shard::kDefaultGroup,
-          "count() of every pattern; group > 1 interleaves that many searches (1: one after another).")
+          py::arg("patterns"), py::arg("group") = Shard::kDefaultGroup, py::arg("threads") = Shard::kAutoThreads,
+          "count() of every pattern; group > 1 interleaves that many searches (1: one after another); "
+          "threads: 0 = the machine's, for large requests.")
       .def(
           "locate",
           [](const Shard& s, const py::bytes& pattern, uint64_t offset, uint64_t limit) {
@@ -207,7 +208,7 @@ PYBIND11_MODULE(_fm_index, m) {
       .def(
           "count_windows",
           [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,
-             bool existence_only, size_t group) {
+             bool existence_only, size_t group, unsigned threads) {
             if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.size() != lengths.size())
               throw py::value_error("starts and lengths must be 1-D arrays of equal length");
             std::string t = bytes_arg(text);
@@ -215,13 +216,14 @@ PYBIND11_MODULE(_fm_index, m) {
             {
               py::gil_scoped_release release;
               out = s.count_windows(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()),
-                                    existence_only, group);
+                                    existence_only, group, threads);
             }
             return to_array(out);
           },
           py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("existence_only") = false,
-          py::arg("group") = Shard::kAutoGroup,
+          py::arg("group") = Shard::kAutoGroup, py::arg("threads") = Shard::kAutoThreads,
           "Occurrences (0/1 with existence_only) of each window text[start, start + length). group: "
           "backward searches run in lockstep with prefetching (1: one after another; 0: serial for "
-          "overlapping windows, 16 otherwise; same results).");
+          "overlapping windows, 16 otherwise); threads: 0 = the machine's, for large requests (same "
+          "results either way).");
 }

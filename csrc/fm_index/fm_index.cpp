@@ -9,6 +9,32 @@
 #include <thread>
 
 namespace rtv {
+namespace {
+
+// Runs fn(t) for t in [0, n) on n threads (the calling thread takes t = 0) and rethrows the
+// first exception, in order of t, once all are done.
+template <class Fn>
+void run_on_threads(size_t n, const Fn& fn) {
+  std::vector<std::exception_ptr> errors(n);
+  std::vector<std::thread> pool;
+  pool.reserve(n > 0 ? n - 1 : 0);
+  auto guarded = [&](size_t t) {
+    try {
+      fn(t);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
+  for (size_t t = 1; t < n; ++t) pool.emplace_back(guarded, t);
+  if (n > 0) guarded(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+unsigned hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+}  // namespace
 
 Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
   const ShardInfo& info = file_.info();
@@ -289,8 +315,7 @@ std::string Shard::extract_ranges(const int64_t* docs, const int64_t* starts, co
   const bool serial = group <= 1;
   unsigned n_threads = 1;
   if (!serial) {
-    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-    n_threads = threads == kAutoThreads ? hw : threads;
+    n_threads = threads == kAutoThreads ? hardware_threads() : threads;
     // A thread pays for itself from ~64 KiB of text on; auto never asks for more than that.
     if (threads == kAutoThreads) n_threads = static_cast<unsigned>(std::min<uint64_t>(n_threads, 1 + offsets[n] / 65536));
   }
@@ -348,20 +373,9 @@ std::string Shard::extract_ranges(const int64_t* docs, const int64_t* starts, co
     run_walks(walks.data(), walks.size(), group, out.data());
     return out;
   }
-  std::vector<std::exception_ptr> errors(bounds.size() - 1);
-  std::vector<std::thread> pool;
-  for (size_t t = 0; t + 1 < bounds.size(); ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        run_walks(walks.data() + bounds[t], bounds[t + 1] - bounds[t], group, out.data());
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  run_on_threads(bounds.size() - 1, [&](size_t t) {
+    run_walks(walks.data() + bounds[t], bounds[t + 1] - bounds[t], group, out.data());
+  });
   return out;
 }
 
@@ -481,7 +495,8 @@ void Shard::run_walks(Walk* walks, size_t n, size_t group, char* out) const {
 }
 
 std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                           size_t n_windows, bool existence_only, size_t group) const {
+                                           size_t n_windows, bool existence_only, size_t group,
+                                           unsigned threads) const {
   for (size_t i = 0; i < n_windows; ++i) {
     if (starts[i] < 0 || lengths[i] <= 0 || static_cast<uint64_t>(starts[i]) > text.size() ||
         static_cast<uint64_t>(lengths[i]) > text.size() - static_cast<uint64_t>(starts[i]))
@@ -500,14 +515,32 @@ std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t*
   w.bounds.push_back(n_windows);
   std::vector<uint64_t> out(n_windows, 0);
   if (group == kAutoGroup) group = auto_group(w);
-  if (group <= 1)
-    count_serial(w, out.data());
-  else
-    count_interleaved(w, group, out.data());
+  // Threads take contiguous runs of end groups, balanced by the steps their longest windows may
+  // need (a group's last window is its longest). Each run keeps its own absent shortcut.
+  const size_t n_groups = w.bounds.size() - 1;
+  std::vector<uint64_t> work(n_groups + 1, 0);
+  for (size_t g = 0; g < n_groups; ++g) {
+    const size_t last = w.order[w.bounds[g + 1] - 1];
+    work[g + 1] = work[g] + static_cast<uint64_t>(w.ends[last] - starts[last]);
+  }
+  uint64_t n_threads = threads == kAutoThreads ? std::min<uint64_t>(hardware_threads(), 1 + work[n_groups] / kStepsPerThread)
+                                               : threads;
+  n_threads = std::max<uint64_t>(1, std::min<uint64_t>(n_threads, n_groups));
+  std::vector<size_t> cuts{0};
+  for (size_t g = 1; g < n_groups && cuts.size() < n_threads; ++g)
+    if (work[g] * n_threads >= work[n_groups] * cuts.size()) cuts.push_back(g);
+  cuts.push_back(n_groups);
+  run_on_threads(cuts.size() - 1, [&](size_t t) {
+    if (group <= 1)
+      count_serial(w, cuts[t], cuts[t + 1], out.data());
+    else
+      count_interleaved(w, group, cuts[t], cuts[t + 1], out.data());
+  });
   return out;
 }
 
-std::vector<uint64_t> Shard::count_many(const std::vector<std::string>& patterns, size_t group) const {
+std::vector<uint64_t> Shard::count_many(const std::vector<std::string>& patterns, size_t group,
+                                        unsigned threads) const {
   std::string text;
   std::vector<int64_t> starts(patterns.size()), lengths(patterns.size());
   for (size_t i = 0; i < patterns.size(); ++i) {
@@ -519,7 +552,7 @@ std::vector<uint64_t> Shard::count_many(const std::vector<std::string>& patterns
   // A window never spans two patterns, so the absent-substring shortcut stays within one pattern.
   // The patterns do not overlap in the text: interleave unless told otherwise.
   return count_windows(text, starts.data(), lengths.data(), patterns.size(), false,
-                       group == kAutoGroup ? kDefaultGroup : group);
+                       group == kAutoGroup ? kDefaultGroup : group, threads);
 }
 
 // Interleaving pays when the searches touch unrelated cache lines (scattered windows: ~1.4x on a
@@ -540,10 +573,10 @@ size_t Shard::auto_group(const SortedWindows& w) {
 // One search per distinct end, in order of ends. absent_from is the largest p such that
 // text[p, e) is absent for some end e seen so far: since ends only grow, any later window
 // starting at or before p contains that absent string and counts 0.
-void Shard::count_serial(const SortedWindows& w, uint64_t* out) const {
+void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, uint64_t* out) const {
   int64_t absent_from = -1;
   const Range all{0, C_[256]};
-  for (size_t g = 0; g + 1 < w.bounds.size(); ++g) {
+  for (size_t g = g_begin; g < g_end; ++g) {
     Range r = all;
     int64_t pos = w.ends[w.order[w.bounds[g]]];
     for (size_t k = w.bounds[g]; k < w.bounds[g + 1]; ++k) {
@@ -566,7 +599,8 @@ void Shard::count_serial(const SortedWindows& w, uint64_t* out) const {
 // stage of its current wavelet level: prefetch the payload lines (its directory entries were
 // prefetched a round earlier), then rank and prefetch the next level's directory entries. While
 // one stream's lines arrive, the others compute, so ~group cache misses are in flight at once.
-void Shard::count_interleaved(const SortedWindows& w, size_t group, uint64_t* out) const {
+void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end,
+                              uint64_t* out) const {
   struct Stream {
     size_t g, g_stop;  // end groups still to do: [g, g_stop)
     size_t k = 0, k_end = 0;  // windows of the current group still to do (positions in order)
@@ -620,14 +654,14 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, uint64_t* ou
       ++s.k;
     }
   };
-  const size_t n_groups = w.bounds.size() - 1;
+  const size_t n_groups = g_end - g_begin;
   const size_t n_streams = std::min(group, n_groups);
   std::vector<Stream> live;
   live.reserve(n_streams);
   for (size_t i = 0; i < n_streams; ++i) {
     Stream s;
-    s.g = n_groups * i / n_streams;
-    s.g_stop = n_groups * (i + 1) / n_streams;
+    s.g = g_begin + n_groups * i / n_streams;
+    s.g_stop = g_begin + n_groups * (i + 1) / n_streams;
     if (advance(s)) live.push_back(s);
   }
   while (!live.empty()) {

@@ -64,12 +64,17 @@ class Shard {
   // group > 1 runs that many backward searches in lockstep, prefetching each one's next cache
   // lines so their misses overlap; group 1 runs them one after another; kAutoGroup picks by the
   // windows' layout (see auto_group). Same results either way.
+  // threads: up to that many threads, each taking a contiguous share of the windows' ends
+  // (kAutoThreads: the hardware's, one per kStepsPerThread search steps at most).
   static constexpr size_t kDefaultGroup = 16;
   static constexpr size_t kAutoGroup = 0;
+  static constexpr uint64_t kStepsPerThread = 8192;
   std::vector<uint64_t> count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                      size_t n_windows, bool existence_only, size_t group = kAutoGroup) const;
-  // count() of every pattern, through count_windows (so interleaved as above).
-  std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup) const;
+                                      size_t n_windows, bool existence_only, size_t group = kAutoGroup,
+                                      unsigned threads = kAutoThreads) const;
+  // count() of every pattern, through count_windows (so interleaved and threaded as above).
+  std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup,
+                                   unsigned threads = kAutoThreads) const;
 
  private:
   struct Range {
@@ -87,8 +92,9 @@ class Shard {
     bool existence_only;
   };
   static size_t auto_group(const SortedWindows& w);
-  void count_serial(const SortedWindows& w, uint64_t* out) const;
-  void count_interleaved(const SortedWindows& w, size_t group, uint64_t* out) const;
+  // Both take the end groups [g_begin, g_end) (ids into bounds).
+  void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, uint64_t* out) const;
+  void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, uint64_t* out) const;
   // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
   Range extend(Range r, uint8_t c) const {
     if (c == kSeparator) return {0, 0};
