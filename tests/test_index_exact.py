@@ -73,6 +73,7 @@ def test_queries_match_naive_scan(docs, data, shard_size, sample):
         ends = [s + data.draw(st.integers(0, 80)) for s in starts]
         got = idx.exact.extract_ranges(ds, starts, ends)
         assert got == [encoded[d][s:e] for d, s, e in zip(ds, starts, ends)]
+        assert idx.snippets(ds, starts, ends) == [idx.snippet(d, s, e - s) for d, s, e in zip(ds, starts, ends)]
 
 
 def test_count_windows_matches_naive(tmp_path):

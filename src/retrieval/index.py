@@ -167,6 +167,11 @@ class Index:
         """Text of bytes [offset, offset + width) of a document, less characters cut at either edge."""
         return _trim_partial_utf8(self.exact.snippet(doc, offset, width)).decode("utf-8", errors="replace")
 
+    def snippets(self, docs: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> list[str]:
+        """snippet() of many byte ranges [starts[i], ends[i]) of documents docs[i] at once (one
+        batched extract per shard)."""
+        return [_trim_partial_utf8(b).decode("utf-8", errors="replace") for b in self.exact.extract_ranges(docs, starts, ends)]
+
     # -- dense search -------------------------------------------------------------------------------
     @property
     def dense(self):

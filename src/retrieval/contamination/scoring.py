@@ -299,7 +299,9 @@ class Scorer:
         else:
             s = ln = np.zeros(0, dtype=np.int64)
             found = np.zeros(0, dtype=bool)
+        self._located: list[tuple[EntryResult, list[int], list[int], int]] = []
         results = [self._result(p, data, s, ln, found) for p in pending]
+        self._fill_matches()
         self._known = {}
         if self.semantic is not None:
             self.semantic.annotate(results, [p.entry for p in pending])
@@ -396,11 +398,10 @@ class Scorer:
 
     # -- matches: documents, offsets, snippets ---------------------------------------------------
     def _matches(self, r: EntryResult, data: bytes, span_start: int, span_end: int, first_len: int) -> None:
-        """Documents, offsets and snippets of the entry's longest run of found windows
-        (data[span_start:span_end], cut to max_span_bytes), or of its first window when the run
-        does not occur as a whole."""
+        """Locates the entry's longest run of found windows (data[span_start:span_end], cut to
+        max_span_bytes), or its first window when the run does not occur as a whole; its
+        documents and snippets are filled in for the whole batch by _fill_matches."""
         cfg = self.config
-        idx = self.index
         query = _cut_utf8(data[span_start:span_end], cfg.max_span_bytes)
         first_window = data[span_start : span_start + first_len]
         counts = None
@@ -417,19 +418,35 @@ class Scorer:
         if n == 0 or cfg.max_matches <= 0:
             return
         doc_ids, offsets = self.index.exact.locate_in(query, counts, cfg.max_matches, first_window)
-        info = self._docs(doc_ids)
-        # the snippet is the match itself with context read on either side (the match is known)
-        half = max((cfg.snippet_width - len(query)) // 2, cfg.snippet_context)
-        for d, off in zip(doc_ids, offsets):
-            ext_id, source = info.get(d, (None, None))
-            try:
-                a = max(off - half, 0)
-                left = idx.snippet(d, a, off - a) if off > a else ""
-                right = idx.snippet(d, off + len(query), half)
-                snip = left + r.matched_text + right
-            except Exception:  # noqa: BLE001 - a snippet is a courtesy; never fail the report on it
-                snip = None
-            r.matches.append({"doc_id": d, "ext_id": ext_id, "source": source, "offset": off, "snippet": snip})
+        self._located.append((r, doc_ids, offsets, len(query)))
+
+    def _fill_matches(self) -> None:
+        """The matches of every entry located in this batch: documents from the store in one
+        query, snippets in one extract call. A snippet is the match itself with context read on
+        either side (the match is known)."""
+        if not self._located:
+            return
+        cfg = self.config
+        info = self._docs([d for _, ids, _, _ in self._located for d in ids])
+        docs, starts, ends = [], [], []
+        for _, ids, offsets, n in self._located:
+            half = max((cfg.snippet_width - n) // 2, cfg.snippet_context)
+            for d, off in zip(ids, offsets):
+                docs += [d, d]
+                starts += [max(off - half, 0), off + n]
+                ends += [off, off + n + half]
+        try:
+            pieces = self.index.snippets(docs, starts, ends)
+        except Exception:  # noqa: BLE001 - a snippet is a courtesy; never fail the report on it
+            pieces = None
+        k = 0
+        for r, ids, offsets, _ in self._located:
+            for d, off in zip(ids, offsets):
+                ext_id, source = info.get(d, (None, None))
+                snip = None if pieces is None else pieces[k] + r.matched_text + pieces[k + 1]
+                k += 2
+                r.matches.append({"doc_id": d, "ext_id": ext_id, "source": source, "offset": off, "snippet": snip})
+        self._located = []
 
     def _docs(self, ids: list[int]) -> dict[int, tuple]:
         need = [i for i in dict.fromkeys(ids) if i not in self._doc_cache]
