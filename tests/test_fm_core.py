@@ -92,6 +92,21 @@ def test_count_locate_docs(cp, sa_sample, isa_sample):
             assert list(zip(d.tolist(), o.tolist())) == expected
             assert shard.docs(p).tolist() == sorted({d for d, _ in expected})
         assert shard.count_many(patterns).tolist() == [shard.count(p) for p in patterns]
+        # the same through suffix-array rows: window_ranges, then locate_rows of every row
+        text = b"".join(patterns)
+        starts = np.cumsum([0] + [len(p) for p in patterns[:-1]]).astype(np.int64)
+        lengths = np.array([len(p) for p in patterns], dtype=np.int64)
+        for group in (1, 3, 16):
+            lo, hi = shard.window_ranges(text, starts, lengths, group)
+            rows = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in zip(lo, hi)] + [np.zeros(0, np.int64)])
+            d, o = shard.locate_rows(rows, group)
+            got = list(zip(d.tolist(), o.tolist()))
+            k = 0
+            for p, a, b in zip(patterns, lo.tolist(), hi.tolist()):
+                expected = sorted(naive_occurrences(docs, p)) if SEP not in p else []
+                assert b - a == len(expected) and (a == b == 0 or a < b)
+                assert sorted(got[k:k + b - a]) == expected
+                k += b - a
 
 
 @SETTINGS
@@ -277,6 +292,10 @@ def test_invalid_arguments(tmp_path):
         shard.count_windows(b"abc", np.array([2]), np.array([5]))
     with pytest.raises(ValueError):
         shard.count_windows(b"abc", np.array([0]), np.array([0]))
+    with pytest.raises(IndexError, match="not a suffix-array row"):
+        shard.locate_rows(np.array([shard.text_bytes + 1]))
+    with pytest.raises(IndexError, match="not a suffix-array row"):
+        shard.locate_rows(np.array([-1]))
     with pytest.raises(ValueError):
         shard.cnf([])
     assert shard.cnf([[b"abc"], []]).tolist() == []

@@ -30,6 +30,16 @@ Int64Array to_array(const Values& values) {
 
 std::string bytes_arg(const py::bytes& b) { return std::string(b); }
 
+// (documents, offsets) as two int64 arrays.
+py::tuple occurrence_arrays(const std::vector<rtv::Occurrence>& occ) {
+  Int64Array docs(static_cast<py::ssize_t>(occ.size())), offsets(static_cast<py::ssize_t>(occ.size()));
+  for (size_t i = 0; i < occ.size(); ++i) {
+    docs.mutable_data()[i] = static_cast<int64_t>(occ[i].doc);
+    offsets.mutable_data()[i] = static_cast<int64_t>(occ[i].offset);
+  }
+  return py::make_tuple(docs, offsets);
+}
+
 // Accepts bytes, bytearray, memoryview or a uint8 numpy array without copying.
 py::buffer_info byte_buffer(const py::buffer& buf) {
   py::buffer_info info = buf.request();
@@ -130,14 +140,44 @@ PYBIND11_MODULE(_fm_index, m) {
               py::gil_scoped_release release;
               occ = s.locate(p, offset, limit);
             }
-            Int64Array docs(static_cast<py::ssize_t>(occ.size())), offsets(static_cast<py::ssize_t>(occ.size()));
-            for (size_t i = 0; i < occ.size(); ++i) {
-              docs.mutable_data()[i] = static_cast<int64_t>(occ[i].doc);
-              offsets.mutable_data()[i] = static_cast<int64_t>(occ[i].offset);
-            }
-            return py::make_tuple(docs, offsets);
+            return occurrence_arrays(occ);
           },
           py::arg("pattern"), py::arg("offset") = 0, py::arg("limit") = 1000)
+      .def(
+          "locate_rows",
+          [](const Shard& s, const Int64Array& rows, size_t group) {
+            if (rows.ndim() != 1) throw py::value_error("rows must be a 1-D array");
+            std::vector<rtv::Occurrence> occ;
+            {
+              py::gil_scoped_release release;
+              occ = s.locate_rows(rows.data(), static_cast<size_t>(rows.size()), group);
+            }
+            return occurrence_arrays(occ);
+          },
+          py::arg("rows"), py::arg("group") = Shard::kDefaultGroup,
+          "(documents, offsets) of suffix-array rows (from window_ranges), in the order given; group: "
+          "walks to the samples run in lockstep (1: one after another).")
+      .def(
+          "window_ranges",
+          [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths, size_t group,
+             unsigned threads) {
+            if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.size() != lengths.size())
+              throw py::value_error("starts and lengths must be 1-D arrays of equal length");
+            std::string t = bytes_arg(text);
+            Int64Array lo(starts.size()), hi(starts.size());
+            auto* plo = reinterpret_cast<uint64_t*>(lo.mutable_data());
+            auto* phi = reinterpret_cast<uint64_t*>(hi.mutable_data());
+            {
+              py::gil_scoped_release release;
+              s.window_ranges(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()), plo, phi, group,
+                              threads);
+            }
+            return py::make_tuple(lo, hi);
+          },
+          py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("group") = Shard::kAutoGroup,
+          py::arg("threads") = Shard::kAutoThreads,
+          "Suffix-array rows (lo, hi) of each window text[start, start + length), searched as "
+          "count_windows does (hi - lo is its count; both 0 when absent).")
       .def(
           "docs",
           [](const Shard& s, const py::bytes& pattern) {

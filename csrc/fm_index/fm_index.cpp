@@ -170,6 +170,84 @@ std::vector<Occurrence> Shard::locate(std::string_view pattern, uint64_t offset,
   return out;
 }
 
+std::vector<Occurrence> Shard::locate_rows(const int64_t* rows, size_t n, size_t group) const {
+  for (size_t i = 0; i < n; ++i)
+    if (rows[i] < 0 || static_cast<uint64_t>(rows[i]) >= C_[256])
+      throw std::out_of_range("row " + std::to_string(rows[i]) + " is not a suffix-array row (the shard has " +
+                              std::to_string(C_[256]) + ")");
+  // Lockstep lanes as in run_walks: each walks LF from its row to a sampled one; while one
+  // lane's wavelet lines arrive, the others compute.
+  struct Lane {
+    size_t i;
+    uint64_t row, steps;
+    WaveletTree::AccessWalk a;
+    bool fetch_payload;
+  };
+  const uint64_t s = sa_sample();
+  std::vector<uint64_t> pos(n);
+  std::vector<Lane> lanes;
+  size_t next = 0;
+  // Starts lane l on item `next` onwards, skipping items whose row is sampled already; false
+  // when none is left.
+  auto start = [&](Lane& l) -> bool {
+    for (; next < n; ++next) {
+      l = {next, static_cast<uint64_t>(rows[next]), 0, {}, true};
+      uint64_t k;
+      if (sa_marks_.contains(l.row, k)) {
+        pos[next] = sa_values_[k] * s;
+        continue;
+      }
+      ++next;
+      bwt_.access_begin(l.row, l.a);
+      return true;
+    }
+    return false;
+  };
+  for (size_t g = 0; g < std::max<size_t>(group, 1); ++g) {
+    Lane l;
+    if (!start(l)) break;
+    lanes.push_back(l);
+  }
+  while (!lanes.empty()) {
+    for (size_t j = 0; j < lanes.size();) {
+      Lane& l = lanes[j];
+      uint8_t c;
+      if (l.fetch_payload) {
+        bwt_.access_prefetch(l.a);
+        l.fetch_payload = false;
+      } else if (!bwt_.access_level(l.a, c)) {
+        l.fetch_payload = true;
+      } else {
+        uint64_t r = l.a.i;
+        if (c == kSeparator && l.row > primary_) --r;  // as in lf()
+        l.row = C_[c] + r;
+        if (++l.steps > s) throw FormatError("corrupt shard: no suffix-array sample within sa_sample steps");
+        uint64_t k;
+        if (sa_marks_.contains(l.row, k)) {
+          pos[l.i] = sa_values_[k] * s + l.steps;
+          if (!start(l)) {
+            lanes[j] = lanes.back();
+            lanes.pop_back();
+            continue;
+          }
+        } else {
+          bwt_.access_begin(l.row, l.a);
+          l.fetch_payload = true;
+        }
+      }
+      ++j;
+    }
+  }
+  std::vector<Occurrence> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (pos[i] > text_bytes()) corrupt("suffix-array sample out of range");
+    const uint64_t doc = doc_of(pos[i]), doc_start = doc_starts_.select(doc);
+    if (doc_start > pos[i]) corrupt("document starts out of order");
+    out[i] = {doc, pos[i] - doc_start};
+  }
+  return out;
+}
+
 std::vector<uint64_t> Shard::docs_in_range(Range r, const std::vector<uint64_t>* within) const {
   const uint64_t rows = r.hi - r.lo, n = n_docs();
   if (within == nullptr && rows < n / 8) {  // few occurrences: locate them all, sort, dedupe
@@ -497,6 +575,23 @@ void Shard::run_walks(Walk* walks, size_t n, size_t group, char* out) const {
 std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
                                            size_t n_windows, bool existence_only, size_t group,
                                            unsigned threads) const {
+  const std::vector<Range> ranges = search_windows(text, starts, lengths, n_windows, group, threads);
+  std::vector<uint64_t> out(n_windows);
+  for (size_t i = 0; i < n_windows; ++i) out[i] = ranges[i].empty() ? 0 : existence_only ? 1 : ranges[i].hi - ranges[i].lo;
+  return out;
+}
+
+void Shard::window_ranges(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t n_windows,
+                          uint64_t* lo, uint64_t* hi, size_t group, unsigned threads) const {
+  const std::vector<Range> ranges = search_windows(text, starts, lengths, n_windows, group, threads);
+  for (size_t i = 0; i < n_windows; ++i) {
+    lo[i] = ranges[i].empty() ? 0 : ranges[i].lo;
+    hi[i] = ranges[i].empty() ? 0 : ranges[i].hi;
+  }
+}
+
+std::vector<Shard::Range> Shard::search_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
+                                                size_t n_windows, size_t group, unsigned threads) const {
   for (size_t i = 0; i < n_windows; ++i) {
     if (starts[i] < 0 || lengths[i] <= 0 || static_cast<uint64_t>(starts[i]) > text.size() ||
         static_cast<uint64_t>(lengths[i]) > text.size() - static_cast<uint64_t>(starts[i]))
@@ -504,7 +599,7 @@ std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t*
                                   ", length " + std::to_string(lengths[i]) + ") is empty or outside the text");
   }
   // Group windows by end and extend one backward search per end, shortest window first.
-  SortedWindows w{text, starts, std::vector<int64_t>(n_windows), std::vector<size_t>(n_windows), {}, existence_only};
+  SortedWindows w{text, starts, std::vector<int64_t>(n_windows), std::vector<size_t>(n_windows), {}};
   for (size_t i = 0; i < n_windows; ++i) w.ends[i] = starts[i] + lengths[i];
   std::iota(w.order.begin(), w.order.end(), 0);
   std::sort(w.order.begin(), w.order.end(), [&](size_t a, size_t b) {
@@ -513,7 +608,7 @@ std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t*
   for (size_t k = 0; k < n_windows; ++k)
     if (k == 0 || w.ends[w.order[k]] != w.ends[w.order[k - 1]]) w.bounds.push_back(k);
   w.bounds.push_back(n_windows);
-  std::vector<uint64_t> out(n_windows, 0);
+  std::vector<Range> out(n_windows, Range{0, 0});
   if (group == kAutoGroup) group = auto_group(w);
   // Threads take contiguous runs of end groups, balanced by the steps their longest windows may
   // need (a group's last window is its longest). Each run keeps its own absent shortcut.
@@ -573,7 +668,7 @@ size_t Shard::auto_group(const SortedWindows& w) {
 // One search per distinct end, in order of ends. absent_from is the largest p such that
 // text[p, e) is absent for some end e seen so far: since ends only grow, any later window
 // starting at or before p contains that absent string and counts 0.
-void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, uint64_t* out) const {
+void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const {
   int64_t absent_from = -1;
   const Range all{0, C_[256]};
   for (size_t g = g_begin; g < g_end; ++g) {
@@ -589,7 +684,7 @@ void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, u
         break;
       }
       if (r.hi > all.hi) corrupt("suffix-array range out of range");
-      out[idx] = w.existence_only ? 1 : r.hi - r.lo;
+      out[idx] = r;
     }
   }
 }
@@ -600,7 +695,7 @@ void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, u
 // prefetched a round earlier), then rank and prefetch the next level's directory entries. While
 // one stream's lines arrive, the others compute, so ~group cache misses are in flight at once.
 void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end,
-                              uint64_t* out) const {
+                              Range* out) const {
   struct Stream {
     size_t g, g_stop;  // end groups still to do: [g, g_stop)
     size_t k = 0, k_end = 0;  // windows of the current group still to do (positions in order)
@@ -650,7 +745,7 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_beg
         return true;
       }
       if (s.r.hi > all.hi) corrupt("suffix-array range out of range");
-      out[idx] = w.existence_only ? 1 : s.r.hi - s.r.lo;
+      out[idx] = s.r;
       ++s.k;
     }
   };

@@ -72,6 +72,13 @@ class Shard {
   std::vector<uint64_t> count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
                                       size_t n_windows, bool existence_only, size_t group = kAutoGroup,
                                       unsigned threads = kAutoThreads) const;
+  // The suffix-array rows [lo[i], hi[i]) of the same windows (both 0 where a window is absent),
+  // searched as count_windows does; locate_rows turns rows into occurrences.
+  void window_ranges(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t n_windows,
+                     uint64_t* lo, uint64_t* hi, size_t group = kAutoGroup, unsigned threads = kAutoThreads) const;
+  // The occurrence of each suffix-array row (out_of_range past the last row). Walks to the
+  // nearest suffix-array samples run `group` at a time in lockstep, as extract_ranges' walks.
+  std::vector<Occurrence> locate_rows(const int64_t* rows, size_t n, size_t group = kDefaultGroup) const;
   // count() of every pattern, through count_windows (so interleaved and threaded as above).
   std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup,
                                    unsigned threads = kAutoThreads) const;
@@ -89,12 +96,13 @@ class Shard {
     const int64_t* starts;
     std::vector<int64_t> ends;
     std::vector<size_t> order, bounds;
-    bool existence_only;
   };
+  std::vector<Range> search_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
+                                    size_t n_windows, size_t group, unsigned threads) const;
   static size_t auto_group(const SortedWindows& w);
   // Both take the end groups [g_begin, g_end) (ids into bounds).
-  void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, uint64_t* out) const;
-  void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, uint64_t* out) const;
+  void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
+  void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;
   // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
   Range extend(Range r, uint8_t c) const {
     if (c == kSeparator) return {0, 0};

@@ -69,7 +69,7 @@ def _shard_entry(path: Path, rel: str, text_bytes: int) -> dict:
             "checksum": f"{shard.checksum:016x}"}
 
 
-def _page(counts: Sequence[int], offset: int, limit: int) -> list[tuple[int, int] | None]:
+def page_plan(counts: Sequence[int], offset: int, limit: int) -> list[tuple[int, int] | None]:
     """Which slice (offset, limit) of each shard's occurrences makes the page [offset, offset +
     limit) of the occurrences in shard order; None for a shard the page does not reach."""
     plan: list[tuple[int, int] | None] = []
@@ -83,6 +83,17 @@ def _page(counts: Sequence[int], offset: int, limit: int) -> list[tuple[int, int
         limit -= take
         offset = 0
     return plan
+
+
+def _window_args(what: str, text: bytes, starts, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """starts and lengths as int64 arrays, checked to be non-empty windows of `text`."""
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    if len(starts) != len(lengths):
+        raise InputError(f"{what}: starts and lengths differ in length")
+    if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(text) or lengths.min() <= 0):
+        raise InputError(f"{what}: a window lies outside the text or is empty")
+    return starts, lengths
 
 
 def _locate(shard, pattern: bytes, first: int, cut):
@@ -211,15 +222,34 @@ class ExactIndex:
                                 existence_only: bool = False) -> np.ndarray:
         """Counts (0/1 with existence_only) of each window text[start, start + length) in each
         shard, shape (shards, windows): one batched C++ call per shard."""
-        starts = np.ascontiguousarray(starts, dtype=np.int64)
-        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        if len(starts) != len(lengths):
-            raise InputError("count_windows: starts and lengths differ in length")
-        if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(text) or lengths.min() <= 0):
-            raise InputError("count_windows: a window lies outside the text or is empty")
+        starts, lengths = _window_args("count_windows", text, starts, lengths)
         if not self.shards:
             return np.zeros((0, len(starts)), dtype=np.int64)
         return np.stack(self.map_shards(lambda s: np.asarray(s.count_windows(text, starts, lengths, existence_only))))
+
+    def window_ranges(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Suffix-array rows [lo, hi) of each window text[start, start + length) in each shard,
+        two arrays of shape (shards, windows): hi - lo are the counts, and locate_rows turns rows
+        into occurrences without searching again."""
+        starts, lengths = _window_args("window_ranges", text, starts, lengths)
+        if not self.shards:
+            return np.zeros((0, len(starts)), dtype=np.int64), np.zeros((0, len(starts)), dtype=np.int64)
+        pairs = self.map_shards(lambda s: s.window_ranges(text, starts, lengths))
+        return np.stack([lo for lo, _ in pairs]), np.stack([hi for _, hi in pairs])
+
+    def locate_rows(self, rows: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(global doc ids, byte offsets) of the suffix-array rows rows[i] of shard i (one batched
+        C++ call per shard that has any)."""
+        if len(rows) != len(self.shards):
+            raise InputError(f"locate_rows: rows for {len(rows)} shards, the index has {len(self.shards)}")
+
+        def one(shard, first, r):
+            if not len(r):
+                return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            d, o = shard.locate_rows(np.ascontiguousarray(r, dtype=np.int64))
+            return np.asarray(d) + first, np.asarray(o)
+
+        return self.map_shards(one, self.first_docs, rows)
 
     def shard_counts(self, pattern: str | bytes) -> list[int]:
         """Occurrences of `pattern` in each shard (one backward search per shard)."""
@@ -235,7 +265,7 @@ class ExactIndex:
             raise InputError("find: offset and limit must be >= 0")
         if self.threads > 1 and len(self.shards) > 1:
             # counts of every shard at once, then the page's slice of each shard located at once
-            plan = _page(self.shard_counts(p), offset, limit)
+            plan = page_plan(self.shard_counts(p), offset, limit)
             if sum(cut is not None for cut in plan) > 1:
                 found = self.map_shards(lambda s, first, cut: _locate(s, p, first, cut), self.first_docs, plan)
             else:  # the page lies in one shard (the common case): no second hand-off to the pool
@@ -282,7 +312,7 @@ class ExactIndex:
             d, o = shard.locate(q, 0, cut[1])
             return [int(x) + first for x in np.asarray(d)], [int(x) for x in np.asarray(o)]
 
-        plan = _page([int(c) for c in counts], 0, limit)
+        plan = page_plan([int(c) for c in counts], 0, limit)
         if sum(cut is not None for cut in plan) > 1:
             found = self.map_shards(one, self.first_docs, counts, plan)
         else:  # one shard to locate in (the common case): no hand-off to the pool

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..exact import page_plan
 from ..windows import char_window_ranges, encode, token_window_ranges
 from .readers import BenchmarkEntry, BenchmarkReader
 
@@ -299,9 +300,9 @@ class Scorer:
         else:
             s = ln = np.zeros(0, dtype=np.int64)
             found = np.zeros(0, dtype=bool)
-        self._located: list[tuple[EntryResult, list[int], list[int], int]] = []
+        self._wanted: list[tuple[EntryResult, int, int, int]] = []
         results = [self._result(p, data, s, ln, found) for p in pending]
-        self._fill_matches()
+        self._fill_matches(data)
         self._known = {}
         if self.semantic is not None:
             self.semantic.annotate(results, [p.entry for p in pending])
@@ -315,8 +316,8 @@ class Scorer:
         is not found yet: if a span occurs, so do all of its windows. Verbatim-contaminated text
         costs about one search step per byte instead of one per byte and window. Only windows of
         spans that do not occur are then counted one by one (the C++ side skips windows that
-        contain a string already found absent). The per-shard counts of found spans are kept
-        (`self._known`) so that the matches of an entry need not search its span again.
+        contain a string already found absent). The per-shard suffix-array rows of found spans
+        are kept (`self._known`) so that the matches of an entry need not search its span again.
         """
         cfg = self.config
         found = np.zeros(len(s), dtype=bool)
@@ -348,14 +349,14 @@ class Scorer:
                 continue
             span_start = s[first]
             span_len = s[last] + ln[last] - span_start
-            counts = self.index.exact.count_windows_per_shard(data, span_start, span_len, existence_only=False)
-            hit = counts.sum(axis=0) > 0
+            lo, hi = self.index.exact.window_ranges(data, span_start, span_len)
+            hit = (hi - lo).sum(axis=0) > 0
             cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
             np.add.at(cover, first[hit], 1)
             np.add.at(cover, last[hit] + 1, -1)
             found |= np.cumsum(cover[:-1]) > 0
-            for a, b, c in zip(span_start[hit].tolist(), span_len[hit].tolist(), counts[:, hit].T.tolist()):
-                self._known[(a, b)] = c
+            for a, b, r0, r1 in zip(span_start[hit].tolist(), span_len[hit].tolist(), lo[:, hit].T, hi[:, hit].T):
+                self._known[(a, b)] = (r0, r1)
         todo = np.flatnonzero(~found)
         if len(todo):
             counts = self.index.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
@@ -393,60 +394,79 @@ class Scorer:
             rl, w = best
             span_start = int(s[w])
             span_end = int(s[w + rl - 1] + ln[w + rl - 1])
-            self._matches(r, data, span_start, span_end, int(ln[w]))
+            query = _cut_utf8(data[span_start:span_end], cfg.max_span_bytes)
+            self._wanted.append((r, span_start, len(query), int(ln[w])))
         return r
 
     # -- matches: documents, offsets, snippets ---------------------------------------------------
-    def _matches(self, r: EntryResult, data: bytes, span_start: int, span_end: int, first_len: int) -> None:
-        """Locates the entry's longest run of found windows (data[span_start:span_end], cut to
-        max_span_bytes), or its first window when the run does not occur as a whole; its
-        documents and snippets are filled in for the whole batch by _fill_matches."""
-        cfg = self.config
-        query = _cut_utf8(data[span_start:span_end], cfg.max_span_bytes)
-        first_window = data[span_start : span_start + first_len]
-        counts = None
-        if query != first_window:
-            counts = self._known.get((span_start, len(query)))
-            if counts is None:
-                counts = self.index.exact.shard_counts(query)
-        if not counts or sum(counts) == 0:  # the union of overlapping found windows need not occur as a whole
-            query = first_window
-            counts = self._known.get((span_start, len(query))) or self.index.exact.shard_counts(query)
-        n = sum(counts)
-        r.matched_text = query.decode("utf-8", "replace")
-        r.match_count = n
-        if n == 0 or cfg.max_matches <= 0:
-            return
-        doc_ids, offsets = self.index.exact.locate_in(query, counts, cfg.max_matches, first_window)
-        self._located.append((r, doc_ids, offsets, len(query)))
+    def _ranges(self, data: bytes, windows: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per-shard suffix-array rows (lo, hi) of each window (start, length) of data: known ones
+        from the span passes, the others searched in one batched call."""
+        need = sorted({w for w in windows if w not in self._known})
+        if need:
+            a = np.array([w[0] for w in need], dtype=np.int64)
+            lo, hi = self.index.exact.window_ranges(data, a, np.array([w[1] for w in need], dtype=np.int64))
+            for k, w in enumerate(need):
+                self._known[w] = (lo[:, k], hi[:, k])
+        return [self._known[w] for w in windows]
 
-    def _fill_matches(self) -> None:
-        """The matches of every entry located in this batch: documents from the store in one
-        query, snippets in one extract call. A snippet is the match itself with context read on
-        either side (the match is known)."""
-        if not self._located:
+    def _fill_matches(self, data: bytes) -> None:
+        """Matches of every entry of the batch that wants them: its longest run of found windows
+        (cut to max_span_bytes), or its first window when the run does not occur as a whole (the
+        union of overlapping found windows need not), is located through its suffix-array rows
+        (first max_matches rows in shard order, one batched call per shard for the whole batch);
+        documents come from the store in one query and snippets from one batched extract. A
+        snippet is the match itself with context read on either side (the match is known)."""
+        if not self._wanted:
             return
         cfg = self.config
-        info = self._docs([d for _, ids, _, _ in self._located for d in ids])
+        ranges = self._ranges(data, [(a, n) for _, a, n, _ in self._wanted])
+        retry = [k for k, (lo, hi) in enumerate(ranges) if (hi - lo).sum() == 0]
+        for k, rg in zip(retry, self._ranges(data, [(self._wanted[k][1], self._wanted[k][3]) for k in retry])):
+            r, a, _, first_len = self._wanted[k]
+            self._wanted[k] = (r, a, first_len, first_len)
+            ranges[k] = rg
+        rows: list[list[np.ndarray]] = [[] for _ in self.index.exact.shards]
+        takes = []
+        for (r, a, n, _), (lo, hi) in zip(self._wanted, ranges):
+            r.matched_text = data[a:a + n].decode("utf-8", "replace")
+            r.match_count = int((hi - lo).sum())
+            plan = page_plan((hi - lo).tolist(), 0, cfg.max_matches)
+            takes.append(plan)
+            for i, cut in enumerate(plan):
+                if cut is not None:
+                    rows[i].append(np.arange(lo[i], lo[i] + cut[1], dtype=np.int64))
+        located = self.index.exact.locate_rows([np.concatenate(r) if r else np.zeros(0, np.int64) for r in rows])
+        used = [0] * len(rows)
+        found: list[list[tuple[int, int]]] = []
+        for plan in takes:
+            occ = []
+            for i, cut in enumerate(plan):
+                if cut is not None:
+                    d, o = located[i]
+                    occ += zip(d[used[i]:used[i] + cut[1]].tolist(), o[used[i]:used[i] + cut[1]].tolist())
+                    used[i] += cut[1]
+            found.append(sorted(occ))
+        info = self._docs([d for occ in found for d, _ in occ])
         docs, starts, ends = [], [], []
-        for _, ids, offsets, n in self._located:
+        for (_, _, n, _), occ in zip(self._wanted, found):
             half = max((cfg.snippet_width - n) // 2, cfg.snippet_context)
-            for d, off in zip(ids, offsets):
+            for d, off in occ:
                 docs += [d, d]
                 starts += [max(off - half, 0), off + n]
                 ends += [off, off + n + half]
         try:
-            pieces = self.index.snippets(docs, starts, ends)
+            pieces = self.index.snippets(docs, starts, ends) if docs else []
         except Exception:  # noqa: BLE001 - a snippet is a courtesy; never fail the report on it
             pieces = None
         k = 0
-        for r, ids, offsets, _ in self._located:
-            for d, off in zip(ids, offsets):
+        for (r, _, _, _), occ in zip(self._wanted, found):
+            for d, off in occ:
                 ext_id, source = info.get(d, (None, None))
                 snip = None if pieces is None else pieces[k] + r.matched_text + pieces[k + 1]
                 k += 2
                 r.matches.append({"doc_id": d, "ext_id": ext_id, "source": source, "offset": off, "snippet": snip})
-        self._located = []
+        self._wanted = []
 
     def _docs(self, ids: list[int]) -> dict[int, tuple]:
         need = [i for i in dict.fromkeys(ids) if i not in self._doc_cache]
