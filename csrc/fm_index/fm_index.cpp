@@ -175,69 +175,39 @@ std::vector<Occurrence> Shard::locate_rows(const int64_t* rows, size_t n, size_t
     if (rows[i] < 0 || static_cast<uint64_t>(rows[i]) >= C_[256])
       throw std::out_of_range("row " + std::to_string(rows[i]) + " is not a suffix-array row (the shard has " +
                               std::to_string(C_[256]) + ")");
-  // Lockstep lanes as in run_walks: each walks LF from its row to a sampled one; while one
-  // lane's wavelet lines arrive, the others compute.
-  struct Lane {
+  // Lockstep lanes as in run_walks: each walks LF from its row to a sampled one.
+  struct Lane : LfLane {
     size_t i;
-    uint64_t row, steps;
-    WaveletTree::AccessWalk a;
-    bool fetch_payload;
+    uint64_t steps;
   };
   const uint64_t s = sa_sample();
   std::vector<uint64_t> pos(n);
-  std::vector<Lane> lanes;
   size_t next = 0;
-  // Starts lane l on item `next` onwards, skipping items whose row is sampled already; false
-  // when none is left.
+  // Puts lane l on the next item whose row is not sampled (the others are done at once);
+  // false when none is left.
   auto start = [&](Lane& l) -> bool {
     for (; next < n; ++next) {
-      l = {next, static_cast<uint64_t>(rows[next]), 0, {}, true};
       uint64_t k;
-      if (sa_marks_.contains(l.row, k)) {
+      if (sa_marks_.contains(static_cast<uint64_t>(rows[next]), k)) {
         pos[next] = sa_values_[k] * s;
         continue;
       }
-      ++next;
-      bwt_.access_begin(l.row, l.a);
+      l.i = next++;
+      l.row = static_cast<uint64_t>(rows[l.i]);
+      l.steps = 0;
       return true;
     }
     return false;
   };
-  for (size_t g = 0; g < std::max<size_t>(group, 1); ++g) {
-    Lane l;
-    if (!start(l)) break;
-    lanes.push_back(l);
-  }
-  while (!lanes.empty()) {
-    for (size_t j = 0; j < lanes.size();) {
-      Lane& l = lanes[j];
-      uint8_t c;
-      if (l.fetch_payload) {
-        bwt_.access_prefetch(l.a);
-        l.fetch_payload = false;
-      } else if (!bwt_.access_level(l.a, c)) {
-        l.fetch_payload = true;
-      } else {
-        uint64_t r = l.a.i;
-        if (c == kSeparator && l.row > primary_) --r;  // as in lf()
-        l.row = C_[c] + r;
-        if (++l.steps > s) throw FormatError("corrupt shard: no suffix-array sample within sa_sample steps");
-        uint64_t k;
-        if (sa_marks_.contains(l.row, k)) {
-          pos[l.i] = sa_values_[k] * s + l.steps;
-          if (!start(l)) {
-            lanes[j] = lanes.back();
-            lanes.pop_back();
-            continue;
-          }
-        } else {
-          bwt_.access_begin(l.row, l.a);
-          l.fetch_payload = true;
-        }
-      }
-      ++j;
-    }
-  }
+  std::vector<Lane> lanes;
+  for (Lane l; lanes.size() < std::max<size_t>(group, 1) && start(l);) lanes.push_back(l);
+  lockstep_lf(lanes, [&](Lane& l, uint8_t) {
+    if (++l.steps > s) throw FormatError("corrupt shard: no suffix-array sample within sa_sample steps");
+    uint64_t k;
+    if (!sa_marks_.contains(l.row, k)) return true;
+    pos[l.i] = sa_values_[k] * s + l.steps;
+    return start(l);
+  });
   std::vector<Occurrence> out(n);
   for (size_t i = 0; i < n; ++i) {
     if (pos[i] > text_bytes()) corrupt("suffix-array sample out of range");
@@ -457,10 +427,7 @@ std::string Shard::extract_ranges(const int64_t* docs, const int64_t* starts, co
   return out;
 }
 
-// Lockstep LF walks: each lane holds one walk; per LF step, per wavelet level, a lane first
-// prefetches the payload lines (its directory entry was prefetched a round earlier), then ranks
-// and prefetches the next level's directory entry. While one lane's lines arrive, the others
-// compute, so ~group cache misses are in flight at once.
+// Sets the row of every walk that starts at an ISA sample (one batched lookup).
 void Shard::resolve_rows(Walk* walks, size_t n) const {
   std::vector<uint64_t> ks;
   for (size_t j = 0; j < n; ++j)
@@ -526,50 +493,28 @@ void Shard::run_walks(Walk* walks, size_t n, size_t group, char* out) const {
     return;
   }
   resolve_rows(walks, n);
-  struct Lane {
+  struct Lane : LfLane {
     const Walk* w;
-    uint64_t row, j;  // the walk's current row; steps left
-    WaveletTree::AccessWalk a;
-    bool fetch_payload;
+    uint64_t j;  // steps left
   };
   std::vector<Lane> lanes;
-  lanes.reserve(std::min(group, n));
   size_t next = 0;
   for (; next < n && lanes.size() < group; ++next) {
-    Lane l{&walks[next], walks[next].row, walks[next].steps, {}, true};
-    bwt_.access_begin(l.row, l.a);
+    Lane l;
+    l.row = walks[next].row;
+    l.w = &walks[next];
+    l.j = walks[next].steps;
     lanes.push_back(l);
   }
-  while (!lanes.empty()) {
-    for (size_t i = 0; i < lanes.size();) {
-      Lane& l = lanes[i];
-      uint8_t c;
-      if (l.fetch_payload) {
-        bwt_.access_prefetch(l.a);
-        l.fetch_payload = false;
-      } else if (!bwt_.access_level(l.a, c)) {
-        l.fetch_payload = true;
-      } else {
-        uint64_t r = l.a.i;
-        if (c == kSeparator && l.row > primary_) --r;  // as in lf()
-        l.row = C_[c] + r;
-        if (l.j <= l.w->keep) out[l.w->dst + l.j - 1] = static_cast<char>(c);
-        if (--l.j == 0) {
-          if (next == n) {
-            lanes[i] = lanes.back();
-            lanes.pop_back();
-            continue;
-          }
-          l.w = &walks[next++];
-          l.row = l.w->row;
-          l.j = l.w->steps;
-        }
-        bwt_.access_begin(l.row, l.a);
-        l.fetch_payload = true;
-      }
-      ++i;
-    }
-  }
+  lockstep_lf(lanes, [&](Lane& l, uint8_t c) {
+    if (l.j <= l.w->keep) out[l.w->dst + l.j - 1] = static_cast<char>(c);
+    if (--l.j > 0) return true;
+    if (next == n) return false;
+    l.w = &walks[next++];
+    l.row = l.w->row;
+    l.j = l.w->steps;
+    return true;
+  });
 }
 
 std::vector<uint64_t> Shard::count_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,

@@ -125,6 +125,45 @@ class Shard {
   };
   static constexpr uint64_t kNoSample = ~uint64_t{0};
   void run_walks(Walk* walks, size_t n, size_t group, char* out) const;
+  // Lockstep LF walks, one per lane: per LF step, per wavelet level, a lane first prefetches the
+  // payload lines (its directory entry was prefetched a round earlier), then ranks and
+  // prefetches the next level's directory entry. While one lane's lines arrive, the others
+  // compute, so ~lanes.size() cache misses are in flight at once. After each step, with
+  // lane.row moved one position back, step(lane, byte stepped over) says whether the lane goes
+  // on from lane.row (its walk's next row, or the first row of a new walk it took) or retires.
+  struct LfLane {
+    uint64_t row = 0;
+    WaveletTree::AccessWalk a{};
+    bool fetch_payload = true;
+  };
+  template <class Lane, class Step>
+  void lockstep_lf(std::vector<Lane>& lanes, const Step& step) const {
+    for (Lane& l : lanes) bwt_.access_begin(l.row, l.a);
+    while (!lanes.empty()) {
+      for (size_t i = 0; i < lanes.size();) {
+        Lane& l = lanes[i];
+        uint8_t c;
+        if (l.fetch_payload) {
+          bwt_.access_prefetch(l.a);
+          l.fetch_payload = false;
+        } else if (!bwt_.access_level(l.a, c)) {
+          l.fetch_payload = true;
+        } else {
+          uint64_t r = l.a.i;
+          if (c == kSeparator && l.row > primary_) --r;  // as in lf()
+          l.row = C_[c] + r;
+          if (!step(l, c)) {
+            lanes[i] = lanes.back();
+            lanes.pop_back();
+            continue;
+          }
+          bwt_.access_begin(l.row, l.a);
+          l.fetch_payload = true;
+        }
+        ++i;
+      }
+    }
+  }
   void run_walks_sorted(Walk* walks, size_t n, char* out) const;
   void resolve_rows(Walk* walks, size_t n) const;
   // From this many walks on, run_walks_sorted beats lockstep lanes.
