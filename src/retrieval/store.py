@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import sqlite_utils
 
 from .errors import IndexFormatError
@@ -22,7 +23,7 @@ from .errors import IndexFormatError
 FTS_TABLE = "passages_fts"  # BM25 over passages (SQLite FTS5)
 # The tables of each index part, for `rtv info`'s bytes per part (SQLite's dbstat); the rest of the
 # file (schema, migrations) is counted with the exact part, which every index has.
-PART_TABLES = {"exact": ("documents",), "passages": ("passages", "idx_passages_doc_id"),
+PART_TABLES = {"exact": ("documents", "deleted"), "passages": ("passages", "idx_passages_doc_id"),
                "lexical": tuple(f"{FTS_TABLE}_{t}" for t in ("data", "idx", "docsize", "config", "content"))}
 
 
@@ -49,11 +50,21 @@ def _m003_passages_without_text(db: sqlite_utils.Database) -> None:
     db.execute(f"create virtual table {FTS_TABLE} using fts5(text, content='', tokenize='porter unicode61')")
 
 
+def _m004_deleted(db: sqlite_utils.Database) -> None:
+    # Tombstones: documents deleted since they were indexed (`rtv delete`). Every query leaves them
+    # out (Index.doc_filter); their text stays in the shards until `rtv compact` drops it.
+    db.execute("create table deleted (doc_id INTEGER PRIMARY KEY)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_documents_passages,
     _m002_passages_fts,
     _m003_passages_without_text,
+    _m004_deleted,
 ]
+# Migrations an index may lack and still be read as it is: a store without the `deleted` table
+# (written before tombstones existed) simply has none.
+OPTIONAL_ON_READ = frozenset({4})
 
 
 class Store:
@@ -87,6 +98,8 @@ class Store:
                 f"{self.path}: written by a newer rtv (schema {max(done)} > {len(MIGRATIONS)}); upgrade rtv"
             )
         pending = [v for v in range(1, len(MIGRATIONS) + 1) if v not in done]
+        if not create:
+            pending = [v for v in pending if v not in OPTIONAL_ON_READ]
         if pending and not create:
             raise IndexFormatError(f"{self.path}: written by an older rtv (schema {max(done, default=0)}); rebuild the index")
         for version, migrate in enumerate(MIGRATIONS, start=1):
@@ -138,6 +151,13 @@ class Store:
     @property
     def n_passages(self) -> int:
         return self.db["passages"].count
+
+    def deleted_doc_ids(self) -> np.ndarray:
+        """Tombstoned document ids, sorted (int64); empty for a store written before tombstones."""
+        if "deleted" not in self.db.table_names():
+            return np.zeros(0, dtype=np.int64)
+        rows = self.db.execute("select doc_id from deleted order by doc_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def id_ranges(self, with_passages: bool) -> dict[str, tuple[int | None, int | None]]:
         """(min id, max id) of the documents (and passages) tables, (None, None) when empty."""
