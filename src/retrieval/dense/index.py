@@ -506,3 +506,39 @@ def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
     return scores, ids
+
+
+# -- appending (rtv add) ------------------------------------------------------------------------------
+def append_vectors(directory: Path, section: dict, vecs: np.ndarray) -> dict:
+    """Add L2-normalised float32 vectors `vecs` (their passage ids continue the index's) to the dense
+    part in `directory`, a new generation's copy: the FAISS index keeps its training (IVF centroids,
+    PQ codebooks, HNSW graph) and gains the new codes; the rescoring store gains their rows. Files are
+    written under new names and renamed into place, so a hard link to the live generation's file is
+    never written through. Returns the updated manifest section."""
+    import os
+
+    from .vectors import append_store
+
+    directory = Path(directory)
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[1] != int(section["dim"]):
+        raise InputError(f"vectors of shape {vecs.shape} cannot join a dense index of dim {section['dim']}")
+    codec = codec_for(section["kind"], section["factory"], section.get("gpu_float16_lut", True))
+    path = directory / INDEX_FILE
+    index = codec.read(str(path))
+    n_old = int(section["n_vectors"])
+    if index.ntotal != n_old:
+        raise IndexFormatError(f"{path}: holds {index.ntotal} vectors, manifest says {n_old}; rebuild the index")
+    codes = codec.encode(vecs)
+    for lo in range(0, len(codes), 1 << 16):
+        index.add(codes[lo:lo + (1 << 16)])
+    tmp = directory / (INDEX_FILE + ".new")
+    codec.write(index, str(tmp))
+    os.replace(tmp, path)
+    if section.get("store"):
+        append_store(directory, section["store"], n_old, vecs)
+    n = n_old + len(vecs)
+    files = {name: {"bytes": (directory / name).stat().st_size} for name in section["files"]}
+    return {**section, "n_vectors": n, "files": files,
+            "index_bytes_per_vector": round(files[INDEX_FILE]["bytes"] / n, 2),
+            "appended_vectors": int(section.get("appended_vectors", 0)) + len(vecs)}
