@@ -11,7 +11,7 @@ import numpy as np
 from .errors import IndexFormatError, InputError
 from .exact import ExactIndex
 from .hits import Hit
-from .manifest import MANIFEST, live_generation, read_manifest
+from .manifest import MANIFEST, live_generation, read_manifest, segments
 from .manifest import check_store, verify_files  # cross-checks and checksums (issue 11.6, 11.7)
 from .store import Store
 
@@ -63,6 +63,31 @@ class Index:
             raise TypeError(f"Index.build() got unexpected arguments {sorted(unknown)}")
         build_index(sources, path, BuildSettings(device=device, **settings), overwrite=overwrite)
         return cls.open(path, verify=False, device=device)
+
+    # -- changing (retrieval.update: each change publishes a new generation) ----------------------
+    def add(self, sources: Iterable[str | Path], *, replace: bool = False, **options) -> "Index":
+        """Add the documents of `sources` as a new segment and return the index reopened on the new
+        generation (this Index keeps reading the one it opened). `options`: those of
+        retrieval.update.add (text_field, id_field, errors, workers, max_memory, device)."""
+        from .update import add
+
+        add(self.path, sources, replace=replace, **options)
+        return type(self).open(self.path, verify=False, device=self._device)
+
+    def delete(self, ids: Sequence[str] = (), where: str | None = None) -> "Index":
+        """Tombstone documents by external id (and/or a filter expression); returns the reopened index."""
+        from .update import delete
+
+        delete(self.path, ids, where=where)
+        return type(self).open(self.path, verify=False, device=self._device)
+
+    def compact(self, **options) -> "Index":
+        """Merge segments and drop deleted documents' text (a fresh build of the live documents);
+        returns the reopened index."""
+        from .update import compact
+
+        compact(self.path, device=self._device, **options)
+        return type(self).open(self.path, verify=False, device=self._device)
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -257,7 +282,8 @@ class Index:
         return {
             "path": str(self.path), "generation": self.root.name, "format_version": m["format_version"],
             "rtv_version": m["rtv_version"],
-            "documents": m["corpus"]["documents"], "corpus_bytes": m["corpus"]["bytes"],
+            "documents": m["corpus"]["documents"] - m["corpus"].get("deleted", 0),
+            "deleted_documents": m["corpus"].get("deleted", 0), "corpus_bytes": m["corpus"]["bytes"],
             "passages": m["corpus"]["passages"], "index_bytes": sum(parts.values()),
             "index_ratio": round(sum(parts.values()) / corpus, 4),
             "parts": {name: {"bytes": b, "per_corpus_byte": round(b / corpus, 4)} for name, b in parts.items()},
@@ -265,6 +291,7 @@ class Index:
             "exact_ratio": round(self.exact.index_bytes / max(1, self.exact.text_bytes), 4),
             "sa_sample": m["exact"]["sa_sample"], "isa_sample": m["exact"]["isa_sample"],
             "shards": [{k: s[k] for k in ("file", "first_doc", "n_docs", "text_bytes", "bytes")} for s in m["exact"]["shards"]],
+            "segments": segments(m),
             "dense": m.get("dense"),
         }
 

@@ -268,8 +268,8 @@ def delete(path: str | Path, ids: Sequence[str] = (), where: str | None = None) 
 
 def _matching(live, where: str) -> list[int]:
     """Live document ids that the filter expression `where` selects (retrieval.filters)."""
-    flt = live.doc_filter(where)
-    return [int(d) for d in flt.live_doc_ids()]
+    flt = live.doc_filter(where)  # None: nothing excluded, every document matches
+    return live.store.live_doc_ids() if flt is None else flt.allowed_ids.tolist()
 
 
 # -- compact ------------------------------------------------------------------------------------------

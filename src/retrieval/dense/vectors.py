@@ -303,7 +303,8 @@ def _append_rows(path: Path, old: np.ndarray, new: np.ndarray, step: int = 1 << 
     tmp = path.with_name(path.name + ".new")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(len(old) + len(new),) + old.shape[1:])
     for lo in range(0, len(old), step):
-        out[lo:lo + step] = old[lo:lo + step]
+        hi = min(lo + step, len(old))
+        out[lo:hi] = old[lo:hi]
     out[len(old):] = new
     out.flush()
     del out
