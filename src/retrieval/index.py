@@ -188,7 +188,7 @@ class Index:
             if entry is not None:
                 self._filters[key] = entry  # most recently used last
                 return entry
-        compiled = parse_where(key, "where") if key is not None else None
+        compiled = parse_where(key) if key is not None else None
         matching = self.store.matching_doc_ids(compiled.sql, compiled.params) if compiled else None
         flt = combine(self.n_documents, self.store.deleted_doc_ids(), matching, compiled)
         view = None

@@ -87,6 +87,7 @@ class ContaminationConfig:
     coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
     fine_group: int = 8  # a last, finer pass, only in segments with a span found (< 2 or >= group: none)
     snippet_context: int = 40  # bytes of context on each side of a match at least
+    where: str | None = None  # count only documents matching this retrieval.filters expression (--where)
 
     def __post_init__(self):
         if self.unit not in DEFAULT_WINDOW:
@@ -198,6 +199,7 @@ class Summary:
             "fields": self.fields,
             "unit": self.config.unit,
             "window": self.config.window,
+            **({"where": self.config.where} if self.config.where else {}),
             "thresholds": {"suspicious": t.suspicious, "dirty": t.dirty, "rule": t.describe()},
             "entries": self.entries,
             "scored": self.scored,
@@ -255,6 +257,9 @@ class Scorer:
         if getattr(index, "count_windows", None) is None:
             raise InputError("the index has no exact part (count_windows); rebuild it with the exact index enabled")
         self.index, self.config, self.benchmark, self.semantic = index, config, benchmark, semantic
+        # the exact part as the allowed documents see it: deleted ones (and those --where leaves
+        # out) never count as a source of contamination
+        self.exact = index.exact_view(config.where) if hasattr(index, "exact_view") else index.exact
         self._doc_cache: dict[int, tuple] = {}
 
     def score(self, entries: Iterable[BenchmarkEntry]) -> Iterator[EntryResult]:
@@ -346,7 +351,7 @@ class Scorer:
                 continue
             span_start = s[first]
             span_len = s[last] + ln[last] - span_start
-            counts = self.index.exact.count_windows_per_shard(data, span_start, span_len, existence_only=False)
+            counts = self.exact.count_windows_per_shard(data, span_start, span_len, existence_only=False)
             hit = counts.sum(axis=0) > 0
             cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
             np.add.at(cover, first[hit], 1)
@@ -356,7 +361,7 @@ class Scorer:
                 self._known[(a, b)] = c
         todo = np.flatnonzero(~found)
         if len(todo):
-            counts = self.index.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
+            counts = self.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
             found[todo] = counts.max(axis=0) > 0
         return found
 
@@ -407,16 +412,16 @@ class Scorer:
         if query != first_window:
             counts = self._known.get((span_start, len(query)))
             if counts is None:
-                counts = self.index.exact.shard_counts(query)
+                counts = self.exact.shard_counts(query)
         if not counts or sum(counts) == 0:  # the union of overlapping found windows need not occur as a whole
             query = first_window
-            counts = self._known.get((span_start, len(query))) or self.index.exact.shard_counts(query)
+            counts = self._known.get((span_start, len(query))) or self.exact.shard_counts(query)
         n = sum(counts)
         r.matched_text = query.decode("utf-8", "replace")
         r.match_count = n
         if n == 0 or cfg.max_matches <= 0:
             return
-        doc_ids, offsets = self.index.exact.locate_in(query, counts, cfg.max_matches, first_window)
+        doc_ids, offsets = self.exact.locate_in(query, counts, cfg.max_matches, first_window)
         info = self._docs(doc_ids)
         # the snippet is the match itself with context read on either side (the match is known)
         half = max((cfg.snippet_width - len(query)) // 2, cfg.snippet_context)
