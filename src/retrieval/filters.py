@@ -13,7 +13,7 @@ The where language (case-insensitive keywords):
   `doc_id` (the internal id), `length` (bytes of text); `metadata.NAME` reaches a metadata field
   that has one of those names.
 - comparisons `= != < <= > >=` (also `==`, `<>`) against one literal: 'string' or "string"
-  (backslash escapes), numbers, true, false, null; `IN (v, ...)`, `BETWEEN lo AND hi`,
+  (backslash escapes, or the quote doubled: 'O''Reilly'), numbers, true, false, null; `IN (v, ...)`, `BETWEEN lo AND hi`,
   `IS [NOT] NULL`, each with NOT; AND binds tighter than OR; parentheses.
 
 Semantics (a two-valued logic, the same in SQL and in `evaluate`, the pure-Python reference):
@@ -54,7 +54,7 @@ _TOKEN = re.compile(r"""
   | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_\-]*)
   | (?P<quoted>`[^`]*`)
-  | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+  | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
   | (?P<op>==|!=|<>|<=|>=|=|<|>)
   | (?P<punct>[(),.])
 """, re.VERBOSE | re.DOTALL)
@@ -111,7 +111,9 @@ class _Parser:
                     if isinstance(value, float) and not math.isfinite(value):
                         raise InputError(f"{self.what} {text!r}: at character {pos + 1}, number {tok} is out of range")
                 elif kind == "string":
-                    value = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), tok[1:-1], flags=re.DOTALL)
+                    q = tok[0]  # backslash escapes, or the quote doubled (SQL's 'O''Reilly')
+                    value = re.sub(r"\\(.)|" + q + q, lambda e: q if e.group(1) is None else _ESCAPES.get(e.group(1), e.group(1)),
+                                   tok[1:-1], flags=re.DOTALL)
                 elif kind == "quoted":
                     value = tok[1:-1]
                 elif kind == "name":
