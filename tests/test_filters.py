@@ -284,6 +284,7 @@ def test_each_counting_strategy(built, monkeypatch, strategy):
     tmp, docs, idx = built
     monkeypatch.setattr(exact_filtered, "LOCATE_MAX", 10**9 if strategy == "locate" else 0)
     monkeypatch.setattr(exact_filtered, "SIDE_MAX_BYTES", 0 if strategy == "none" else 1 << 30)
+    monkeypatch.setattr(exact_filtered, "BUILD_US_PER_BYTE", 0.0)  # the side index always pays off
     for where in ("lang = 'en'", "lang != 'fr' AND ok = true", "lang IN ('en', 'de')"):
         flt = idx.doc_filter(where)
         view = FilteredExact(idx.exact, flt)
@@ -299,6 +300,7 @@ def test_each_counting_strategy(built, monkeypatch, strategy):
         assert view.count_windows(data, s, ln, existence_only=True).tolist() == [min(1, w) for w in want]
         d, o = view.find("ab", 0, 10**6)
         assert len(d) == _naive(texts, "ab") and flt.allows(d).all()
+        assert (view._side is not None) == (strategy in ("excluded", "allowed"))
 
 
 def test_lexical_is_the_unfiltered_ranking_of_allowed_passages(built):

@@ -4,20 +4,21 @@ documents only, with the same methods as ExactIndex (a query layer swaps one for
 An FM-index counts a pattern's occurrences without saying in which documents they are, so a
 count that leaves documents out needs more than one backward search. Three ways, chosen by cost:
 
-- few occurrences (<= LOCATE_MAX): locate them all (each a walk to a suffix-array sample) and keep
-  those whose document is allowed (a vectorised mask lookup). Cheap for rare patterns, and
-  nothing has to be prepared.
-- many occurrences, and one side of the filter holds little text (<= SIDE_MAX_BYTES): a *side
-  index*, an FM-index built in memory over that side's documents (their text extracted from the
-  shards once per filter, and cached with it): with few documents excluded (tombstones, a
-  where that drops a little) the count is the total minus the side index's count; with few
-  allowed, it is the side index's count itself. One backward search more per pattern, batched
-  like the unfiltered ones, so contamination's thousands of windows stay one C++ call per shard.
-- otherwise (both sides large): locate every occurrence. Its cost grows with the occurrences,
-  but building a side index of hundreds of MB would cost more than most such queries.
+- locate them all (each a walk to a suffix-array sample, ~2 us) and keep those whose document is
+  allowed (a vectorised mask lookup). Nothing has to be prepared; the cost grows with the
+  occurrences.
+- a *side index*: an FM-index built in memory over the smaller side of the filter (at most
+  SIDE_MAX_BYTES of text, extracted from the shards once per filter and cached with it). With
+  few documents excluded (tombstones, a where that drops a little) the count is the total minus
+  the side index's count; with few allowed, the side index's count itself. One backward search
+  more per pattern, batched like the unfiltered ones, so contamination's thousands of windows
+  stay one C++ call per shard. Building it costs ~1 us a byte of its text (extraction + SA-IS).
 
-Which documents to build the side index over depends only on the filter (never on a cache), so
-`find`'s paging order is the same on every call.
+A call locates while that is cheaper than building the side index (the occurrences' locate cost
+below the side's build cost, LOCATE_US / BUILD_US_PER_BYTE, or at most LOCATE_MAX of them) and
+uses the side index once it pays off, or once it is built. Either way the answer is the same.
+`find` always scans the unfiltered occurrences in order (its page order must not depend on
+what was built before it), with the count to say when the allowed ones are all found.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ from .errors import InputError
 from .exact import SEPARATOR, ExactIndex, as_pattern
 from .filters import DocFilter
 
-LOCATE_MAX = 4096  # occurrences located one by one before a side index pays off
+LOCATE_MAX = 4096  # occurrences always located rather than counted in a side index
 SIDE_MAX_BYTES = 64 << 20  # most text a side index is built over (its build takes ~5 bytes a byte)
+# the cost model behind the choice (eval/results/bench_filter.json: a 16 MB side took ~12 s to
+# extract and build on a loaded 2-core machine, 134k occurrences located in well under that)
+LOCATE_US = 2.0
+BUILD_US_PER_BYTE = 0.7
 FIND_CHUNK = 4096  # find() scans the unfiltered occurrences in chunks of this many
 
 
@@ -72,11 +77,11 @@ class FilteredExact:
         allowed_bytes = int(lengths[flt.mask].sum()) + flt.n_allowed
         # the side the side index covers: "excluded" (subtract), "allowed" (count there) or None
         if excluded_bytes <= min(allowed_bytes, SIDE_MAX_BYTES):
-            self.side_kind = "excluded"
+            self.side_kind, self.side_bytes = "excluded", excluded_bytes
         elif allowed_bytes <= SIDE_MAX_BYTES:
-            self.side_kind = "allowed"
+            self.side_kind, self.side_bytes = "allowed", allowed_bytes
         else:
-            self.side_kind = None
+            self.side_kind, self.side_bytes = None, 0
         self._side: _SideIndex | None = None
         self._lock = threading.Lock()
         self.n_docs = exact.n_docs
@@ -110,13 +115,19 @@ class FilteredExact:
                 break
         return found
 
+    def use_side(self, occurrences: int) -> bool:
+        """Count `occurrences` (not yet located) through the side index rather than locating them?"""
+        if self.side_kind is None or occurrences <= LOCATE_MAX:
+            return False
+        return self._side is not None or occurrences * LOCATE_US >= self.side_bytes * BUILD_US_PER_BYTE
+
     def _filtered(self, patterns: list[bytes], totals: np.ndarray) -> np.ndarray:
         out = np.zeros(len(patterns), dtype=np.int64)
         if self.nothing:
             return out
         many = np.flatnonzero(totals > LOCATE_MAX)
         few = np.flatnonzero((totals > 0) & (totals <= LOCATE_MAX))
-        if len(many) and self.side_kind is not None:
+        if len(many) and self.use_side(int(totals[many].sum())):
             out[many] = self._side_counts([patterns[i] for i in many], totals[many])
         else:
             few = np.flatnonzero(totals > 0)
@@ -141,7 +152,7 @@ class FilteredExact:
         totals = self.exact.count_windows(text, starts, lengths, existence_only=False)
         if self.nothing:
             return np.zeros(len(starts), dtype=np.int64)
-        side = self.side()
+        side = self.side() if self.use_side(int(totals.sum())) else None
         if side is not None:
             inside = np.asarray(side.shard.count_windows(text, starts, lengths, False), dtype=np.int64)
             out = totals - inside if self.side_kind == "excluded" else inside
@@ -162,23 +173,17 @@ class FilteredExact:
 
     # -- locating ---------------------------------------------------------------------------------
     def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        """Occurrences in allowed documents as (global doc ids, byte offsets). The order: with a
-        side index over the allowed documents, its suffix-array order (pages cost O(limit)); else
-        the unfiltered order taken in chunks of FIND_CHUNK occurrences, each chunk's allowed ones
-        sorted by (doc, offset), so a page deep in a pattern that is rare among the allowed
-        documents costs a scan of the chunks before it. Each page is sorted by (doc, offset)."""
+        """Occurrences in allowed documents as (global doc ids, byte offsets), in the unfiltered
+        order taken in chunks of FIND_CHUNK occurrences, each chunk's allowed ones sorted by (doc,
+        offset); so a page deep in a pattern that is rare among the allowed documents costs a scan
+        of the chunks before it (the filtered count stops the scan once all are found). Each page
+        is sorted by (doc, offset)."""
         p = as_pattern(pattern)
         if offset < 0 or limit < 0:
             raise InputError("find: offset and limit must be >= 0")
         empty = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if limit == 0 or self.nothing:
             return empty
-        if self.side_kind == "allowed":
-            side = self.side()
-            d, o = side.shard.locate(p, offset, limit)
-            d, o = side.docs[np.asarray(d, dtype=np.int64)], np.asarray(o, dtype=np.int64)
-            order = np.lexsort((o, d))
-            return d[order], o[order]
         total = self.exact.count(p)
         remaining = int(self._filtered([p], np.asarray([total], dtype=np.int64))[0]) - offset
         if remaining <= 0:

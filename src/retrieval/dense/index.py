@@ -26,8 +26,9 @@ INDEX_FILE = "index.faiss"
 SECTION_VERSION = 1
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 # a filtered search over at most this many allowed vectors scores them all exactly (numpy over the
-# rescoring store) instead of probing the index: cheaper at that size, and never comes back short
-BRUTE_FORCE_MAX = 16384
+# rescoring store, ~1.5 us a vector) instead of probing the index: no slower than IVF-PQ's ~1 ms at
+# that size, and never comes back short (eval/results/bench_filter.json)
+BRUTE_FORCE_MAX = 2048
 SCORE_CHUNK = 65536  # vectors scored at once by that exact scoring (bounded temporaries)
 
 
@@ -455,10 +456,10 @@ class DenseIndex:
 
     # -- filtered search ------------------------------------------------------------------------------
     def _search_allowed(self, q: np.ndarray, k: int, rescore: bool, allowed: np.ndarray):
-        """Search among the allowed passages only. A small allowed set (<= BRUTE_FORCE_MAX) is
-        scored exactly, from the rescoring store (or the flat index's vectors): cheaper than
-        probing, and never short. A larger one is searched inside FAISS with an IDSelectorBitmap
-        (a flat index under the torch engine too: its CPU FAISS form, exact), so the candidates
+        """Search among the allowed passages only. The torch engine (flat, on a GPU) masks the
+        excluded columns. With a rescoring store, a small allowed set (<= BRUTE_FORCE_MAX) is
+        scored exactly from it: about as cheap as probing, and never short. Otherwise FAISS
+        searches with an IDSelectorBitmap (a flat index: exact, never short), so the candidates
         are all allowed; an IVF
         or HNSW search probing few lists can still find fewer than k allowed ones (a selective
         filter), and those queries are answered by the exact scoring instead."""
@@ -468,7 +469,9 @@ class DenseIndex:
         ids = np.flatnonzero(allowed).astype(np.int64)
         if len(ids) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if len(ids) <= BRUTE_FORCE_MAX:
+        if self.engine is not None:  # exact float16 search on the device, the excluded columns masked
+            return self.engine.search(q, k, rescore=rescore, allowed=allowed)
+        if len(ids) <= BRUTE_FORCE_MAX and self.store is not None:
             return self._score_exactly(q, ids, k)
         scores, out = self._faiss_allowed(q, k, rescore, allowed)
         short = (out >= 0).sum(axis=1) < min(k, len(ids))
