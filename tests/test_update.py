@@ -331,3 +331,23 @@ def test_cli_add_delete_compact_info(tmp_path):
     assert r.exit_code == 0 and "dropped 2 deleted documents" in r.output
     info = json.loads(_cli("info", tmp_path / "idx", "--json").output)
     assert (info["documents"], info["deleted_documents"], len(info["segments"])) == (2, 0, 1)
+
+
+@pytest.mark.parametrize("recipe", ["pq", "binary", "hnsw"])
+def test_appended_vectors_are_found_under_their_passage_ids(tmp_path, recipe):
+    """Vectors appended to a trained index (IVF-PQ keeps its centroids and codebooks, binary and HNSW
+    grow) are searchable under the ids that follow the old ones: each appended vector, as a query,
+    finds itself first (rescored exactly from the appended store rows), like the old ones do."""
+    pytest.importorskip("faiss")
+    from retrieval.dense.index import DenseIndex, append_vectors, build_from_vectors
+
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((12_000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    section = build_from_vectors(vecs[:10_000], tmp_path, recipe, device="cpu", quiet=True)
+    section = append_vectors(tmp_path, section, vecs[10_000:])
+    assert section["n_vectors"] == 12_000 and section["appended_vectors"] == 2_000
+    dense = DenseIndex.open(tmp_path, section, device="cpu")
+    for lo in (0, 10_000):  # old vectors and appended ones alike
+        _, ids = dense.search(vecs[lo:lo + 300], 1)
+        assert (ids[:, 0] == np.arange(lo, lo + 300)).mean() >= 0.97
