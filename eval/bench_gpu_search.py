@@ -262,10 +262,10 @@ def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) 
                 lambda: torch.from_numpy(eng.search(q_np, k)[1]), truths,
                 what="engine.search on numpy queries: host->GPU copy and results back included")
 
-    import faiss
-
     fx = {}
     try:
+        import faiss
+
         res = faiss.StandardGpuResources()
         import faiss.contrib.torch_utils  # noqa: F401 - lets GPU indexes take torch tensors
     except (AttributeError, ImportError) as exc:
@@ -280,7 +280,8 @@ def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) 
             continue
         B.entry(M, name, nq, lambda ix=fx[name]: ix.search(q, k), lambda ix=fx[name]: ix.search(q, k)[1], truths,
                 io="torch tensors on the GPU")
-    R["faiss"] = {"version": faiss.__version__, "gpus": int(faiss.get_num_gpus())}
+    if res is not None:
+        R["faiss"] = {"version": faiss.__version__, "gpus": int(faiss.get_num_gpus())}
 
     if full:
         Bt = R.setdefault("batches", {})
