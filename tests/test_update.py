@@ -351,3 +351,22 @@ def test_appended_vectors_are_found_under_their_passage_ids(tmp_path, recipe):
     for lo in (0, 10_000):  # old vectors and appended ones alike
         _, ids = dense.search(vecs[lo:lo + 300], 1)
         assert (ids[:, 0] == np.arange(lo, lo + 300)).mean() >= 0.97
+
+
+def test_delete_where_uses_the_filter_language(tmp_path):
+    docs = [{"id": f"d{i}", "text": f"{w} text {i}", "lang": "de" if i % 3 == 0 else "en", "year": 2000 + i}
+            for i, w in enumerate(WORDS)]
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    Index.build([src], tmp_path / "idx", **SETTINGS).close()
+    summary = delete(tmp_path / "idx", ["d1"], where="lang = 'de' AND year < 2009")
+    gone = {"d1"} | {d["id"] for d in docs if d["lang"] == "de" and d["year"] < 2009}
+    assert summary["deleted_now"] == len(gone) == 4
+    keep = [(d["id"], d["text"]) for d in docs if d["id"] not in gone]
+    assert answers(Index.open(tmp_path / "idx")) == answers(fresh(tmp_path, keep, "want"))
+    before = _state(tmp_path / "idx")
+    with pytest.raises(InputError, match="matches no live document"):
+        delete(tmp_path / "idx", where="lang = 'de' AND year < 2009")  # those are deleted already
+    result = _cli("delete", tmp_path / "idx", "--where", "lang = = 'x'")
+    assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert _state(tmp_path / "idx") == before
