@@ -415,16 +415,18 @@ def test_dense_flat_filtered_equals_brute_force(tmp_path):
     rng = np.random.default_rng(0)
     x = _unit(rng.standard_normal((3000, 24)))
     sec = build_from_vectors(x, tmp_path, "flat", quiet=True)
-    d = DenseIndex.open(tmp_path, sec, device="cpu", exact="faiss")
     q = _unit(rng.standard_normal((6, 24)))
-    for frac in (0.002, 0.05, 0.5, 1.0):
-        allowed = rng.random(3000) < frac
-        ids = np.flatnonzero(allowed)
-        s, i = d.search(q, 10, allowed=allowed)
-        want = _brute(x, q, ids, 10)
-        assert (i[:, :want.shape[1]] == want).all() and (i[:, want.shape[1]:] == -1).all()
-    none = np.zeros(3000, bool)
-    assert (d.search(q, 5, allowed=none)[1] == -1).all()
+    for engine in ("faiss", "torch"):  # FAISS's selector; the torch engine's mask (its CPU run)
+        d = DenseIndex.open(tmp_path, sec, device="cpu", exact=engine)
+        assert (d.engine is not None) == (engine == "torch")
+        for frac in (0.002, 0.05, 0.5, 1.0):
+            allowed = np.random.default_rng(int(frac * 1000)).random(3000) < frac
+            ids = np.flatnonzero(allowed)
+            s, i = d.search(q, 10, allowed=allowed)
+            want = _brute(x, q, ids, 10)
+            assert (i[:, :want.shape[1]] == want).all() and (i[:, want.shape[1]:] == -1).all()
+        none = np.zeros(3000, bool)
+        assert (d.search(q, 5, allowed=none)[1] == -1).all()
 
 
 def test_ivf_selective_filter_comes_back_full(tmp_path, monkeypatch):
