@@ -274,6 +274,19 @@ def test_exact_stages_equal_a_fresh_index(built, where):
         fresh.count_windows(data, starts, lengths, True).tolist()
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(expr=expressions())
+def test_generated_where_counts_equal_naive_counts(built, expr):
+    """Counts and documents under generated expressions: a naive scan of the documents the
+    Python evaluator selects."""
+    tmp, docs, idx = built
+    rows = [{**_row(d, i), "source": str(tmp / "c.jsonl")} for i, d in enumerate(docs)]
+    texts = [d["text"] for d, r in zip(docs, rows) if evaluate(expr, r)]
+    assert idx.count_many(PATTERNS, where=expr).tolist() == [_naive(texts, p) for p in PATTERNS]
+    want_docs = [i for i, (d, r) in enumerate(zip(docs, rows)) if evaluate(expr, r) and "abab" in d["text"]]
+    assert idx.docs("abab", where=expr).tolist() == want_docs
+
+
 @pytest.mark.parametrize("strategy", ["locate", "excluded", "allowed", "none"])
 def test_each_counting_strategy(built, monkeypatch, strategy):
     """The three ways FilteredExact counts (locate, side index of the excluded or the allowed
@@ -514,7 +527,13 @@ def test_cli_where(built):
     out = subprocess.run(rtv + ["count", str(tmp / "idx"), "ab", "--where", "lang = 'en'", "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["count"] == idx.count("ab", where="lang = 'en'")
-    for cmd in (["count", str(tmp / "idx"), "ab"], ["find", str(tmp / "idx"), "ab"], ["cnf", str(tmp / "idx"), "ab"],
+    bench = tmp / "bench.jsonl"
+    bench.write_text(json.dumps({"id": "e", "text": docs[2]["text"]}) + "\n")
+    out = subprocess.run(rtv + ["contamination", str(tmp / "idx"), str(bench), "--window", "20", "--json",
+                                "--where", f"id != '{docs[2]['id']}'"], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[-1]["where"] == f"id != '{docs[2]['id']}'" and all(m["doc_id"] != 2 for m in lines[0].get("matches", []))
+    for cmd in (["contamination", str(tmp / "idx"), str(bench)], ["count", str(tmp / "idx"), "ab"], ["find", str(tmp / "idx"), "ab"], ["cnf", str(tmp / "idx"), "ab"],
                 ["query", str(tmp / "idx"), "cat", "--mode", "lexical"]):
         bad = subprocess.run(rtv + cmd + ["--where", "year >= AND"], capture_output=True, text=True)
         assert bad.returncode == 1 and "Traceback" not in bad.stderr
