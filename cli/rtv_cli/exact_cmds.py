@@ -38,16 +38,21 @@ from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
               help=f"Memory for the shard builds running at once (default: {int(MEMORY_FRACTION * 100)}% of MemAvailable). "
                    f"Building a shard takes about {BUILD_BYTES_PER_TEXT_BYTE} bytes per byte of its text, so SIZE "
                    "limits how many run together; a shard that needs more than SIZE is an error.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="auto|ADDRESS",
+              help="Build the shards as tasks on a Ray cluster (pip install 'rtv[ray]'): auto (the cluster this node "
+                   "belongs to) or its address. OUTPUT must be on a path every node mounts (NFS, Lustre, a mounted "
+                   "bucket); the cluster's CPUs and memory decide how many shards build at once (not --workers).")
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @output_options
 def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
-          workers, max_memory, force, as_json):
+          workers, max_memory, ray_address, force, as_json):
     """Build an index at OUTPUT from SOURCES (files or directories; .jsonl .json .parquet, text files, .gz/.zst)."""
     from retrieval import Index
 
     idx = Index.build(sources, output, text_field=text_field, id_field=id_field, errors=errors, shard_size=shard_size,
                       sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, parts=parts, recipe=recipe,
-                      model=model, device=device, workers=workers, max_memory=max_memory, overwrite=force)
+                      model=model, device=device, workers=workers, max_memory=max_memory, ray=ray_address,
+                      overwrite=force)
     info = idx.info()
     sizes = ", ".join(f"{name} {p['per_corpus_byte']:.3f}x" for name, p in info["parts"].items())
     emit(info, as_json, f"indexed {info['documents']} documents ({info['corpus_bytes']} bytes, "
