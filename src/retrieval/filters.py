@@ -460,9 +460,15 @@ class DocFilter:
         d = np.asarray(doc_ids, dtype=np.int64)
         return d[self.allows(d)]
 
-    def passage_mask(self, passage_docs: np.ndarray) -> np.ndarray:
-        """Boolean mask over passage ids from the document of every passage (Index.passage_docs)."""
-        return self.mask[passage_docs] if len(passage_docs) else np.zeros(0, dtype=bool)
+    def passage_mask(self, passage_docs: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Boolean mask over passage ids 0..n-1 (default: len(passage_docs)) from the document of
+        every passage (Index.passage_docs; -1 for an id with no passage row, which is never allowed)."""
+        n = len(passage_docs) if n is None else n
+        out = np.zeros(n, dtype=bool)
+        docs = np.asarray(passage_docs[:n], dtype=np.int64)
+        known = docs >= 0
+        out[:len(docs)][known] = self.mask[docs[known]]
+        return out
 
     def sql(self, column: str) -> tuple[str, list]:
         """A SQL condition "document `column` is allowed" (tombstones and the where expression as

@@ -210,8 +210,12 @@ class Index:
         return self._passage_docs
 
     def allowed_passages(self, flt) -> np.ndarray | None:
-        """Boolean mask over passage ids allowed by a DocFilter (None: every passage)."""
-        return None if flt is None else flt.passage_mask(self.passage_docs)
+        """Boolean mask over passage ids allowed by a DocFilter (None: every passage), as long as
+        the dense part has vectors (a vector whose passage row is gone is never allowed)."""
+        if flt is None:
+            return None
+        n = self.dense.n if self.dense is not None else len(self.passage_docs)
+        return flt.passage_mask(self.passage_docs, n)
 
     # -- exact search (`where`: a retrieval.filters expression; tombstones are always left out) ----
     def count(self, pattern: str | bytes, where: str | None = None) -> int:
