@@ -1,24 +1,29 @@
-"""Exact float16 search on the GPU (retrieval.dense.gpu_exact) side by side with FAISS GpuIndexFlatIP.
+"""Exact float16 search on the GPU (retrieval.dense.gpu_exact) side by side with FAISS, in one run.
 
-On the same vectors in one run: n x d unit vectors (random normal, normalised; and a clustered set),
-nq queries, k = 10. Measures QPS of
+1M x 384 unit vectors (random normal, normalised; and a clustered set), 16,384 queries, k = 10:
 
-- the float16 matmul alone (Q @ X^T, tiled as the engine tiles it),
-- matmul + torch.topk over each n-wide row,
-- the engine's two-level selection + float32 rescoring (several block widths and tile sizes; and
-  without rescoring),
-- FAISS GpuIndexFlatIP with float32 and float16 storage,
+- cuBLAS float16 matmul alone (Q @ X^T, tiled, nothing selected): the unfused ceiling;
+- the fused Triton kernel alone (gpu_fused.block_keys: matmul + best of each block, the score matrix
+  never written), keeping the best one (max_only) or the best two (top2, what the engine uses) per
+  block, over a few tile shapes;
+- the engine, whole search: fused kernel + exact selection + float64 re-scoring of 20 candidates
+  from float32 vectors (fused_f32), the same re-scored from the float16 vectors (fused_f16), the
+  float16 score matrix + two-level top-k (unfused_f32), and matmul + torch.topk;
+- FAISS GpuIndexFlatIP with float32 and float16 storage;
 
-recall@10 of each against float32 exact search (TF32 off), batches of 1, 64, 1024 and nq queries,
-one batch of 100k queries (checked against the smaller batches' answers), and the engine at 10M.
-Timings: best of a few runs after a warm-up, torch.cuda.synchronize() around each; queries and
-results stay on the GPU (FAISS through faiss.contrib.torch_utils) unless the entry says "numpy".
+recall@10 of each against exact search in float64 over the float32 vectors (the truth) and against
+float32 exact search (TF32 off; itself shown against the truth), batches of 1 .. 16,384 queries, one
+batch of 100k queries (checked against the smaller batches' answers). At 10M x 384 (clustered):
+the engine vs FAISS flat (float32, float16), FAISS IVF-PQ (rtv's pq recipe's layout at 10M:
+IVF16384,PQ64, raw and re-scored x20) and binary sign codes (GpuIndexBinaryFlat, raw and re-scored
+x20): QPS, recall@10, bytes on the GPU. Timings: best of 2-3 runs after a warm-up,
+torch.cuda.synchronize() around each; queries and results stay on the GPU (FAISS through
+faiss.contrib.torch_utils) unless the entry says numpy.
 
-    python eval/bench_gpu_search.py                       # on the GPU machine (faiss-gpu: shared/gpu/)
-    python eval/bench_gpu_search.py --n 20000 --nq 512 --big-n 0 --out /tmp/x.json   # smoke test, CPU
-    python eval/bench_gpu_search.py --plot-only           # redraw the plot from the JSON
+    python eval/bench_gpu_search.py --commit SHA            # on the GPU machine (faiss-gpu: shared/gpu/)
+    python eval/bench_gpu_search.py --plot-only             # redraw the plot from the JSON
 
-Writes eval/results/bench_gpu_search.json and bench_gpu_search.png.
+Writes eval/results/bench_gpu_search.json and bench_gpu_search.png (or --out).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -70,29 +74,49 @@ def best_time(torch, fn, reps: int = 3, warm: int = 1) -> float:
     return best
 
 
-def unit_rows(torch, x):
+def peak_bytes(torch):
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def unit_rows(x):
     return x / x.norm(dim=1, keepdim=True)
 
 
-def make_data(torch, kind: str, n: int, d: int, nq: int, device, seed: int):
+def make_data(torch, kind: str, n: int, d: int, nq: int, device, seed: int, centres: int = 1000):
+    """float32 (n, d) unit vectors and (nq, d) queries, generated on the device in 1M-row chunks."""
     g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.empty((n + nq, d), dtype=torch.float32, device=device)
     if kind == "random":
-        x = unit_rows(torch, torch.randn(n, d, device=device, generator=g))
-        q = unit_rows(torch, torch.randn(nq, d, device=device, generator=g))
-        return x, q
-    # clustered: 1000 centres of uneven weight, each vector a centre plus equal-size noise
-    c = torch.randn(1000, d, device=device, generator=g)
-    w = torch.distributions.Dirichlet(torch.ones(1000, device=device)).sample()
-    lab = torch.multinomial(w, n + nq, replacement=True, generator=g)
-    x = unit_rows(torch, c[lab] + torch.randn(n + nq, d, device=device, generator=g))
-    return x[:n].contiguous(), x[n:].contiguous()
+        for lo in range(0, n + nq, 1 << 20):
+            m = min(1 << 20, n + nq - lo)
+            x[lo:lo + m] = unit_rows(torch.randn(m, d, device=device, generator=g))
+    else:  # clustered: centres of uneven weight, each vector a centre plus equal-size noise
+        c = torch.randn(centres, d, device=device, generator=g)
+        w = torch.distributions.Dirichlet(torch.ones(centres, device=device)).sample()
+        for lo in range(0, n + nq, 1 << 20):
+            m = min(1 << 20, n + nq - lo)
+            lab = torch.multinomial(w, m, replacement=True, generator=g)
+            x[lo:lo + m] = unit_rows(c[lab] + torch.randn(m, d, device=device, generator=g))
+    return x[:n], x[n:].contiguous()
 
 
-def exact_f32(torch, x, q, k: int, per: int = 1024):
-    """float32 exact top k (TF32 off), ids (nq, k)."""
+def exact_top(torch, x, q, k: int, dtype, per: int = 1024, xchunk: int = 1 << 20):
+    """Exact top k ids (nq, k) by (score descending, id ascending) in ``dtype`` (float64: the truth;
+    float32 with TF32 off: float32 exact search)."""
     out = []
     for lo in range(0, len(q), per):
-        out.append(torch.topk(q[lo:lo + per] @ x.T, k, dim=1).indices)
+        qq = q[lo:lo + per].to(dtype)
+        best_s, best_i = None, None
+        for xlo in range(0, len(x), xchunk):
+            s = qq @ x[xlo:xlo + xchunk].to(dtype).T
+            v, i = torch.topk(s, min(k, s.shape[1]), dim=1)
+            i = i + xlo
+            if best_s is not None:
+                v, i = torch.cat([best_s, v], 1), torch.cat([best_i, i], 1)
+                v, j = torch.topk(v, k, dim=1)
+                i = torch.gather(i, 1, j)
+            best_s, best_i = v, i
+        out.append(best_i)
     return torch.cat(out)
 
 
@@ -102,43 +126,92 @@ def recall(torch, ids, truth) -> float:
     return round(float((ids[:, :k, None] == truth[:, None, :]).any(-1).float().sum(1).mean()) / k, 6)
 
 
-def faiss_indexes(x_np, use_f16_list, device_ok: bool):
-    import faiss
-
-    out = {}
-    gpu = device_ok and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    res = faiss.StandardGpuResources() if gpu else None
-    for f16 in use_f16_list:
-        if gpu:
-            cfg = faiss.GpuIndexFlatConfig()
-            cfg.useFloat16 = f16
-            ix = faiss.GpuIndexFlatIP(res, x_np.shape[1], cfg)
-        else:
-            if f16:
-                continue
-            ix = faiss.IndexFlatIP(x_np.shape[1])
-        ix.add(x_np)
-        out["faiss_gpu_flat_f16" if f16 else ("faiss_gpu_flat_f32" if gpu else "faiss_cpu_flat_f32")] = ix
-    return out, gpu, res
+def faiss_flat(faiss, res, x, f16: bool):
+    cfg = faiss.GpuIndexFlatConfig()
+    cfg.useFloat16 = f16
+    ix = faiss.GpuIndexFlatIP(res, x.shape[1], cfg)
+    for lo in range(0, len(x), 1 << 20):
+        ix.add(x[lo:lo + (1 << 20)])
+    return ix
 
 
-def run_dataset(torch, args, kind: str, device, full: bool, results: dict, save) -> None:
-    from retrieval.dense.gpu_exact import DEFAULT_BLOCK, GpuExact
+class Bench:
+    def __init__(self, torch, results: dict, save):
+        self.torch, self.results, self.save = torch, results, save
+
+    def entry(self, table: dict, name: str, nq: int, fn, ids_fn=None, truths=None, reps: int = 3, **extra):
+        torch = self.torch
+        try:
+            t = best_time(torch, fn, reps=reps)
+            e = {"qps": round(nq / t, 1), "seconds": round(t, 5), **extra}
+            if ids_fn is not None:
+                ids = ids_fn()
+                for tname, truth in (truths or {}).items():
+                    e[f"recall_at_10_vs_{tname}"] = recall(torch, ids[:len(truth)], truth)
+            table[name] = e
+            log(f"  {name}: {e}")
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            table[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"  {name} FAILED: {traceback.format_exc()}")
+            torch.cuda.empty_cache()
+        self.save()
+        return table[name]
+
+
+def kernel_sweep(torch, B: Bench, R: dict, q, x16, nq: int):
+    """The fused kernel alone over tile shapes; returns the fastest top2 config for big batches."""
+    from retrieval.dense import gpu_fused
+
+    q16 = q.half().contiguous()
+    S = R.setdefault("kernel_sweep", {})
+    runs = [(128, 4, bm, w, st, True) for bm, w, st in ((128, 8, 3), (128, 8, 4), (128, 4, 3), (64, 4, 3), (64, 8, 4))]
+    runs += [(128, 4, 128, 8, 3, False), (128, 4, 64, 4, 3, False), (256, 2, 128, 8, 3, True)]
+    best, best_t = None, float("inf")
+    if True:
+        for bn, sub, bm, w, st, top2 in runs:
+            cfg = {"BM": bm, "num_warps": w, "num_stages": st}
+            if True:
+                name = f"bn{bn}_bm{bm}_w{w}_s{st}_{'top2' if top2 else 'max_only'}"
+                e = B.entry(S, name, nq, lambda cfg=cfg, top2=top2, bn=bn, sub=sub:
+                            gpu_fused.block_keys(q16, x16, bn, sub, top2=top2, config=cfg), reps=3,
+                            block=bn, sub=sub, **cfg, top2=top2)
+                if top2 and bn == 128 and e.get("seconds", 1e9) < best_t:
+                    best, best_t = cfg, e["seconds"]
+    torch.cuda.empty_cache()
+    return best
+
+
+def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) -> None:
+    from retrieval.dense import gpu_exact, gpu_fused
+    from retrieval.dense.gpu_exact import GpuExact
 
     n, d, nq, k = args.n, args.dim, args.nq, args.k
-    t0 = time.perf_counter()
+    log(f"[{kind}] {n} x {d}, {nq} queries")
     x, q = make_data(torch, kind, n, d, nq, device, seed=1 if kind == "random" else 2)
-    truth = exact_f32(torch, x, q, k)
+    t0 = time.perf_counter()
+    truth64 = exact_top(torch, x, q, k, torch.float64)
+    truth32 = exact_top(torch, x, q, k, torch.float32)
     sync(torch)
     R = results.setdefault("datasets", {}).setdefault(kind, {"n": n, "dim": d, "nq": nq, "k": k})
-    R["setup_seconds"] = round(time.perf_counter() - t0, 2)
-    log(f"[{kind}] data + float32 truth in {R['setup_seconds']} s")
-    eng = GpuExact(x, str(device), block=DEFAULT_BLOCK)
-    x16, xt = eng.x, eng.x.t()
-    per = eng.tile_rows(nq)
-    R["engine"] = {"block": eng.block, "tile_bytes": eng.tile_bytes, "tile_queries": per,
-                   "vector_bytes": eng.nbytes, "scores": "float32 rescoring of float16 vectors"}
+    R["truth_seconds"] = round(time.perf_counter() - t0, 2)
+    R["float32_exact_recall_vs_float64"] = recall(torch, truth32, truth64)
+    truths = {"float64": truth64, "float32": truth32}
+    t0 = time.perf_counter()
+    eng = GpuExact(x, str(device), rescore_from="float32")
+    sync(torch)
+    R["engine_load_seconds"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    eng.search_tensor(q[:1], k)
+    sync(torch)
+    R["engine_first_query_seconds"] = round(time.perf_counter() - t0, 3)  # Triton compile / cache load
+    R["engine"] = {"fused": eng.fused_ok(gpu_exact.candidates_for(k, n)), "fused_block": gpu_exact.FUSED_BLOCK,
+                   "fused_sub": gpu_exact.FUSED_SUB, "candidates": gpu_exact.candidates_for(k, n),
+                   "fused_tile_queries": eng.fused_tile_rows(nq), "unfused_block": eng.block,
+                   "unfused_tile_queries": eng.tile_rows(nq), "vector_bytes": eng.nbytes,
+                   "rescoring": "float64 from the float32 copy on the GPU"}
     M = R.setdefault("methods", {})
+    x16, per = eng.x, eng.tile_rows(nq)
+    xt = x16.t()
 
     def matmul_only():
         with torch.inference_mode():
@@ -152,116 +225,75 @@ def run_dataset(torch, args, kind: str, device, full: bool, results: dict, save)
                 outs.append(torch.topk(qq[lo:lo + tile].half() @ xt, k, dim=1).indices)
         return torch.cat(outs)
 
-    def entry(name, fn, ids_fn=None, reps=3, **extra):
-        try:
-            t = best_time(torch, fn, reps=reps)
-            e = {"qps": round(nq / t, 1), "seconds": round(t, 5), **extra}
-            if ids_fn is not None:
-                e["recall_at_10"] = recall(torch, ids_fn(), truth)
-            M[name] = e
-            log(f"[{kind}] {name}: {e}")
-        except Exception as exc:  # noqa: BLE001 - record and go on
-            M[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            log(f"[{kind}] {name} FAILED: {traceback.format_exc()}")
-        save()
-
-    entry("matmul_only", matmul_only, what="float16 Q @ X^T per tile, nothing selected")
-    entry("matmul_topk", matmul_topk, matmul_topk, what="matmul + torch.topk over each row")
-    blocks = [int(b) for b in args.blocks.split(",")] if full else [eng.block]
-    for b in blocks:
-        eb = GpuExact(x16, str(device), block=b)
-        entry(f"two_level_block{b}", lambda eb=eb: eb.search_tensor(q, k),
-              lambda eb=eb: eb.search_tensor(q, k)[1], block=b, tile_queries=per)
-        del eb
-    entry("two_level_no_rescore", lambda: eng.search_tensor(q, k, rescore=False),
-          lambda: eng.search_tensor(q, k, rescore=False)[1], block=eng.block,
-          what="float16 scores returned, no float32 rescoring")
-    if full:  # where the time goes: each stage added in turn (kc = the rescored candidates)
-        from retrieval.dense import gpu_exact as ge
-
-        kc = ge.candidates_for(k, n)
-        xpt = eng.xp.t()
-
-        def stages(upto):
-            with torch.inference_mode():
-                for lo in range(0, nq, per):
-                    s = q[lo:lo + per].half() @ xpt
-                    if eng.npad != n:
-                        s[:, n:] = float("-inf")
-                    if upto == 0:
-                        continue
-                    s3 = s.view(len(s), eng.npad // eng.block, eng.block)
-                    bm = s3.amax(dim=2)
-                    if upto == 1:
-                        continue
-                    _, blk = ge.topk_first(bm, kc)
-                    if upto == 2:
-                        continue
-                    blk, _ = torch.sort(blk, dim=1)
-                    cand = s3[torch.arange(len(s), device=s.device)[:, None], blk].flatten(1)
-                    if upto == 3:
-                        continue
-                    ge.topk_first(cand, kc)
-        R["breakdown_seconds"] = {}
-        for i, name in enumerate(("matmul_padded", "+block_maxima", "+topk_of_blocks", "+gather_candidates",
-                                  "+topk_of_candidates")):
-            R["breakdown_seconds"][name] = round(best_time(torch, lambda i=i: stages(i)), 5)
-        R["breakdown_seconds"]["+float32_rescoring (whole search)"] = M.get(f"two_level_block{eng.block}", {}).get("seconds")
-        R["breakdown_note"] = f"block {eng.block}, {kc} candidates rescored, {per} queries a tile, cumulative"
-        log(f"[{kind}] breakdown: {R['breakdown_seconds']}")
-        save()
-    e32 = GpuExact(x, str(device), block=eng.block, rescore_from="float32")
-    entry("two_level_rescore_f32", lambda: e32.search_tensor(q, k), lambda: e32.search_tensor(q, k)[1],
-          block=eng.block, what="candidates re-scored from a float32 copy on the GPU (3x the memory)")
-    del e32
+    B.entry(M, "cublas_matmul_only", nq, matmul_only, what="float16 Q @ X^T per tile, nothing selected",
+            tile_queries=per, reps=5)
     if full:
-        for tb in (int(t) for t in args.tiles.split(",")):
-            et = GpuExact(x16, str(device), block=eng.block, tile_bytes=tb << 20)
-            entry(f"two_level_tile{tb}MiB", lambda et=et: et.search_tensor(q, k), None,
-                  tile_queries=et.tile_rows(nq), block=eng.block)
+        best = kernel_sweep(torch, B, R, q, x16, nq)
+        R["kernel_config_used"] = best
+        if best is not None:  # the engine takes the sweep's fastest tile for big batches in this run
+            default = gpu_fused.config_for
+
+            def tuned(b, default=default, best=best):
+                return dict(best) if b > 64 else default(b)
+            gpu_fused.config_for = tuned
+    q16 = q.half().contiguous()
+    B.entry(M, "fused_kernel_top2", nq, lambda: gpu_fused.block_keys(q16, x16, 128, 4), reps=5,
+            what="the fused kernel alone: scores + best two of each 128-block, best of each 512")
+    B.entry(M, "fused_kernel_max_only", nq, lambda: gpu_fused.block_keys(q16, x16, 128, 4, top2=False), reps=5,
+            what="the fused kernel keeping only the best of each block (not enough for the exact selection)")
+    B.entry(M, "engine_fused_f32", nq, lambda: eng.search_tensor(q, k), lambda: eng.search_tensor(q, k)[1],
+            truths, reps=5, what="fused kernel, exact top 20, float64 re-scoring from float32 vectors (3x memory)")
+    B.entry(M, "engine_fused_no_rescore", nq, lambda: eng.search_tensor(q, k, rescore=False),
+            lambda: eng.search_tensor(q, k, rescore=False)[1], truths,
+            what="fused kernel, exact top 10 by float16 products, no re-scoring")
+    e16 = GpuExact(x16, str(device), rescore_from="float16")
+    B.entry(M, "engine_fused_f16", nq, lambda: e16.search_tensor(q, k), lambda: e16.search_tensor(q, k)[1],
+            truths, what="fused kernel, float64 re-scoring from the float16 vectors (float16 memory only)")
+    del e16
+    eu = GpuExact(x, str(device), rescore_from="float32", fused=False)
+    eu.x32 = eng.x32
+    B.entry(M, "engine_unfused_f32", nq, lambda: eu.search_tensor(q, k), lambda: eu.search_tensor(q, k)[1],
+            truths, what="float16 score matrix (cuBLAS) + two-level top-k (block 512), float64 re-scoring")
+    if full:
+        B.entry(M, "matmul_topk", nq, matmul_topk, matmul_topk, truths, reps=2,
+                what="cuBLAS float16 matmul + torch.topk over each row")
         q_np = q.cpu().numpy()
-        entry("two_level_numpy_io", lambda: eng.search(q_np, k), lambda: torch.from_numpy(eng.search(q_np, k)[1]),
-              what="engine.search on numpy queries: host->GPU copy and results back included")
+        B.entry(M, "engine_fused_numpy_io", nq, lambda: eng.search(q_np, k),
+                lambda: torch.from_numpy(eng.search(q_np, k)[1]), truths,
+                what="engine.search on numpy queries: host->GPU copy and results back included")
 
-    # FAISS on the same vectors
-    x_np = x.cpu().numpy()
+    fx = {}
     try:
-        fx, on_gpu, _res = faiss_indexes(x_np, [False, True], device.type == "cuda")
-    except Exception as exc:  # noqa: BLE001
-        fx, on_gpu = {}, False
+        import faiss
+
+        res = faiss.StandardGpuResources()
+        import faiss.contrib.torch_utils  # noqa: F401 - lets GPU indexes take torch tensors
+    except (AttributeError, ImportError) as exc:
+        res = None
         R["faiss_error"] = f"{type(exc).__name__}: {exc}"
-        log(f"[{kind}] FAISS FAILED: {traceback.format_exc()}")
-    torch_io = False
-    if on_gpu:
+    for f16 in ((False, True) if res is not None else ()):
+        name = "faiss_gpu_flat_f16" if f16 else "faiss_gpu_flat_f32"
         try:
-            import faiss.contrib.torch_utils  # noqa: F401 - lets GPU indexes take torch tensors
-
-            next(iter(fx.values())).search(q[:2], k)
-            torch_io = True
+            fx[name] = faiss_flat(faiss, res, x, f16)
         except Exception as exc:  # noqa: BLE001
-            R["faiss_torch_io_error"] = f"{type(exc).__name__}: {exc}"
-    q_np = q.cpu().numpy()
-    for name, ix in fx.items():
-        qq = q if torch_io else q_np
-        entry(name, lambda ix=ix, qq=qq: ix.search(qq, k), lambda ix=ix, qq=qq: torch.as_tensor(ix.search(qq, k)[1]),
-              io="torch tensors on the GPU" if torch_io else "numpy")
-    import faiss
-
-    R["faiss"] = {"version": faiss.__version__, "gpus": int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0,
-                  "io": "torch" if torch_io else "numpy"}
-    save()
+            M[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        B.entry(M, name, nq, lambda ix=fx[name]: ix.search(q, k), lambda ix=fx[name]: ix.search(q, k)[1], truths,
+                io="torch tensors on the GPU")
+    if res is not None:
+        R["faiss"] = {"version": faiss.__version__, "gpus": int(faiss.get_num_gpus())}
 
     if full:
-        # batch sizes: the same queries, cut into batches of B (for B = 1: the first 256 queries)
-        B = R.setdefault("batches", {})
+        Bt = R.setdefault("batches", {})
+        fns = {"engine_fused_f32": lambda qb: eng.search_tensor(qb, k),
+               "engine_unfused_f32": lambda qb: eu.search_tensor(qb, k),
+               "matmul_topk": lambda qb: matmul_topk(qb, eng.tile_rows(len(qb)))}
+        for name, ix in fx.items():
+            fns[name] = (lambda qb, ix=ix: ix.search(qb, k))
         for bs in (int(b) for b in args.batches.split(",")):
-            m = min(nq, max(bs, 256 if bs == 1 else 4096 if bs <= 64 else nq))
+            m = min(nq, max(bs, 256 if bs <= 16 else 2048 if bs <= 256 else nq))
             qs = q[:m]
             row = {"queries": m}
-            fns = {"two_level": lambda qb: eng.search_tensor(qb, k),
-                   "matmul_topk": lambda qb: matmul_topk(qb, eng.tile_rows(len(qb)))}
-            for name, ix in fx.items():
-                fns[name] = (lambda qb, ix=ix: ix.search(qb if torch_io else qb.cpu().numpy(), k))
             for name, fn in fns.items():
                 try:
                     def go(fn=fn):
@@ -271,62 +303,145 @@ def run_dataset(torch, args, kind: str, device, full: bool, results: dict, save)
                     row[name] = {"qps": round(m / t, 1), "ms_per_batch": round(1000 * t / (-(-m // bs)), 4)}
                 except Exception as exc:  # noqa: BLE001
                     row[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            B[str(bs)] = row
+            Bt[str(bs)] = row
             log(f"[{kind}] batch {bs}: {row}")
-            save()
-        # one batch of 100k queries: tiled inside; the first nq rows against the nq-batch answers
-        try:
+            B.save()
+        try:  # one batch of 100k queries, tiled inside; its rows against smaller batches' answers
             extra = make_data(torch, "random", 16, d, args.huge_batch, device, seed=3)[1]
             qh = torch.cat([q, extra[:max(0, args.huge_batch - nq)]])
-            t = best_time(torch, lambda: eng.search_tensor(qh, k), reps=1)
+            t = best_time(torch, lambda: eng.search_tensor(qh, k), reps=2)
             _, ih = eng.search_tensor(qh, k)
             _, i0 = eng.search_tensor(q, k)
             _, i1 = eng.search_tensor(q[:1000], k)
+            _, i2 = eng.search_tensor(q[:7], k)
             R["huge_batch"] = {"queries": len(qh), "qps": round(len(qh) / t, 1), "seconds": round(t, 4),
                                "same_ids_as_nq_batch": bool(torch.equal(ih[:nq], i0)),
                                "same_ids_as_1000_batch": bool(torch.equal(i0[:1000], i1)),
-                               "peak_gpu_bytes": int(torch.cuda.max_memory_allocated()) if device.type == "cuda" else None}
+                               "same_ids_as_7_batch": bool(torch.equal(i0[:7], i2)),
+                               "recall_at_10_vs_float64_first_nq": recall(torch, ih[:nq], truth64),
+                               "peak_gpu_bytes": peak_bytes(torch)}
             log(f"[{kind}] huge batch: {R['huge_batch']}")
         except Exception as exc:  # noqa: BLE001
             R["huge_batch"] = {"error": f"{type(exc).__name__}: {exc}"}
             log(traceback.format_exc())
-        save()
-    del fx, eng, x, q, x16, xt, truth
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        B.save()
+    del fx, eng, eu, x, q, x16, xt, truth64, truth32, res
+    torch.cuda.empty_cache()
 
 
-def run_big(torch, args, device, results: dict, save) -> None:
-    """The engine at args.big_n random vectors (float32 truth on 1024 queries)."""
+def sign_codes(torch, x):
+    """(n, d/8) uint8 sign bits of float vectors (bit j of byte i: dimension 8i + j)."""
+    bits = (x > 0).view(len(x), -1, 8).to(torch.uint8)
+    return (bits << torch.arange(8, device=x.device, dtype=torch.uint8)).sum(dim=2, dtype=torch.uint8)
+
+
+def run_big(torch, args, device, results: dict, B: Bench) -> None:
+    """10M: the engine vs FAISS flat, IVF-PQ and binary codes (recall on 1024 queries)."""
+    import faiss
+
+    from retrieval.dense import recipes
     from retrieval.dense.gpu_exact import GpuExact
 
     n, d, k, nq = args.big_n, args.dim, args.k, 4096
+    R = results.setdefault("big", {"n": n, "dim": d, "nq": nq, "k": k, "data": "clustered, 10000 centres",
+                                   "recall_queries": 1024})
+    M = R.setdefault("methods", {})
     try:
-        g = torch.Generator(device=device).manual_seed(5)
-        x16 = torch.empty((n, d), dtype=torch.float16, device=device)
-        x32 = torch.empty((n, d), dtype=torch.float32, device=device)
-        for lo in range(0, n, 1 << 20):
-            c = unit_rows(torch, torch.randn(min(1 << 20, n - lo), d, device=device, generator=g))
-            x32[lo:lo + len(c)] = c
-            x16[lo:lo + len(c)] = c.half()
-        q = unit_rows(torch, torch.randn(nq, d, device=device, generator=g))
-        truth = exact_f32(torch, x32, q[:1024], k, per=256)
-        del x32
+        x, q = make_data(torch, "clustered", n, d, nq, device, seed=5, centres=10000)
+        t0 = time.perf_counter()
+        truth64 = exact_top(torch, x, q[:1024], k, torch.float64, per=256)
+        truths = {"float64": truth64}
+        R["truth_seconds"] = round(time.perf_counter() - t0, 2)
+        eng = GpuExact(x, str(device), rescore_from="float32")
+        x16 = eng.x
+        B.entry(M, "engine_fused_f32", nq, lambda: eng.search_tensor(q, k), lambda: eng.search_tensor(q[:1024], k)[1],
+                truths, gpu_bytes_per_vector=6 * d, what="fused exact float16, float64 re-scoring from float32")
+        e16 = GpuExact(x16, str(device), rescore_from="float16")
+        B.entry(M, "engine_fused_f16", nq, lambda: e16.search_tensor(q, k), lambda: e16.search_tensor(q[:1024], k)[1],
+                truths, gpu_bytes_per_vector=2 * d, what="fused exact float16, re-scoring from float16 (no float32 copy)")
+        del e16
+        per = eng.tile_rows(nq)
+        B.entry(M, "cublas_matmul_only", nq,
+                lambda: [q[lo:lo + per].half() @ x16.t() for lo in range(0, nq, per)], reps=2, gpu_bytes_per_vector=2 * d)
+        res = faiss.StandardGpuResources()
+        import faiss.contrib.torch_utils  # noqa: F401
+        for f16 in (True, False):
+            name = "faiss_gpu_flat_f16" if f16 else "faiss_gpu_flat_f32"
+            try:
+                ix = faiss_flat(faiss, res, x, f16)
+                B.entry(M, name, nq, lambda ix=ix: ix.search(q, k), lambda ix=ix: ix.search(q[:1024], k)[1], truths,
+                        reps=2, gpu_bytes_per_vector=(2 if f16 else 4) * d)
+                del ix
+            except Exception as exc:  # noqa: BLE001
+                M[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            torch.cuda.empty_cache()
+        B.save()
+        # IVF-PQ in rtv's pq recipe's layout for this n
+        plan = recipes.plan("pq", n, d, quiet=True)
+        nlist, m = plan["nlist"], plan["m"]
+        R["ivfpq"] = {"factory": plan["factory"], "train_points": plan["train_points"],
+                      "recipe_nprobe": plan["params"]["nprobe"], "rescore_multiplier": plan["params"]["rescore_multiplier"]}
+        try:
+            cfg = faiss.GpuIndexIVFPQConfig()
+            cfg.useFloat16LookupTables = True
+            ivf = faiss.GpuIndexIVFPQ(res, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT, cfg)
+            gsel = torch.Generator(device="cpu").manual_seed(7)
+            sample = x[torch.randperm(n, generator=gsel)[:plan["train_points"]].to(device)].contiguous()
+            t0 = time.perf_counter()
+            ivf.train(sample)
+            R["ivfpq"]["train_seconds"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            for lo in range(0, n, 1 << 20):
+                ivf.add(x[lo:lo + (1 << 20)])
+            R["ivfpq"]["add_seconds"] = round(time.perf_counter() - t0, 2)
+            del sample
+            mult = plan["params"]["rescore_multiplier"]
+            qn = 1024
+            for nprobe in sorted({32, 128, 512, plan["params"]["nprobe"]}):
+                ivf.nprobe = nprobe
+                B.entry(M, f"faiss_ivfpq_nprobe{nprobe}_raw", qn, lambda: ivf.search(q[:qn], k),
+                        lambda: ivf.search(q[:qn], k)[1], truths, reps=2, gpu_bytes_per_vector=m + 8)
+
+                def rescored():
+                    _, cand = ivf.search(q[:qn], k * mult)
+                    return eng.rescore(q[:qn], cand, k)[1]
+                B.entry(M, f"faiss_ivfpq_nprobe{nprobe}_rescored_x{mult}", qn, rescored, rescored, truths, reps=2,
+                        gpu_bytes_per_vector=m + 8, rescoring="float64 from the float32 vectors on the GPU "
+                        "(rtv re-scores from its int8 store on the host)")
+            del ivf
+        except Exception as exc:  # noqa: BLE001
+            R["ivfpq"]["error"] = f"{type(exc).__name__}: {exc}"
+            log(traceback.format_exc())
         torch.cuda.empty_cache()
-        eng = GpuExact(x16, str(device))
-        t = best_time(torch, lambda: eng.search_tensor(q, k), reps=2)
-        rec = recall(torch, eng.search_tensor(q[:1024], k)[1], truth)
-        t_mm = best_time(torch, lambda: [q[lo:lo + eng.tile_rows(nq)].half() @ x16.t()
-                                         for lo in range(0, nq, eng.tile_rows(nq))], reps=2)
-        results["big"] = {"n": n, "dim": d, "nq": nq, "k": k, "qps": round(nq / t, 1),
-                          "matmul_only_qps": round(nq / t_mm, 1), "recall_at_10": rec,
-                          "recall_queries": 1024, "vector_bytes": eng.nbytes, "block": eng.block,
-                          "tile_queries": eng.tile_rows(nq)}
+        B.save()
+        # binary sign codes, exhaustive Hamming search
+        try:
+            codes = sign_codes(torch, x)
+            bix = faiss.GpuIndexBinaryFlat(res, d)
+            codes_np = codes.cpu().numpy()
+            bix.add(codes_np)
+            qc = sign_codes(torch, q).cpu().numpy()
+            mult, qc = 20, qc[:1024]
+            B.entry(M, "faiss_binary_raw", len(qc), lambda: bix.search(qc, k),
+                    lambda: torch.from_numpy(bix.search(qc[:1024], k)[1]), truths, reps=2,
+                    gpu_bytes_per_vector=d // 8, io="numpy")
+
+            def brescored():
+                _, cand = bix.search(qc, k * mult)
+                return eng.rescore(q[:len(qc)], torch.from_numpy(cand).to(device), k)[1]
+            B.entry(M, f"faiss_binary_rescored_x{mult}", len(qc), brescored, brescored, truths, reps=2,
+                    gpu_bytes_per_vector=d // 8, io="numpy", rescoring="float64 from the float32 vectors on the GPU")
+            del bix, codes
+        except Exception as exc:  # noqa: BLE001
+            M["faiss_binary"] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(traceback.format_exc())
+        R["peak_gpu_bytes"] = peak_bytes(torch)
+        del eng, x, q
+        torch.cuda.empty_cache()
     except Exception as exc:  # noqa: BLE001
-        results["big"] = {"n": n, "error": f"{type(exc).__name__}: {exc}"}
+        R["error"] = f"{type(exc).__name__}: {exc}"
         log(traceback.format_exc())
-    log(f"[big] {results['big']}")
-    save()
+    B.save()
 
 
 def plot(results: dict, path: Path) -> None:
@@ -336,24 +451,27 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     R = results["datasets"]["random"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    names = [m for m, e in R["methods"].items() if "qps" in e]
-    vals = [R["methods"][m]["qps"] for m in names]
-    ax = axes[0]
-    bars = ax.barh(names, vals, color=["#888" if m.startswith("matmul") else "#c44" if m.startswith("faiss") else "#36c"
-                                       for m in names])
-    for b_, m in zip(bars, names):
-        r = R["methods"][m].get("recall_at_10")
-        ax.text(b_.get_width(), b_.get_y() + b_.get_height() / 2,
-                f" {b_.get_width() / 1000:,.0f}k" + (f"  r={r:.6f}" if r is not None else ""), va="center", fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("queries / s")
-    ax.set_title(f"{R['n']:,} x {R['dim']} unit vectors, {R['nq']:,} queries, k={R['k']}\n"
-                 f"{results['gpu'].get('name', 'cpu')}", fontsize=9)
-    ax.set_xlim(0, max(vals) * 1.35)
-    ax = axes[1]
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5))
+    for ax, (title, M) in zip(axes[:2], ((f"1M: {R['n']:,} x {R['dim']}, {R['nq']:,} queries", R["methods"]),
+                                         ("10M (clustered), 4,096 queries", results.get("big", {}).get("methods", {})))):
+        names = [m for m, e in M.items() if "qps" in e]
+        vals = [M[m]["qps"] for m in names]
+        if not vals:
+            continue
+        bars = ax.barh(names, vals, color=["#888" if "matmul" in m or "kernel" in m else "#c44" if m.startswith("faiss")
+                                           else "#36c" for m in names])
+        for b_, m in zip(bars, names):
+            r = M[m].get("recall_at_10_vs_float64")
+            ax.text(b_.get_width(), b_.get_y() + b_.get_height() / 2,
+                    f" {b_.get_width() / 1000:,.1f}k" + (f"  r={r:.4f}" if r is not None else ""), va="center", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("queries / s")
+        ax.set_title(f"{title}, k={R['k']}\n{results['gpu'].get('name', 'cpu')}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    ax = axes[2]
     bs = sorted(R.get("batches", {}), key=int)
-    for meth in ("two_level", "matmul_topk", "faiss_gpu_flat_f32", "faiss_gpu_flat_f16"):
+    for meth in ("engine_fused_f32", "engine_unfused_f32", "matmul_topk", "faiss_gpu_flat_f32", "faiss_gpu_flat_f16"):
         ys = [R["batches"][b].get(meth, {}).get("qps") for b in bs]
         if any(y is not None for y in ys):
             ax.plot([int(b) for b in bs], ys, "o-", label=meth)
@@ -361,7 +479,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("queries per batch")
     ax.set_ylabel("queries / s")
-    ax.set_title("batch size", fontsize=9)
+    ax.set_title("batch size (1M)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -375,15 +493,15 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--nq", type=int, default=16384)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--blocks", default="256,512,1024,2048,4096")
-    ap.add_argument("--tiles", default="1024,2048,8192", help="score-tile sizes in MiB to try")
-    ap.add_argument("--batches", default="1,64,1024,16384")
+    ap.add_argument("--batches", default="1,4,16,64,256,1024,4096,16384")
     ap.add_argument("--huge-batch", type=int, default=100_000)
     ap.add_argument("--datasets", default="random,clustered")
-    ap.add_argument("--big-n", type=int, default=10_000_000, help="the engine alone at this n (0: skip)")
+    ap.add_argument("--big-n", type=int, default=10_000_000, help="the 10M comparison at this n (0: skip)")
     ap.add_argument("--commit", default=None, help="commit measured, where git is not there")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="no GPU: a tiny run on the CPU to check the script "
+                    "(the kernel through TRITON_INTERPRET=1, the engine through the kernel's torch stand-in)")
     args = ap.parse_args()
     png = args.out.with_suffix(".png")
     if args.plot_only:
@@ -392,9 +510,16 @@ def main() -> None:
 
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 truth is float32
+    if not torch.cuda.is_available() and not args.smoke:
+        sys.exit("bench_gpu_search: needs a CUDA GPU (run it on the GPU machine; --smoke checks the script on a CPU)")
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 exact is float32
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        from retrieval.dense import gpu_exact
+
+        gpu_exact.GpuExact.__init__.__defaults__ = tuple(
+            "reference" if v is True else v for v in gpu_exact.GpuExact.__init__.__defaults__)
     prov = provenance()
     if prov.get("commit") is None and args.commit:
         prov["commit"] = args.commit
@@ -405,10 +530,18 @@ def main() -> None:
         free, total = torch.cuda.mem_get_info()
         gpu = {"name": torch.cuda.get_device_name(0), "memory_bytes": int(total), "free_bytes_at_start": int(free),
                "multiprocessors": p.multi_processor_count, "cuda": torch.version.cuda}
+    try:
+        import triton
+        gpu["triton"] = triton.__version__
+    except ImportError:
+        gpu["triton"] = None
     results = {"benchmark": "bench_gpu_search", **prov, "gpu": gpu, "torch": torch.__version__,
                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "timing": "best of 2-3 runs after a warm-up, wall clock with torch.cuda.synchronize(); "
-                         "QPS = queries / seconds"}
+               "timing": "best of 2-5 runs after a warm-up, wall clock with torch.cuda.synchronize(); "
+                         "QPS = queries / seconds",
+               "floor": {"flop_per_query": 2 * args.n * args.dim,
+                         "note": "compute floor = flop_per_query * QPS / the matmul rate; cublas_matmul_only "
+                                 "also writes the float16 score matrix (2 n bytes a query)"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
@@ -416,11 +549,12 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(args.out)
 
+    B = Bench(torch, results, save)
     log(f"device {device} {gpu}")
     for i, kind in enumerate(args.datasets.split(",")):
-        run_dataset(torch, args, kind, device, full=(i == 0), results=results, save=save)
-    if args.big_n and device.type == "cuda":
-        run_big(torch, args, device, results, save)
+        run_1m(torch, args, kind, device, full=(i == 0), results=results, B=B)
+    if args.big_n:
+        run_big(torch, args, device, results, B)
     save()
     try:
         plot(results, png)

@@ -1,11 +1,15 @@
 """Scaling on one node (issue 12): build throughput against --workers, and count/find latency over
 a multi-shard index with the shard fan-out serial vs parallel, side by side in one run.
 
-Build: the first --mb of eval/data/real-200mb.jsonl (whole lines), --shard-size so that there are
-at least 4 shards, parts exact and exact+lexical, --workers 1 and 2 (or --workers-list). Each build
+Build: the first --mb of eval/data/real-200mb.jsonl (whole lines; --data for another file: a file
+shorter than --mb is repeated, its ids suffixed `#k` in the k-th copy, and the JSON says so),
+--shard-size so that there are --shards shards, parts exact and exact+lexical (--lexical-mb: a
+smaller corpus for the slower exact+lexical runs), --workers 1 and 2 (or --workers-list). Each build
 runs in its own subprocess (`rtv index`), so its wall time includes reading the corpus and
-starting the workers, and its peak memory is the largest process of its tree (the driver's and a
-worker's peak are reported; RUSAGE_CHILDREN of the build's process). Every parallel build is
+starting the workers. Peak memory: the driver's and the largest worker's (RUSAGE_CHILDREN of the
+build's process), and the whole process tree's (the sum of its processes' RSS, sampled every 50 ms
+with psutil) next to what the budget reserves for the shards building at once (--max-memory's
+BUILD_BYTES_PER_TEXT_BYTE per text byte) and the default budget itself. Every parallel build is
 checked byte-identical to the --workers 1 one (every file but manifest.json).
 
 Queries: an exact-only index of --query-mb in --query-shards shards; 500 patterns (words and
@@ -14,11 +18,14 @@ timed per call with the ExactIndex's threads=1 (the serial loop) and threads=def
 interleaved in one process.
 
     python eval/bench_scale.py              # writes eval/results/bench_scale.json and .png
+    python eval/bench_scale.py --mb 400 --shards 32 --lexical-mb 60 --workers-list 1,2,4,8,16 \
+        --query-mb 1000 --commit SHA --label "GPU machine" --out ...   # the 16-core run
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -42,36 +49,66 @@ DATA = ROOT / "eval" / "data" / "real-200mb.jsonl"
 WORK = ROOT / "eval" / "data" / "bench-scale"
 OUT = ROOT / "eval" / "results" / "bench_scale.json"
 
-# run as `python bench_scale.py --child ARGS...`: one build, then its time and peak memory as JSON
+# run as `python -c CHILD ARGS...`: one build, then its time and peak memory as JSON
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from click.testing import CliRunner
+import psutil
+tree_peak = [0]
+done = threading.Event()
+def sample():  # the sum of the RSS of this process and its workers, every 50 ms
+    me = psutil.Process()
+    while not done.wait(0.05):
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        tree_peak[0] = max(tree_peak[0], total)
+threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
 from rtv_cli.main import cli
 res = CliRunner().invoke(cli, sys.argv[1:], catch_exceptions=False)
 wall = time.perf_counter() - t
+done.set()
 if res.exit_code:
     sys.stderr.write(res.output); sys.exit(res.exit_code)
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids}))
+print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids, "tree_peak_bytes": tree_peak[0]}))
 """
 
 
-def subset(mb: float) -> Path:
-    path = WORK / f"corpus-{mb:g}mb.jsonl"
-    if path.exists():
-        return path
+def subset(mb: float, data: Path = DATA) -> tuple[Path, int]:
+    """The first `mb` MB of `data` in whole lines, and how many copies of `data` that took (a file
+    shorter than `mb` is repeated; the k-th copy's ids get the suffix `#k`, so they stay unique)."""
+    path = WORK / f"corpus-{mb:g}mb{'' if data == DATA else '-' + data.stem}.jsonl"
+    copies_file = path.with_suffix(".copies")
+    if path.exists() and copies_file.exists():
+        return path, int(copies_file.read_text())
     WORK.mkdir(parents=True, exist_ok=True)
-    limit = int(mb * 1e6)
-    with DATA.open("rb") as src, path.open("wb") as out:
-        n = 0
-        for line in src:
+
+    def lines():  # (copy number from 1, line), the file over and over
+        for copy in itertools.count(1):
+            with data.open("rb") as src:
+                for line in src:
+                    if copy > 1:
+                        doc = json.loads(line)
+                        doc["id"] = f"{doc.get('id', '')}#{copy - 1}"
+                        line = (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+                    yield copy, line
+
+    limit, n, copies = int(mb * 1e6), 0, 0
+    with path.open("wb") as out:
+        for copy, line in lines():
             if n + len(line) > limit:
                 break
             out.write(line)
             n += len(line)
-    return path
+            copies = copy
+    copies_file.write_text(str(copies))
+    return path, copies
 
 
 def text_bytes(corpus: Path) -> int:
@@ -82,7 +119,8 @@ def build(corpus: Path, out: Path, parts: str, shard_size: int, workers: int) ->
     shutil.rmtree(out, ignore_errors=True)
     args = ["index", str(corpus), "-o", str(out), "--parts", parts, "--shard-size", str(shard_size),
             "--workers", str(workers), "--json"]
-    env = {**os.environ, "RTV_SILENT": "1", "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'cli'}"}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT / "cli")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = {**os.environ, "RTV_SILENT": "1", "PYTHONPATH": path}
     res = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env)
     if res.returncode:
         raise SystemExit(f"build failed: {res.stderr[-2000:]}")
@@ -140,15 +178,28 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(16, 4.3))
+    corpora = results["build"].get("corpora", {})
+    all_ws = sorted({r["workers"] for rows in results["build"]["runs"].values() for r in rows})
     for parts, rows in results["build"]["runs"].items():
         ws = [r["workers"] for r in rows]
-        ax1.plot(ws, [r["mb_per_s"] for r in rows], marker="o", label=parts)
-    ax1.set_xlabel("--workers")
+        mb = corpora.get(parts, results["build"])["corpus_mb"]
+        ax1.plot(ws, [r["mb_per_s"] for r in rows], marker="o", label=f"{parts} ({mb:.0f} MB)")
+        ax3.plot(ws, [r["speedup"] for r in rows], marker="o", label=parts)
+    for ax in (ax1, ax3):
+        ax.set_xlabel("--workers")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_ws, [str(w) for w in all_ws])
+    ax3.plot(all_ws, all_ws, ls=":", color="grey", label="ideal (N)")
+    ax3.plot(all_ws, [0.85 * w for w in all_ws], ls="--", color="grey", label="target 0.85 N")
+    ax3.set_yscale("log", base=2)
+    ax3.set_ylabel("speed-up over --workers 1")
+    ax3.set_title("build speed-up")
+    ax3.legend(fontsize=8)
     ax1.set_ylabel("build MB/s of corpus text")
-    ax1.set_xticks(sorted({r["workers"] for rows in results["build"]["runs"].values() for r in rows}))
-    ax1.set_title(f"build, {results['build']['corpus_mb']:.0f} MB in {results['build']['shards']} shards")
-    ax1.legend()
+    where = results["machine"].get("label") or results["machine"]["host"]
+    ax1.set_title(f"build, {results['build']['shards']} shards ({where}, {results['machine']['usable_cores']} cores)")
+    ax1.legend(fontsize=8)
     q = results["query"]
     ops = list(q["latency"])
     modes = list(q["latency"][ops[0]])
@@ -166,7 +217,9 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA, help="JSONL corpus to take the text from")
     ap.add_argument("--mb", type=float, default=100, help="corpus MB for the build runs")
+    ap.add_argument("--lexical-mb", type=float, default=None, help="corpus MB for the exact+lexical runs (default --mb)")
     ap.add_argument("--shards", type=int, default=4, help="shards of the build runs (>= 4)")
     ap.add_argument("--workers-list", default="1,2")
     ap.add_argument("--parts", default="exact,exact+lexical")
@@ -174,17 +227,24 @@ def main() -> None:
     ap.add_argument("--query-shards", type=int, default=8)
     ap.add_argument("--patterns", type=int, default=500)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--commit", default=None, help="the commit measured, where the tree has no git (the GPU machine)")
+    ap.add_argument("--label", default=None, help="what the machine is, recorded in the JSON (e.g. 'GPU machine')")
     args = ap.parse_args()
 
     from retrieval import Index
+    from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, default_max_memory, shard_build_memory
 
-    corpus = subset(args.mb)
-    n_text = text_bytes(corpus)
-    shard_size = n_text // args.shards + 1
     workers_list = [int(w) for w in args.workers_list.split(",")]
     runs: dict[str, list] = {}
+    corpora: dict[str, dict] = {}
     for parts in args.parts.split(","):
         flag = parts.replace("+", ",")
+        mb = args.lexical_mb if parts != "exact" and args.lexical_mb else args.mb
+        corpus, copies = subset(mb, args.data)
+        n_text = text_bytes(corpus)
+        shard_size = n_text // args.shards + 1
+        corpora[parts] = {"corpus": str(corpus.relative_to(ROOT)), "corpus_mb": n_text / 1e6, "copies_of_data": copies,
+                          "shard_size": shard_size}
         rows = []
         for w in workers_list:
             out = WORK / f"build-{parts}-w{w}"
@@ -194,16 +254,21 @@ def main() -> None:
             manifest = json.loads((out / (out / "CURRENT").read_text().strip() / "manifest.json").read_text())
             r["shards"] = len(manifest["exact"]["shards"])
             r["worker_peak_bytes_per_shard_text_byte"] = round(r["worker_peak_bytes"] / shard_size, 2) if w > 1 else None
+            # what --max-memory's accounting reserves for the shards building at once, and the default budget
+            r["reserved_bytes"] = min(w, r["shards"]) * shard_build_memory(shard_size)
+            r["default_budget_bytes"] = default_max_memory()
+            r["tree_peak_within_default_budget"] = r["tree_peak_bytes"] <= r["default_budget_bytes"]
             rows.append(r)
-            print(f"{parts:14s} workers {w}: {r['wall_s']:7.2f} s  {r['mb_per_s']:6.2f} MB/s  driver peak "
-                  f"{r['driver_peak_bytes'] / 1e9:.2f} GB  worker peak {r['worker_peak_bytes'] / 1e9:.2f} GB  "
+            print(f"{parts:14s} workers {w:2d}: {r['wall_s']:7.2f} s  {r['mb_per_s']:7.2f} MB/s  driver peak "
+                  f"{r['driver_peak_bytes'] / 1e9:.2f} GB  worker peak {r['worker_peak_bytes'] / 1e9:.2f} GB  tree peak "
+                  f"{r['tree_peak_bytes'] / 1e9:.2f} GB (reserved {r['reserved_bytes'] / 1e9:.2f})  "
                   f"identical {r['identical_to_workers_1']}", flush=True)
         base = rows[0]["mb_per_s"]
         for r in rows:
             r["speedup"] = round(r["mb_per_s"] / base, 3)
         runs[parts] = rows
 
-    qcorpus = subset(args.query_mb)
+    qcorpus, qcopies = subset(args.query_mb, args.data)
     q_text = text_bytes(qcorpus)
     qdir = WORK / f"query-{args.query_mb:g}mb-{args.query_shards}"
     if not qdir.exists():
@@ -218,20 +283,21 @@ def main() -> None:
     idx.exact.threads = default_threads
     parallel = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
     lat = latency(idx.exact, pats, modes)
-    query = {"corpus_mb": q_text / 1e6, "shards": len(idx.exact.shards), "patterns": len(pats),
+    query = {"corpus_mb": q_text / 1e6, "copies_of_data": qcopies, "shards": len(idx.exact.shards), "patterns": len(pats),
              "threads": default_threads, "answers_identical": serial == parallel, "latency": lat}
     idx.close()
     for op, by_mode in lat.items():
         for mode, v in by_mode.items():
             print(f"{op:5s} {mode:24s} p50 {v['p50_us']:9.1f} us  p90 {v['p90_us']:9.1f} us  mean {v['mean_us']:9.1f} us")
 
-    from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE
-
     prov = provenance()
-    results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0))},
-               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "build": {"corpus": str(corpus.relative_to(ROOT)), "corpus_mb": n_text / 1e6, "shard_size": shard_size,
-                         "shards": runs[next(iter(runs))][0]["shards"],
+    if prov["commit"] is None and args.commit:
+        prov["commit"] = args.commit
+    first = next(iter(runs))
+    results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0)), "label": args.label,
+                                   "load_average_at_end": os.getloadavg()},
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "data": str(args.data),
+               "build": {**corpora[first], "shards": runs[first][0]["shards"], "corpora": corpora,
                          "budget_bytes_per_text_byte": BUILD_BYTES_PER_TEXT_BYTE, "runs": runs},
                "query": query}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,164 @@ def test_candidates_for():
     assert gpu_exact.candidates_for(10, 100, oversample=0) == 10
 
 
+# -- the fused kernel's selection (gpu_fused), its torch stand-in on CPU ------------------------------
+from retrieval.dense import gpu_fused  # noqa: E402
+
+
+def int_vectors(n: int, d: int, seed: int, lo: int = -2, hi: int = 3) -> np.ndarray:
+    """Small integers: float16 exact, every inner product exact in float32 whatever the order of the
+    sums, and ties everywhere."""
+    return np.random.default_rng(seed).integers(lo, hi, size=(n, d)).astype(np.float32)
+
+
+def brute_keys(q: np.ndarray, x: np.ndarray, kc: int, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the top kc of exact integer scores by (score descending, id ascending)."""
+    s = (q.astype(np.float64) @ x.astype(np.float64).T)
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
+    v, i = brute(s, kc)
+    return v, np.where(np.isinf(v), -1, i)
+
+
+def fused_top(q: np.ndarray, x: np.ndarray, kc: int, bn: int, sub: int, allowed=None):
+    q16, x16 = torch.from_numpy(q).half(), torch.from_numpy(x).half()
+    al = None if allowed is None else torch.from_numpy(allowed)
+    sk, k1, k2 = gpu_fused.block_keys_reference(q16, x16, bn, sub, al)
+    rescans = []
+
+    def rescan(rows, blocks):
+        rescans.append(len(rows))
+        return gpu_fused.rescan_blocks(q16, x16, rows, blocks, bn, kc, al)
+
+    top = gpu_fused.select(sk, k1, k2, kc, bn, sub, rescan)
+    none = top == gpu_fused.SENTINEL
+    ids = gpu_fused.key_columns(top).masked_fill(none, -1).numpy()
+    return gpu_fused.key_scores(top).masked_fill(none, float("-inf")).numpy(), ids, sum(rescans)
+
+
+def test_keys_order_like_score_then_lower_column():
+    s = torch.tensor([[0.5, -0.0, 0.0, -1.5, 3.0, -np.inf, 0.5, 1e-30, -1e-30]])
+    cols = torch.arange(s.shape[1])[None, :]
+    keys = gpu_fused.keys_of(s, cols)
+    order = torch.argsort(keys, dim=1, descending=True)[0].tolist()
+    assert order == [4, 0, 6, 7, 1, 2, 8, 3, 5]  # -0.0 == +0.0: by column
+    assert torch.equal(gpu_fused.key_columns(keys), cols)
+    np.testing.assert_array_equal(gpu_fused.key_scores(keys).numpy()[0, [0, 3, 4, 6, 7, 8]],
+                                  s.numpy()[0, [0, 3, 4, 6, 7, 8]])
+    assert bool((keys > gpu_fused.SENTINEL).all())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_selection_equals_brute_force(seed):
+    """Ties everywhere (small integers), three or more of the top kc in one block (runs of equal
+    vectors), partial last blocks and super-blocks: the selection equals brute force."""
+    rng = np.random.default_rng(seed)
+    for n, d, bn, sub in ((1000, 16, 16, 2), (777, 8, 8, 4), (5000, 32, 32, 3), (640, 16, 16, 1)):
+        x = int_vectors(n, d, seed)
+        x[100:140] = x[100]  # a run of 40 equal vectors: many of the top kc in one block
+        q = int_vectors(23, d, seed + 10)
+        q[0] = x[100]
+        for kc in (1, 2, 5, 20):
+            if -(-n // (bn * sub)) < kc:
+                continue
+            v, i, rescanned = fused_top(q, x, kc, bn, sub)
+            ev, ei = brute_keys(q, x, kc)
+            np.testing.assert_array_equal(i, ei, err_msg=f"n={n} bn={bn} sub={sub} kc={kc}")
+            np.testing.assert_array_equal(v, ev.astype(np.float32))
+            if kc >= 5:
+                assert rescanned >= 1  # query 0's top kc sit in one block: the rescan ran and was right
+        allowed = rng.random(n) < 0.3
+        allowed[100:140] = True
+        for kc in (1, 10):
+            if -(-n // (bn * sub)) >= kc:
+                _, i, _ = fused_top(q, x, kc, bn, sub, allowed)
+                np.testing.assert_array_equal(i, brute_keys(q, x, kc, allowed)[1])
+
+
+def test_fused_selection_few_allowed():
+    """Fewer allowed vectors than kc: the rest of the row is -1 / -inf."""
+    x, q = int_vectors(4096, 16, 5), int_vectors(7, 16, 6)
+    allowed = np.zeros(4096, dtype=bool)
+    allowed[[3, 700, 701, 4095]] = True
+    v, i, _ = fused_top(q, x, 10, 16, 4, allowed)
+    ev, ei = brute_keys(q, x, 10, allowed)
+    np.testing.assert_array_equal(i, ei)
+    assert np.all(i[:, 4:] == -1) and np.all(np.isinf(v[:, 4:]))
+
+
+def test_engine_fused_reference_path():
+    """GpuExact through the fused path (the kernel's torch stand-in): the same answers as the torch
+    path, float64 re-scoring from float32 equals brute force, allowed masks are honoured."""
+    x, q = unit(30000, 32, 20), unit(300, 32, 21)
+    fused = GpuExact(x, "cpu", fused="reference", rescore_from="float32", tile_bytes=40 << 10)
+    plain = GpuExact(x, "cpu", fused=False, rescore_from="float32")
+    assert fused.fused_ok(20) and not plain.fused_ok(20) and fused.fused_tile_rows(300) < 300
+    s, i = fused.search(q, 10)
+    s0, i0 = plain.search(q, 10)
+    truth = brute(q.astype(np.float64) @ x.astype(np.float64).T, 10)
+    np.testing.assert_array_equal(i, truth[1])
+    np.testing.assert_array_equal(i0, truth[1])
+    np.testing.assert_array_equal(s, truth[0].astype(np.float32))
+    allowed = np.random.default_rng(22).random(30000) < 0.01
+    sa, ia = fused.search(q, 10, allowed=allowed)
+    sb, ib = plain.search(q, 10, allowed=allowed)
+    ta = brute(np.where(allowed, q.astype(np.float64) @ x.astype(np.float64).T, -np.inf), 10)[1]
+    np.testing.assert_array_equal(ia, ta)
+    np.testing.assert_array_equal(ib, ta)
+    assert allowed[ia].all()
+    with pytest.raises(ValueError):
+        GpuExact(x, "cpu", fused="sometimes")
+
+
+def test_triton_kernel_equals_reference_in_interpreter():
+    """The Triton kernel itself, run by Triton's interpreter on the CPU (where Triton is installed):
+    its keys equal the torch stand-in's, masks and partial blocks included."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        from retrieval.dense import gpu_fused
+        rng = np.random.default_rng(0)
+        for n, d, bm, bn, sub in ((300, 16, 16, 16, 2), (1000, 48, 32, 32, 3), (97, 32, 16, 16, 1)):
+            x = torch.from_numpy(rng.integers(-2, 3, size=(n, d)).astype(np.float16))
+            q = torch.from_numpy(rng.integers(-2, 3, size=(37, d)).astype(np.float16))
+            for allowed in (None, torch.from_numpy(rng.random(n) < 0.5)):
+                for top2 in (True, False):
+                    got = gpu_fused.block_keys(q, x, bn, sub, allowed, top2=top2,
+                                               config={"BM": bm, "num_warps": 4, "num_stages": 1})
+                    want = gpu_fused.block_keys_reference(q, x, bn, sub, allowed)
+                    for g, w in zip(got[:3 if top2 else 2], want):
+                        assert torch.equal(g, w), (n, d, bn, sub, top2)
+        print("ok")
+    """)
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_kernel_on_gpu():
+    pytest.importorskip("triton")
+    x, q = unit(200000, 64, 30), unit(1000, 64, 31)
+    eng = GpuExact(x, "cuda", rescore_from="float32")
+    assert eng.fused_ok(20)
+    s, i = eng.search(q, 10)
+    xt, qt = torch.from_numpy(x).cuda().double(), torch.from_numpy(q).cuda().double()
+    truth = torch.topk(qt @ xt.T, 10, dim=1).indices.cpu().numpy()
+    np.testing.assert_array_equal(i, truth)
+    xi = int_vectors(50000, 64, 32)
+    qi = torch.from_numpy(int_vectors(300, 64, 33)).cuda().half()
+    xg = torch.from_numpy(xi).cuda().half()
+    for bs in (1, 17, 300):
+        got = gpu_fused.block_keys(qi[:bs], xg, 128, 4)
+        want = gpu_fused.block_keys_reference(qi[:bs], xg, 128, 4)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+
+
 # -- DenseIndex ---------------------------------------------------------------------------------------
 faiss = pytest.importorskip("faiss")
 

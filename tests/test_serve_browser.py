@@ -127,6 +127,27 @@ def test_search_view_shows_the_librarys_hits(page, local):
             shot(driver, "search")
 
 
+def test_search_view_where(page, local):
+    """The search form's where box restricts the hits as Index.search(where=...) does."""
+    driver, wait = page
+    driver.find_element("id", "tab-search").click()
+    where = "topic IN ('cat', 'dog', 'bac')"
+    set_value(driver, "q", "pets kept at home")
+    set_value(driver, "mode", "dense")
+    set_value(driver, "k", "3")
+    set_value(driver, "rerank", "false")
+    set_value(driver, "where", where)
+    status = driver.find_element("id", "search-status")
+    status_before = status.text
+    driver.find_element("id", "search-go").click()
+    wait.until(lambda d: status.text != status_before and "· dense" in status.text)
+    want = local.search("pets kept at home", k=3, mode="dense", rerank=False, where=where)
+    items = driver.find_elements("css selector", "#search-results li.hit")
+    assert [int(li.get_attribute("data-passage-id")) for li in items] == [h.passage_id for h in want]
+    assert {h.metadata["topic"] for h in want} <= {"cat", "dog", "bac"}
+    set_value(driver, "where", "")
+
+
 def test_count_explorer_ngrams_find_and_document(page, local):
     driver, wait = page
     driver.find_element("id", "tab-count").click()

@@ -40,6 +40,15 @@ def output_options(fn):
     return wrapper
 
 
+def where_option(fn):
+    """--where EXPR: only documents whose metadata match (retrieval.filters; deleted ones never)."""
+    return click.option(
+        "--where", default=None, metavar="EXPR",
+        help="Only documents whose metadata match EXPR, e.g. \"lang = 'en' AND year >= 2020\" "
+             "(fields: metadata keys, dotted for nested ones, and id, source, doc_id, length; "
+             "= != < <= > >=, IN (...), BETWEEN, IS NULL, AND/OR/NOT).")(fn)
+
+
 def check_text_arguments(kwargs: dict) -> None:
     """Text arguments (patterns, queries, field names) must be UTF-8; a path may be any bytes.
     Python hands non-UTF-8 argv bytes over as lone surrogates, which nothing can encode."""

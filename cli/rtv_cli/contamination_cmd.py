@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import output_options
+from .common import output_options, where_option
 
 
 class _ThresholdsType(click.ParamType):
@@ -50,9 +50,10 @@ class _ThresholdsType(click.ParamType):
 @click.option("--semantic", is_flag=True, help="Also flag near-duplicates through the dense index (reported apart).")
 @click.option("--semantic-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.85, show_default=True,
               help="Cosine similarity at or above which --semantic flags an entry.")
+@where_option
 @output_options
 def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresholds, max_matches, worst,
-                  html_path, md_path, semantic, semantic_threshold, as_json):
+                  html_path, md_path, semantic, semantic_threshold, where, as_json):
     """Check BENCHMARK files (JSONL, JSON, CSV, parquet; .gz/.zst) against the index in DIR.
 
     Each entry is scored by the fraction of its overlapping windows found verbatim in the corpus
@@ -68,7 +69,7 @@ def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresho
     from .common import open_index
 
     config = ContaminationConfig(unit=unit, window=window, thresholds=thresholds, max_matches=max_matches,
-                                 worst=worst)
+                                 worst=worst, where=where)
     for b in benchmarks:  # fail on a bad file before the (slow) index open
         if not Path(b).is_file():
             raise click.ClickException(f"{b}: no such benchmark file; check the path")
@@ -76,7 +77,9 @@ def contamination(index_dir, benchmarks, fields, id_field, unit, window, thresho
         if report and not Path(report).resolve().parent.is_dir():
             raise click.ClickException(f"{report}: its directory does not exist; create it or choose another path")
     index = open_index(index_dir)
-    checker = SemanticChecker(index, threshold=semantic_threshold) if semantic else None
+    if where:
+        index.doc_filter(where)  # a bad expression fails here, before any benchmark is read
+    checker = SemanticChecker(index, threshold=semantic_threshold, where=where) if semantic else None
     runs = [BenchmarkRun(index, b, list(fields) or None, id_field, config, checker) for b in benchmarks]
     for run in runs:  # every benchmark's fields are checked before the first one is scored
         run.reader.check()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import ByteSize, emit, open_index, output_options
+from .common import ByteSize, emit, open_index, output_options, where_option
 
 # the figures --max-memory's help quotes (plain constants: importing retrieval.build costs nothing heavy)
 from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
@@ -38,16 +38,21 @@ from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
               help=f"Memory for the shard builds running at once (default: {int(MEMORY_FRACTION * 100)}% of MemAvailable). "
                    f"Building a shard takes about {BUILD_BYTES_PER_TEXT_BYTE} bytes per byte of its text, so SIZE "
                    "limits how many run together; a shard that needs more than SIZE is an error.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="auto|ADDRESS",
+              help="Build the shards as tasks on a Ray cluster (pip install 'rtv[ray]'): auto (the cluster this node "
+                   "belongs to) or its address. OUTPUT must be on a path every node mounts (NFS, Lustre, a mounted "
+                   "bucket); the cluster's CPUs and memory decide how many shards build at once (not --workers).")
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @output_options
 def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
-          workers, max_memory, force, as_json):
+          workers, max_memory, ray_address, force, as_json):
     """Build an index at OUTPUT from SOURCES (files or directories; .jsonl .json .parquet, text files, .gz/.zst)."""
     from retrieval import Index
 
     idx = Index.build(sources, output, text_field=text_field, id_field=id_field, errors=errors, shard_size=shard_size,
                       sa_sample=sa_sample, isa_sample=isa_sample, dense=dense, parts=parts, recipe=recipe,
-                      model=model, device=device, workers=workers, max_memory=max_memory, overwrite=force)
+                      model=model, device=device, workers=workers, max_memory=max_memory, ray=ray_address,
+                      overwrite=force)
     info = idx.info()
     sizes = ", ".join(f"{name} {p['per_corpus_byte']:.3f}x" for name, p in info["parts"].items())
     emit(info, as_json, f"indexed {info['documents']} documents ({info['corpus_bytes']} bytes, "
@@ -58,11 +63,12 @@ def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sa
 @click.command()
 @click.argument("index_dir", type=click.Path())
 @click.argument("strings", nargs=-1, required=True)
+@where_option
 @output_options
-def count(index_dir, strings, as_json):
+def count(index_dir, strings, where, as_json):
     """Count occurrences of each STRING (exact bytes; no match crosses documents)."""
     idx = open_index(index_dir)
-    counts = idx.count_many(strings)
+    counts = idx.count_many(strings, where=where)
     for s, n in zip(strings, counts):
         emit({"query": s, "count": int(n)}, as_json, f"{int(n)}\t{s}")
 
@@ -73,11 +79,12 @@ def count(index_dir, strings, as_json):
 @click.option("--limit", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many occurrences (paging).")
 @click.option("--context", type=click.IntRange(min=0), default=40, show_default=True, help="Snippet bytes on each side.")
+@where_option
 @output_options
-def find(index_dir, string, limit, offset, context, as_json):
+def find(index_dir, string, limit, offset, context, where, as_json):
     """List occurrences of STRING as (document, byte offset) with a snippet."""
     idx = open_index(index_dir)
-    docs, offsets = idx.find(string, offset=offset, limit=limit)
+    docs, offsets = idx.find(string, offset=offset, limit=limit, where=where)
     width = len(string.encode("utf-8"))
     ext = {d["id"]: d["ext_id"] for d in idx.store.documents(set(docs.tolist()))}
     for d, o in zip(docs.tolist(), offsets.tolist()):
@@ -92,8 +99,9 @@ def find(index_dir, string, limit, offset, context, as_json):
 @click.argument("groups", nargs=-1, required=True)
 @click.option("--or", "separator", default="|", show_default=True, help="Separator of alternatives inside a GROUP.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
+@where_option
 @output_options
-def cnf(index_dir, groups, separator, limit, as_json):
+def cnf(index_dir, groups, separator, limit, where, as_json):
     """Documents containing every GROUP, a GROUP matching when any of its |-separated strings occurs.
 
     Example: rtv cnf IDX 'import numpy|import scipy' 'def main'
@@ -101,7 +109,7 @@ def cnf(index_dir, groups, separator, limit, as_json):
     if not separator:
         raise click.ClickException("--or '': the separator of alternatives must be non-empty (e.g. --or '|')")
     idx = open_index(index_dir)
-    docs = idx.cnf([g.split(separator) for g in groups])
+    docs = idx.cnf([g.split(separator) for g in groups], where=where)
     ext = {d["id"]: d["ext_id"] for d in idx.store.documents(docs[:limit].tolist())}
     for d in docs[:limit].tolist():
         emit({"doc_id": d, "ext_id": ext.get(d)}, as_json, f"{d}\t{ext.get(d)}")

@@ -20,6 +20,9 @@ COMMANDS = {
     "query": ("rtv_cli.query_cmd", "query", "Search passages (hybrid, dense, lexical or exact)."),
     "contamination": ("rtv_cli.contamination_cmd", "contamination", "Check benchmarks for verbatim overlap with the corpus."),
     "serve": ("rtv_cli.serve_cmd", "serve", "Serve indexes over HTTP: JSON API, OpenAPI docs and a web page."),
+    "add": ("rtv_cli.update_cmds", "add", "Add documents to an index (a new segment)."),
+    "delete": ("rtv_cli.update_cmds", "delete", "Delete documents from an index (tombstones)."),
+    "compact": ("rtv_cli.update_cmds", "compact", "Merge an index's segments and drop deleted documents."),
 }
 
 

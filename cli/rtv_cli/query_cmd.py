@@ -6,7 +6,7 @@ import click
 
 from retrieval.options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, FUSIONS, MODES
 
-from .common import emit, open_index, output_options
+from .common import emit, open_index, output_options, where_option
 
 
 @click.command()
@@ -23,15 +23,16 @@ from .common import emit, open_index, output_options
 @click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
               help="How hybrid combines its stages: weighted normalised scores, or reciprocal rank fusion.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@where_option
 @output_options
-def query(index_dir, text, mode, k, rerank, reranker, fusion, device, as_json):
+def query(index_dir, text, mode, k, rerank, reranker, fusion, device, where, as_json):
     """Search passages for TEXT (several TEXT arguments are separate queries)."""
     from retrieval.options import check_options
 
     check_options(mode, k, fusion)
     idx = open_index(index_dir, device=device)
     results = idx.search_batch(list(text), k=k, mode=mode, rerank="auto" if rerank is None else rerank,
-                               reranker=reranker, fusion=fusion, device=device)
+                               reranker=reranker, fusion=fusion, device=device, where=where)
     for q, hits in zip(text, results):
         for rank, hit in enumerate(hits, start=1):
             obj = {"query": q, **hit.to_json(rank)}

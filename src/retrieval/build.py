@@ -88,6 +88,9 @@ class BuildSettings:
     # library's default is 1: workers are spawned, which needs the caller's `__main__` guard
     workers: int | None = 1
     max_memory: int | None = None  # bytes for the shard builds at once; None: 80% of MemAvailable
+    # build the shards as Ray tasks on this cluster ("auto" or an address; retrieval/build_ray.py);
+    # the cluster's CPUs and memory then decide how many run at once, not workers / max_memory
+    ray: str | None = None
 
     def resolve_workers(self) -> int:
         return self.workers if self.workers is not None else usable_cores()
@@ -131,6 +134,8 @@ class BuildSettings:
             raise InputError(f"--workers {self.workers}: must be a whole number >= 1")
         if self.max_memory is not None and (isinstance(self.max_memory, bool) or self.max_memory <= 0):
             raise InputError(f"--max-memory {self.max_memory}: must be a positive size (e.g. 8G)")
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
+            raise InputError(f"--ray {self.ray!r}: use auto or the cluster's address (HOST:PORT or ray://HOST:PORT)")
 
 
 def usable_cores() -> int:
@@ -190,12 +195,15 @@ class ShardOutput:
     vectors: np.ndarray | None  # (len(passages), dim) float32, in passage order; None without dense
 
 
-def plan_shards(documents: Iterable, shard_size: int) -> Iterator[ShardInput]:
+def plan_shards(documents: Iterable, shard_size: int, first_number: int = 0,
+                first_doc: int = 0) -> Iterator[ShardInput]:
     """Group documents, in order, into shards of at most `shard_size` bytes (a document larger
-    than that gets a shard of its own). Duplicate ids taken from a corpus field are refused."""
+    than that gets a shard of its own). Duplicate ids taken from a corpus field are refused.
+    `first_number` / `first_doc`: the first shard's number and document id (an `rtv add` continues
+    the index's numbering)."""
     seen_ids: set[str] = set()
-    shard = ShardInput(0, 0, bytearray())
-    n_docs = 0
+    n_docs = first_doc
+    shard = ShardInput(first_number, n_docs, bytearray())
     for doc in documents:
         if doc.id_field is not None:
             if doc.ext_id in seen_ids:
@@ -407,7 +415,11 @@ def _stop_workers(pool) -> None:
 
 
 def default_runner(settings: BuildSettings) -> Runner:
-    """run_serial for --workers 1, else a ProcessRunner within --max-memory."""
+    """A RayRunner for --ray, run_serial for --workers 1, else a ProcessRunner within --max-memory."""
+    if settings.ray is not None:
+        from .build_ray import RayRunner  # imports ray only for --ray
+
+        return RayRunner(settings.ray)
     workers = settings.resolve_workers()
     if workers == 1 and settings.max_memory is None:
         return run_serial
@@ -456,39 +468,59 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     return path
 
 
+@dataclass
+class Collected:
+    """What the shard outputs of a build (or of an `rtv add`) added to the store."""
+
+    shards: list[dict] = field(default_factory=list)  # the manifest's entries, in shard order
+    vectors: list[np.ndarray] = field(default_factory=list)
+    n_docs: int = 0
+    n_bytes: int = 0
+
+
+def collect_outputs(outputs: Iterator[ShardOutput], store: Store, first_number: int = 0) -> Collected:
+    """Store each shard output's documents, passages and full-text rows as the runner yields them
+    (in shard order, so passage ids follow the shards), keeping its manifest entry and vectors."""
+    got = Collected()
+    try:
+        for out in outputs:
+            if out.number != first_number + len(got.shards):
+                raise RtvError(f"the runner returned shard {out.number} where shard "
+                               f"{first_number + len(got.shards)} belongs")
+            store.add_documents(out.docs)
+            store.add_passages(out.passages, out.texts)
+            got.shards.append({**out.exact, "first_doc": out.first_doc})
+            if out.vectors is not None:
+                got.vectors.append(out.vectors)
+            got.n_docs += len(out.docs)
+            got.n_bytes += sum(d["length"] for d in out.docs)
+    finally:
+        close = getattr(outputs, "close", None)
+        if close is not None:
+            close()  # a runner's workers stop before the caller removes the directory they write in
+    return got
+
+
 def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequence[str], embedder,
-                runner: Runner) -> dict:
+                runner: Runner, documents: Iterable | None = None) -> dict:
+    """Build one generation's files in `tmp` and return its manifest (without the generation).
+    `documents`: the documents to index instead of reading `sources` (rtv compact passes the live
+    documents of an index; `sources` are then only recorded)."""
     store = Store(tmp / "meta.sqlite", create=True)
     opts = ReadOptions(text_field=s.text_field, id_field=s.id_field, errors=s.errors)
     progress = bar(desc="reading corpus", unit="doc")
 
     id_fields: set[str] = set()  # the fields ids came from (chosen per file when not given)
 
-    def documents():
-        for doc in read_documents(sources, opts):
+    def read():
+        for doc in (read_documents(sources, opts) if documents is None else documents):
             progress.update()
             if doc.id_field is not None:
                 id_fields.add(doc.id_field)
             yield doc
 
-    shards, vectors = [], []
-    n_docs = n_bytes = 0
-    outputs = runner(ShardStep(tmp, s, parts, embedder), plan_shards(documents(), s.shard_size))
-    try:
-        for out in outputs:
-            if out.number != len(shards):
-                raise RtvError(f"the runner returned shard {out.number} where shard {len(shards)} belongs")
-            store.add_documents(out.docs)
-            store.add_passages(out.passages, out.texts)  # in shard order, so passage ids follow the shards
-            shards.append({**out.exact, "first_doc": out.first_doc})
-            if out.vectors is not None:
-                vectors.append(out.vectors)
-            n_docs += len(out.docs)
-            n_bytes += sum(d["length"] for d in out.docs)
-    finally:
-        close = getattr(outputs, "close", None)
-        if close is not None:
-            close()  # a runner's workers stop before the caller removes the directory they write in
+    got = collect_outputs(runner(ShardStep(tmp, s, parts, embedder), plan_shards(read(), s.shard_size)), store)
+    shards, vectors, n_docs, n_bytes = got.shards, got.vectors, got.n_docs, got.n_bytes
     progress.close()
     if n_docs == 0:
         raise InputError(f"{', '.join(map(str, sources))}: the corpus has no non-empty documents; nothing to index")
@@ -504,7 +536,7 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
         "parts": list(parts),
         "passages": None if n_passages == 0 else {"max_tokens": s.passage_tokens, "overlap": s.passage_overlap,
                                                   "tokenizer": embedder.model_id if embedder else "words"},
-        "exact": {"sa_sample": s.sa_sample, "isa_sample": s.isa_sample, "shards": shards},
+        "exact": {"sa_sample": s.sa_sample, "isa_sample": s.isa_sample, "shard_size": s.shard_size, "shards": shards},
         "dense": None,
     }
     if "dense" in parts:
@@ -516,6 +548,7 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
                                                model_id=embedder.model_id,
                                                device=getattr(embedder, "device", s.device))
         manifest["dense"]["embed_device"] = getattr(embedder, "device", "cpu")
+        manifest["dense"]["requested_recipe"] = s.recipe  # what `rtv compact` builds again (None: by size)
     files: dict = {}
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
         files.update(file_entry(tmp, str(f.relative_to(tmp))))

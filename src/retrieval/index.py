@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from .errors import IndexFormatError, InputError
 from .exact import ExactIndex
 from .hits import Hit
-from .manifest import MANIFEST, live_generation, read_manifest
+from .manifest import MANIFEST, live_generation, read_manifest, segments
 from .manifest import check_store, verify_files  # cross-checks and checksums (issue 11.6, 11.7)
 from .store import Store
 
@@ -42,6 +43,9 @@ class Index:
         self.store = store
         self._device = device
         self._dense = None
+        self._filters: dict = {}  # where text (None: tombstones only) -> (DocFilter | None, FilteredExact | None)
+        self._filters_lock = threading.Lock()
+        self._passage_docs = None
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
@@ -59,6 +63,31 @@ class Index:
             raise TypeError(f"Index.build() got unexpected arguments {sorted(unknown)}")
         build_index(sources, path, BuildSettings(device=device, **settings), overwrite=overwrite)
         return cls.open(path, verify=False, device=device)
+
+    # -- changing (retrieval.update: each change publishes a new generation) ----------------------
+    def add(self, sources: Iterable[str | Path], *, replace: bool = False, **options) -> "Index":
+        """Add the documents of `sources` as a new segment and return the index reopened on the new
+        generation (this Index keeps reading the one it opened). `options`: those of
+        retrieval.update.add (text_field, id_field, errors, workers, max_memory, device)."""
+        from .update import add
+
+        add(self.path, sources, replace=replace, **options)
+        return type(self).open(self.path, verify=False, device=self._device)
+
+    def delete(self, ids: Sequence[str] = (), where: str | None = None) -> "Index":
+        """Tombstone documents by external id (and/or a filter expression); returns the reopened index."""
+        from .update import delete
+
+        delete(self.path, ids, where=where)
+        return type(self).open(self.path, verify=False, device=self._device)
+
+    def compact(self, **options) -> "Index":
+        """Merge segments and drop deleted documents' text (a fresh build of the live documents);
+        returns the reopened index."""
+        from .update import compact
+
+        compact(self.path, device=self._device, **options)
+        return type(self).open(self.path, verify=False, device=self._device)
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -134,31 +163,87 @@ class Index:
             r["text"] = t.decode("utf-8", errors="replace")
         return rows
 
-    # -- exact search -------------------------------------------------------------------------------
-    def count(self, pattern: str | bytes) -> int:
-        return self.exact.count(pattern)
+    # -- filters: tombstones and --where (retrieval.filters) -----------------------------------------
+    FILTER_CACHE = 16  # where expressions whose allowed documents an open index keeps
 
-    def count_many(self, patterns: Sequence[str | bytes]) -> np.ndarray:
-        return self.exact.count_many(patterns)
+    def doc_filter(self, where: str | None = None):
+        """The documents a query may return, as a retrieval.filters.DocFilter: the live ones
+        (tombstones left out) that match `where`; None when nothing is excluded, so unfiltered
+        queries keep their fast paths. The allowed set is materialised once (one SQL scan of
+        documents) and kept for the FILTER_CACHE most recent expressions."""
+        return self._filter_entry(where)[0]
 
-    def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        return self.exact.find(pattern, offset, limit)
+    def exact_view(self, where: str | None = None):
+        """The exact part as queries under `where` see it: the ExactIndex itself when nothing is
+        excluded, else a retrieval.exact_filtered.FilteredExact (same methods)."""
+        flt, view = self._filter_entry(where)
+        return self.exact if flt is None else view
 
-    def docs(self, pattern: str | bytes) -> np.ndarray:
-        return self.exact.docs(pattern)
+    def _filter_entry(self, where: str | None):
+        from .filters import combine, parse_where
 
-    def cnf(self, clauses: Sequence[Sequence[str | bytes]]) -> np.ndarray:
-        return self.exact.cnf(clauses)
+        key = None if where is None or (isinstance(where, str) and not where.strip()) else where
+        with self._filters_lock:
+            entry = self._filters.pop(key, None)
+            if entry is not None:
+                self._filters[key] = entry  # most recently used last
+                return entry
+        compiled = parse_where(key) if key is not None else None
+        matching = self.store.matching_doc_ids(compiled.sql, compiled.params) if compiled else None
+        flt = combine(self.n_documents, self.store.deleted_doc_ids(), matching, compiled)
+        view = None
+        if flt is not None:
+            from .exact_filtered import FilteredExact
 
-    def count_windows(self, text: bytes, starts, lengths, existence_only: bool = False) -> np.ndarray:
-        return self.exact.count_windows(text, starts, lengths, existence_only)
+            view = FilteredExact(self.exact, flt)
+        with self._filters_lock:
+            self._filters[key] = (flt, view)
+            while len(self._filters) > self.FILTER_CACHE:  # the oldest expression goes; tombstones' stays
+                self._filters.pop(next(k for k in self._filters if k is not None))
+        return flt, view
 
-    def ngram_counts(self, text: str, n: int, unit: str = "tokens") -> np.ndarray:
+    @property
+    def passage_docs(self) -> np.ndarray:
+        """The document id of every passage (indexed by passage id), read once from the store."""
+        if self._passage_docs is None:
+            self._passage_docs = self.store.passage_doc_ids()
+        return self._passage_docs
+
+    def allowed_passages(self, flt) -> np.ndarray | None:
+        """Boolean mask over passage ids allowed by a DocFilter (None: every passage), as long as
+        the dense part has vectors (a vector whose passage row is gone is never allowed)."""
+        if flt is None:
+            return None
+        n = self.dense.n if self.dense is not None else len(self.passage_docs)
+        return flt.passage_mask(self.passage_docs, n)
+
+    # -- exact search (`where`: a retrieval.filters expression; tombstones are always left out) ----
+    def count(self, pattern: str | bytes, where: str | None = None) -> int:
+        return self.exact_view(where).count(pattern)
+
+    def count_many(self, patterns: Sequence[str | bytes], where: str | None = None) -> np.ndarray:
+        return self.exact_view(where).count_many(patterns)
+
+    def find(self, pattern: str | bytes, offset: int = 0, limit: int = 100,
+             where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.exact_view(where).find(pattern, offset, limit)
+
+    def docs(self, pattern: str | bytes, where: str | None = None) -> np.ndarray:
+        return self.exact_view(where).docs(pattern)
+
+    def cnf(self, clauses: Sequence[Sequence[str | bytes]], where: str | None = None) -> np.ndarray:
+        return self.exact_view(where).cnf(clauses)
+
+    def count_windows(self, text: bytes, starts, lengths, existence_only: bool = False,
+                      where: str | None = None) -> np.ndarray:
+        return self.exact_view(where).count_windows(text, starts, lengths, existence_only)
+
+    def ngram_counts(self, text: str, n: int, unit: str = "tokens", where: str | None = None) -> np.ndarray:
         """Occurrences in the corpus of every n-gram of `text` (unit: bytes, chars or whitespace tokens)."""
         from .windows import windows
 
         data, starts, lengths = windows(text, n, unit)
-        return self.exact.count_windows(data, starts, lengths)
+        return self.exact_view(where).count_windows(data, starts, lengths)
 
     def extract(self, doc: int) -> str:
         return self.exact.extract(doc).decode("utf-8", errors="replace")
@@ -187,7 +272,8 @@ class Index:
         return self._dense
 
     def search(self, query: str, k: int | None = None, mode: str = "hybrid", **options) -> list[Hit]:
-        """Passages for one query; options as retrieval.hybrid.search (rerank="auto", fusion, ...)."""
+        """Passages for one query; options as retrieval.hybrid.search (rerank="auto", fusion,
+        where="lang = 'en'", ...)."""
         return self.search_batch([query], k, mode, **options)[0]
 
     def search_batch(self, queries: Sequence[str], k: int | None = None, mode: str = "hybrid",
@@ -205,7 +291,8 @@ class Index:
         return {
             "path": str(self.path), "generation": self.root.name, "format_version": m["format_version"],
             "rtv_version": m["rtv_version"],
-            "documents": m["corpus"]["documents"], "corpus_bytes": m["corpus"]["bytes"],
+            "documents": m["corpus"]["documents"] - m["corpus"].get("deleted", 0),
+            "deleted_documents": m["corpus"].get("deleted", 0), "corpus_bytes": m["corpus"]["bytes"],
             "passages": m["corpus"]["passages"], "index_bytes": sum(parts.values()),
             "index_ratio": round(sum(parts.values()) / corpus, 4),
             "parts": {name: {"bytes": b, "per_corpus_byte": round(b / corpus, 4)} for name, b in parts.items()},
@@ -213,6 +300,7 @@ class Index:
             "exact_ratio": round(self.exact.index_bytes / max(1, self.exact.text_bytes), 4),
             "sa_sample": m["exact"]["sa_sample"], "isa_sample": m["exact"]["isa_sample"],
             "shards": [{k: s[k] for k in ("file", "first_doc", "n_docs", "text_bytes", "bytes")} for s in m["exact"]["shards"]],
+            "segments": segments(m),
             "dense": m.get("dense"),
         }
 

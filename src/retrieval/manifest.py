@@ -272,3 +272,16 @@ def check_store(gen: Path, manifest: dict, store) -> None:
             store.close()
             raise IndexFormatError(f"{store.path}: holds {table} {lo}..{hi}, manifest.json counts {want}; "
                                    "the store and the manifest are from different builds, rebuild the index")
+
+
+# -- segments (rtv add / delete / compact) ------------------------------------------------------------
+def segments(manifest: dict) -> list[dict]:
+    """The manifest's segments: what each build or `rtv add` contributed (its shards, its document
+    and passage ranges; vector ids are passage ids). An index built before segments were recorded,
+    or freshly built or compacted, is one segment."""
+    if manifest.get("segments"):
+        return manifest["segments"]
+    corpus = manifest["corpus"]
+    return [{"generation": manifest.get("generation", 1), "kind": "build", "first_doc": 0,
+             "n_docs": corpus["documents"], "first_passage": 0, "n_passages": corpus.get("passages") or 0,
+             "shards": [s["file"] for s in manifest["exact"]["shards"]]}]

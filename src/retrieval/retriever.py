@@ -32,7 +32,7 @@ class Retriever:
     def __init__(self, path_or_index, mode: str = DEFAULT_MODE, k: int | None = None, rerank=DEFAULT_RERANK,
                  reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
                  rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, device: str = "auto",
-                 token: str | None = None):
+                 token: str | None = None, where: str | None = None):
         from .hybrid.rerank import resolve_reranker
 
         check_options(mode, k, fusion, flags=False)
@@ -51,6 +51,7 @@ class Retriever:
             self._owns_index = False
         self.mode, self.k, self.fusion = mode, k, fusion
         self.depth, self.weights = depth, dict(weights) if weights else None
+        self.where = where  # a retrieval.filters expression every search is restricted to
         # a remote index (retrieval.connect) searches and reranks on its server, with its model
         self.remote = bool(getattr(self.index, "is_remote", False))
         if self.remote:
@@ -68,20 +69,23 @@ class Retriever:
             return self._remote_rerank  # the server's policy decides ("auto" | True | False)
         return self.reranker is not None
 
-    def retrieve(self, query: str, k: int | None = None) -> list[Hit]:
-        return self.batch([query], k=k)[0]
+    def retrieve(self, query: str, k: int | None = None, where: str | None = None) -> list[Hit]:
+        return self.batch([query], k=k, where=where)[0]
 
-    def batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Hit]]:
+    def batch(self, queries: Sequence[str], k: int | None = None, where: str | None = None) -> list[list[Hit]]:
+        """Hits for each query; `where` (default: the Retriever's) restricts them to documents whose
+        metadata match it."""
         from .hybrid import search
 
         if isinstance(queries, str):
             raise InputError("batch() takes a list of queries; use retrieve() for one query")
+        where = self.where if where is None else where
         if self.remote:
             return self.index.search_batch(list(queries), k=k or self.k or DEFAULT_K, mode=self.mode, rerank=self._remote_rerank,
                                            fusion=self.fusion, depth=self.depth, weights=self.weights,
-                                           rerank_top_n=self._rerank_top_n)
+                                           rerank_top_n=self._rerank_top_n, where=where)
         return search(self.index, list(queries), mode=self.mode, k=k or self.k, rerank=self.reranker is not None,
-                      reranker=self.reranker, fusion=self.fusion, depth=self.depth, weights=self.weights)
+                      reranker=self.reranker, fusion=self.fusion, depth=self.depth, weights=self.weights, where=where)
 
     __call__ = retrieve
 

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import sqlite_utils
 
 from .errors import IndexFormatError
@@ -22,7 +23,7 @@ from .errors import IndexFormatError
 FTS_TABLE = "passages_fts"  # BM25 over passages (SQLite FTS5)
 # The tables of each index part, for `rtv info`'s bytes per part (SQLite's dbstat); the rest of the
 # file (schema, migrations) is counted with the exact part, which every index has.
-PART_TABLES = {"exact": ("documents",), "passages": ("passages", "idx_passages_doc_id"),
+PART_TABLES = {"exact": ("documents", "deleted"), "passages": ("passages", "idx_passages_doc_id"),
                "lexical": tuple(f"{FTS_TABLE}_{t}" for t in ("data", "idx", "docsize", "config", "content"))}
 
 
@@ -49,11 +50,21 @@ def _m003_passages_without_text(db: sqlite_utils.Database) -> None:
     db.execute(f"create virtual table {FTS_TABLE} using fts5(text, content='', tokenize='porter unicode61')")
 
 
+def _m004_deleted(db: sqlite_utils.Database) -> None:
+    # Tombstones: documents deleted since they were indexed (`rtv delete`). Every query leaves them
+    # out (Index.doc_filter); their text stays in the shards until `rtv compact` drops it.
+    db.execute("create table deleted (doc_id INTEGER PRIMARY KEY)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_documents_passages,
     _m002_passages_fts,
     _m003_passages_without_text,
+    _m004_deleted,
 ]
+# Migrations an index may lack and still be read as it is: a store without the `deleted` table
+# (written before tombstones existed) simply has none.
+OPTIONAL_ON_READ = frozenset({4})
 
 
 class Store:
@@ -87,6 +98,8 @@ class Store:
                 f"{self.path}: written by a newer rtv (schema {max(done)} > {len(MIGRATIONS)}); upgrade rtv"
             )
         pending = [v for v in range(1, len(MIGRATIONS) + 1) if v not in done]
+        if not create:
+            pending = [v for v in pending if v not in OPTIONAL_ON_READ]
         if pending and not create:
             raise IndexFormatError(f"{self.path}: written by an older rtv (schema {max(done, default=0)}); rebuild the index")
         for version, migrate in enumerate(MIGRATIONS, start=1):
@@ -117,6 +130,28 @@ class Store:
         self.db.conn.commit()
         return first
 
+    def tombstone(self, doc_ids: Iterable[int], fts_rows: Iterable[tuple[int, str]] = ()) -> None:
+        """Mark documents deleted (rtv delete, add --replace) and take their passages out of the
+        full-text index: `fts_rows` are (passage id, the text it was indexed with), which a contentless
+        FTS5 table needs for its 'delete' command (SQLite 3.40 has no contentless_delete), so its
+        BM25 statistics become those of the live passages alone."""
+        self.db.conn.executemany("insert into deleted (doc_id) values (?)", ((int(d),) for d in doc_ids))
+        self.db.conn.executemany(f"insert into {FTS_TABLE} ({FTS_TABLE}, rowid, text) values ('delete', ?, ?)",
+                                 ((int(p), t) for p, t in fts_rows))
+        self.db.conn.commit()
+
+    def _live(self) -> str:
+        """The WHERE clause that leaves tombstoned documents out (none in a store without tombstones)."""
+        return "where id not in (select doc_id from deleted)" if "deleted" in self.db.table_names() else ""
+
+    def live_ext_ids(self) -> dict[str, int]:
+        """External id -> document id of every document not deleted."""
+        return dict(self.db.execute(f"select ext_id, id from documents {self._live()}"))
+
+    def live_doc_ids(self) -> list[int]:
+        """Ids of the documents not deleted, ascending."""
+        return [r[0] for r in self.db.execute(f"select id from documents {self._live()} order by id")]
+
     def finish(self) -> None:
         """After the last row: compact the file (no free pages, so its size is what its tables hold)."""
         self.db.execute(f"insert into {FTS_TABLE}({FTS_TABLE}) values ('optimize')")
@@ -138,6 +173,33 @@ class Store:
     @property
     def n_passages(self) -> int:
         return self.db["passages"].count
+
+    def deleted_doc_ids(self) -> np.ndarray:
+        """Tombstoned document ids, sorted (int64); empty for a store written before tombstones."""
+        if "deleted" not in self.db.table_names():
+            return np.zeros(0, dtype=np.int64)
+        rows = self.db.execute("select doc_id from deleted order by doc_id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def matching_doc_ids(self, sql: str, params) -> np.ndarray:
+        """Sorted ids of the documents satisfying a condition on the documents table (a compiled
+        where expression: retrieval.filters; its values are bound parameters)."""
+        try:
+            rows = self.db.execute(f"select id from documents where {sql} order by id", list(params)).fetchall()
+        except sqlite3.OperationalError as exc:
+            from .errors import InputError
+
+            raise InputError(f"--where: SQLite cannot evaluate it over {self.path} ({exc})") from None
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def passage_doc_ids(self) -> np.ndarray:
+        """The document id of every passage, indexed by passage id (int64)."""
+        rows = self.db.execute("select id, doc_id from passages order by id").fetchall()
+        out = np.full(len(rows) and rows[-1][0] + 1, -1, dtype=np.int64)
+        if rows:
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            out[ids] = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return out
 
     def id_ranges(self, with_passages: bool) -> dict[str, tuple[int | None, int | None]]:
         """(min id, max id) of the documents (and passages) tables, (None, None) when empty."""
@@ -176,12 +238,19 @@ class Store:
         """Every passage row (id, doc_id, start, end), in id order."""
         yield from self.db.query('select id, doc_id, start, "end" from passages order by id')
 
-    def bm25(self, match: str, k: int) -> list[tuple[int, float]]:
+    def bm25(self, match: str, k: int, doc_filter=None) -> list[tuple[int, float]]:
         """Top-k passages for an FTS5 MATCH expression as (passage_id, FTS5 rank); lower rank is better.
-        Raises sqlite3.OperationalError for an expression FTS5 cannot parse."""
+        With a retrieval.filters.DocFilter, only passages of the documents it allows (a join on
+        passages.doc_id with its SQL condition, values bound), so k come back whenever k such
+        passages match. Raises sqlite3.OperationalError for an expression FTS5 cannot parse."""
         try:
-            return self.db.execute(f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? order by rank limit ?",
-                                   [match, int(k)]).fetchall()
+            if doc_filter is None:
+                return self.db.execute(f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? "
+                                       "order by rank limit ?", [match, int(k)]).fetchall()
+            cond, params = doc_filter.sql("p.doc_id")
+            return self.db.execute(f"select f.rowid, f.rank from {FTS_TABLE} f join passages p on p.id = f.rowid "
+                                   f"where {FTS_TABLE} match ? and {cond} order by f.rank limit ?",
+                                   [match, *params, int(k)]).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 raise IndexFormatError(f"{self.path}: has no full-text index ({exc}); rebuild the index with `rtv index`") from None

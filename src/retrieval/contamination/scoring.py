@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..exact import page_plan
+from ..exact import ExactIndex, page_plan
 from ..windows import char_window_ranges, encode, token_window_ranges
 from .readers import BenchmarkEntry, BenchmarkReader
 
@@ -88,6 +88,7 @@ class ContaminationConfig:
     coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
     fine_group: int = 8  # a last, finer pass, only in segments with a span found (< 2 or >= group: none)
     snippet_context: int = 40  # bytes of context on each side of a match at least
+    where: str | None = None  # count only documents matching this retrieval.filters expression (--where)
 
     def __post_init__(self):
         if self.unit not in DEFAULT_WINDOW:
@@ -199,6 +200,7 @@ class Summary:
             "fields": self.fields,
             "unit": self.config.unit,
             "window": self.config.window,
+            **({"where": self.config.where} if self.config.where else {}),
             "thresholds": {"suspicious": t.suspicious, "dirty": t.dirty, "rule": t.describe()},
             "entries": self.entries,
             "scored": self.scored,
@@ -229,6 +231,11 @@ def _runs(found: np.ndarray) -> tuple[int, int]:
     return int(starts[k]), int(ends[k] - starts[k])
 
 
+def _column(rows, k: int):
+    """Window k's per-shard (lo, hi) rows out of (lo, hi) arrays of shape (shards, windows), or None."""
+    return None if rows is None else (rows[0][:, k], rows[1][:, k])
+
+
 def _cut_utf8(data: bytes, limit: int) -> bytes:
     """At most `limit` bytes of UTF-8 `data`, not cutting a character."""
     if len(data) <= limit:
@@ -256,6 +263,10 @@ class Scorer:
         if getattr(index, "count_windows", None) is None:
             raise InputError("the index has no exact part (count_windows); rebuild it with the exact index enabled")
         self.index, self.config, self.benchmark, self.semantic = index, config, benchmark, semantic
+        # the exact part as the allowed documents see it: deleted ones (and those --where leaves
+        # out) never count as a source of contamination
+        self.exact = index.exact_view(config.where) if hasattr(index, "exact_view") else index.exact
+        self._by_rows = isinstance(self.exact, ExactIndex)
         self._doc_cache: dict[int, tuple] = {}
 
     def score(self, entries: Iterable[BenchmarkEntry]) -> Iterator[EntryResult]:
@@ -316,8 +327,9 @@ class Scorer:
         is not found yet: if a span occurs, so do all of its windows. Verbatim-contaminated text
         costs about one search step per byte instead of one per byte and window. Only windows of
         spans that do not occur are then counted one by one (the C++ side skips windows that
-        contain a string already found absent). The per-shard suffix-array rows of found spans
-        are kept (`self._known`) so that the matches of an entry need not search its span again.
+        contain a string already found absent). The per-shard counts (and suffix-array rows) of
+        found spans are kept (`self._known`) so that the matches of an entry need not search its
+        span again.
         """
         cfg = self.config
         found = np.zeros(len(s), dtype=bool)
@@ -349,17 +361,17 @@ class Scorer:
                 continue
             span_start = s[first]
             span_len = s[last] + ln[last] - span_start
-            lo, hi = self.index.exact.window_ranges(data, span_start, span_len)
-            hit = (hi - lo).sum(axis=0) > 0
+            counts, rows = self._search(data, span_start, span_len)
+            hit = counts.sum(axis=0) > 0
             cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
             np.add.at(cover, first[hit], 1)
             np.add.at(cover, last[hit] + 1, -1)
             found |= np.cumsum(cover[:-1]) > 0
-            for a, b, r0, r1 in zip(span_start[hit].tolist(), span_len[hit].tolist(), lo[:, hit].T, hi[:, hit].T):
-                self._known[(a, b)] = (r0, r1)
+            for k in np.flatnonzero(hit).tolist():
+                self._known[(int(span_start[k]), int(span_len[k]))] = (counts[:, k], _column(rows, k))
         todo = np.flatnonzero(~found)
         if len(todo):
-            counts = self.index.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
+            counts = self.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
             found[todo] = counts.max(axis=0) > 0
         return found
 
@@ -399,54 +411,76 @@ class Scorer:
         return r
 
     # -- matches: documents, offsets, snippets ---------------------------------------------------
-    def _ranges(self, data: bytes, windows: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-shard suffix-array rows (lo, hi) of each window (start, length) of data: known ones
-        from the span passes, the others searched in one batched call."""
+    def _search(self, data: bytes, starts: np.ndarray, lengths: np.ndarray):
+        """(per-shard counts of shape (shards, windows), (lo, hi) suffix-array rows of the same
+        shape or None). An unfiltered exact part gives its rows, which locate the matches without
+        searching again; a filtered view (tombstones, --where) counts allowed documents only."""
+        if self._by_rows:
+            lo, hi = self.exact.window_ranges(data, starts, lengths)
+            return hi - lo, (lo, hi)
+        return self.exact.count_windows_per_shard(data, starts, lengths, existence_only=False), None
+
+    def _lookup(self, data: bytes, windows: list[tuple[int, int]]) -> list[tuple]:
+        """(per-shard counts, rows or None) of each window (start, length) of data: known ones from
+        the span passes, the others searched in one batched call."""
         need = sorted({w for w in windows if w not in self._known})
         if need:
-            a = np.array([w[0] for w in need], dtype=np.int64)
-            lo, hi = self.index.exact.window_ranges(data, a, np.array([w[1] for w in need], dtype=np.int64))
+            counts, rows = self._search(data, np.array([w[0] for w in need], dtype=np.int64),
+                                        np.array([w[1] for w in need], dtype=np.int64))
             for k, w in enumerate(need):
-                self._known[w] = (lo[:, k], hi[:, k])
+                self._known[w] = (counts[:, k], _column(rows, k))
         return [self._known[w] for w in windows]
 
-    def _fill_matches(self, data: bytes) -> None:
-        """Matches of every entry of the batch that wants them: its longest run of found windows
-        (cut to max_span_bytes), or its first window when the run does not occur as a whole (the
-        union of overlapping found windows need not), is located through its suffix-array rows
-        (first max_matches rows in shard order, one batched call per shard for the whole batch);
-        documents come from the store in one query and snippets from one batched extract. A
-        snippet is the match itself with context read on either side (the match is known)."""
-        if not self._wanted:
-            return
+    def _occurrences(self, data: bytes, known: list[tuple]) -> list[list[tuple[int, int]]]:
+        """The first max_matches occurrences (global doc id, offset) of each wanted match, sorted:
+        through the suffix-array rows (the first rows in shard order, one batched call per shard
+        for the whole batch), or the filtered view's locate_in."""
         cfg = self.config
-        ranges = self._ranges(data, [(a, n) for _, a, n, _ in self._wanted])
-        retry = [k for k, (lo, hi) in enumerate(ranges) if (hi - lo).sum() == 0]
-        for k, rg in zip(retry, self._ranges(data, [(self._wanted[k][1], self._wanted[k][3]) for k in retry])):
-            r, a, _, first_len = self._wanted[k]
-            self._wanted[k] = (r, a, first_len, first_len)
-            ranges[k] = rg
-        rows: list[list[np.ndarray]] = [[] for _ in self.index.exact.shards]
-        takes = []
-        for (r, a, n, _), (lo, hi) in zip(self._wanted, ranges):
-            r.matched_text = data[a:a + n].decode("utf-8", "replace")
-            r.match_count = int((hi - lo).sum())
-            plan = page_plan((hi - lo).tolist(), 0, cfg.max_matches)
-            takes.append(plan)
-            for i, cut in enumerate(plan):
+        if not self._by_rows:
+            out = []
+            for (_, a, n, _), (counts, _) in zip(self._wanted, known):
+                d, o = self.exact.locate_in(data[a:a + n], counts.tolist(), cfg.max_matches)
+                out.append(sorted(zip(d, o)))
+            return out
+        rows: list[list[np.ndarray]] = [[] for _ in self.exact.shards]
+        plans = []
+        for counts, (lo, _) in known:
+            plans.append(page_plan(counts.tolist(), 0, cfg.max_matches))
+            for i, cut in enumerate(plans[-1]):
                 if cut is not None:
                     rows[i].append(np.arange(lo[i], lo[i] + cut[1], dtype=np.int64))
-        located = self.index.exact.locate_rows([np.concatenate(r) if r else np.zeros(0, np.int64) for r in rows])
+        located = self.exact.locate_rows([np.concatenate(r) if r else np.zeros(0, np.int64) for r in rows])
         used = [0] * len(rows)
-        found: list[list[tuple[int, int]]] = []
-        for plan in takes:
+        out = []
+        for plan in plans:
             occ = []
             for i, cut in enumerate(plan):
                 if cut is not None:
                     d, o = located[i]
                     occ += zip(d[used[i]:used[i] + cut[1]].tolist(), o[used[i]:used[i] + cut[1]].tolist())
                     used[i] += cut[1]
-            found.append(sorted(occ))
+            out.append(sorted(occ))
+        return out
+
+    def _fill_matches(self, data: bytes) -> None:
+        """Matches of every entry of the batch that wants them: its longest run of found windows
+        (cut to max_span_bytes), or its first window when the run does not occur as a whole (the
+        union of overlapping found windows need not), with its first max_matches occurrences;
+        documents come from the store in one query and snippets from one batched extract. A
+        snippet is the match itself with context read on either side (the match is known)."""
+        if not self._wanted:
+            return
+        cfg = self.config
+        known = self._lookup(data, [(a, n) for _, a, n, _ in self._wanted])
+        retry = [k for k, (counts, _) in enumerate(known) if counts.sum() == 0]
+        for k, kn in zip(retry, self._lookup(data, [(self._wanted[k][1], self._wanted[k][3]) for k in retry])):
+            r, a, _, first_len = self._wanted[k]
+            self._wanted[k] = (r, a, first_len, first_len)
+            known[k] = kn
+        for (r, a, n, _), (counts, _) in zip(self._wanted, known):
+            r.matched_text = data[a:a + n].decode("utf-8", "replace")
+            r.match_count = int(counts.sum())
+        found = self._occurrences(data, known)
         info = self._docs([d for occ in found for d, _ in occ])
         docs, starts, ends = [], [], []
         for (_, _, n, _), occ in zip(self._wanted, found):

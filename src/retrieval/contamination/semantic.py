@@ -12,7 +12,8 @@ from ..errors import InputError
 
 
 class SemanticChecker:
-    def __init__(self, index, threshold: float = 0.85, k: int = 1, max_chars: int = 2000, snippet_chars: int = 300):
+    def __init__(self, index, threshold: float = 0.85, k: int = 1, max_chars: int = 2000, snippet_chars: int = 300,
+                 where: str | None = None):
         dense = getattr(index, "dense", None)
         if dense is None:
             raise InputError(
@@ -23,6 +24,8 @@ class SemanticChecker:
             raise InputError(f"--semantic-threshold must be in (0, 1], got {threshold}")
         self.index, self.dense = index, dense
         self.threshold, self.k, self.max_chars, self.snippet_chars = threshold, max(1, k), max_chars, snippet_chars
+        # passages of live documents (matching `where`) only; None: every passage
+        self.allowed = index.allowed_passages(index.doc_filter(where)) if hasattr(index, "doc_filter") else None
 
     def new_summary(self) -> dict:
         return {"threshold": self.threshold, "checked": 0, "flagged": 0, "flagged_exact_clean": 0}
@@ -43,7 +46,7 @@ class SemanticChecker:
         todo = [(r, q) for r, q in todo if q.strip()]
         if not todo:
             return
-        scores, ids = self.dense.search([q for _, q in todo], self.k)
+        scores, ids = self.dense.search([q for _, q in todo], self.k, allowed=self.allowed)
         best_ids = [int(row[0]) for row in ids]
         rows = {p["id"]: p for p in self.index.passages([i for i in best_ids if i >= 0])}
         for (r, _), row_scores, pid in zip(todo, scores, best_ids):

@@ -1,34 +1,41 @@
 """Exact float16 search with torch, at the GPU's pace when the vectors fit in its memory.
 
-The vectors are held as one float16 (n, d) tensor on the device. Queries are scored in tiles
-(``scores = Q @ X^T`` in float16; cuBLAS accumulates in float32), and each tile's top candidates
-are selected in two levels:
+The vectors are held as one float16 (n, d) tensor on the device. Queries go in tiles, and each
+tile's top ``kc`` candidates (by float16 products, float32 accumulation) are found exactly one of
+two ways:
 
-1. the maximum of each block of ``block`` consecutive columns (the last block may be partial);
-2. the ``kc`` best blocks per query (a top-k over the block maxima), then an exact top-k over the
-   ``kc * block`` columns of those blocks.
+- on CUDA with Triton (``gpu_fused``): one kernel scores the tile and keeps only the best two
+  columns of every block of 128 vectors and the best of every 512, so the (queries x n) score
+  matrix is never written; the top kc come from those keys (exact: see ``gpu_fused.select``);
+- elsewhere (CPU, no Triton, small sets): the float16 score tile ``Q @ X^T`` and a two-level top-k,
+  the maximum of each block of ``block`` columns, the ``kc`` best blocks, then an exact top-k over
+  their columns. Exact: an element of the true top ``kc`` lies in a block whose maximum is at least
+  its score, and if that block were not among the ``kc`` best, those ``kc`` blocks' maxima would
+  be ``kc`` distinct elements ranked above it.
 
-This is exact: an element of the true top ``kc`` lies in a block whose maximum is at least its
-score, and if that block were not among the ``kc`` best, those ``kc`` blocks' maxima would be
-``kc`` distinct elements ranked above it. Ties go to the lower column (vector id) at both levels
-(keys are (score, -id) pairs packed into one integer), so the answer is deterministic and equals a
-brute-force top-k sorted by (score descending, id ascending).
+Ties go to the lower column (vector id) at every level (keys are (score, -id) pairs packed into one
+integer), so the answer is deterministic.
 
-The ``kc`` float16 candidates (``kc = k + max(k, 8)`` by default: room for float16 rounding) are
-then re-scored in float32, the float32 query against the float16-stored vectors, and the best
-``k`` returned in that order. So the scores are float32 inner products with the float16 vectors,
-and recall against float32 exact search is 1.0 up to float16 rounding of the vectors themselves;
-``rescore_from="float32"`` re-scores from a float32 copy on the device instead (float32 exact
-search's scores, 3x the memory).
+The ``kc`` candidates (``kc = k + max(k, 8)`` by default: room for float16 rounding) are then
+re-scored in float64 from the stored vectors and the best ``k`` returned by (score descending, id
+ascending). With ``rescore_from="float32"`` (a float32 copy on the device too, 3x the memory; what
+DenseIndex takes when it fits) the answer is exact search over the float32 vectors; with
+"float16" it is exact over their float16 rounding.
 
-Everything here runs on any torch device; ``device="cpu"`` runs the same code (the tests use it).
+Everything here runs on any torch device; ``device="cpu"`` runs the torch path (the tests use it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import gpu_fused
+
 DEFAULT_BLOCK = 512
+# the fused kernel's blocks (the best two columns kept per block) and super-blocks (SUB blocks)
+FUSED_BLOCK = 128
+FUSED_SUB = 4
+FUSED_MAX_TILE = 16384  # queries a launch (their float16 rows, 12 MB at d=384, stay in L2)
 # the score tile (queries x n float16) is kept under this many bytes
 DEFAULT_TILE_BYTES = 4 << 30
 
@@ -145,8 +152,13 @@ class GpuExact:
 
     def __init__(self, vectors, device: str = "cuda", block: int = DEFAULT_BLOCK,
                  tile_bytes: int = DEFAULT_TILE_BYTES, oversample: int | None = None,
-                 rescore_from: str = "float16"):
+                 rescore_from: str = "float16", fused: bool | str = True):
         torch = _torch()
+        # True: the Triton kernel where it can run; False: the torch path everywhere; "reference":
+        # the kernel's torch stand-in on any device (gpu_fused.block_keys_reference; for tests)
+        if fused not in (True, False, "reference"):
+            raise ValueError(f"fused={fused!r}: True, False or 'reference'")
+        self.fused = fused
         if rescore_from not in ("float16", "float32"):
             raise ValueError(f"rescore_from={rescore_from!r}: float16 or float32")
         self.device = torch.device(device)
@@ -193,42 +205,91 @@ class GpuExact:
         """Queries per tile: the float16 score tile stays under ``tile_bytes``."""
         return max(1, min(nq, self.tile_bytes // max(1, self.npad * 2)))
 
-    def search_tensor(self, q, k: int, rescore: bool = True):
+    def fused_ok(self, kc: int) -> bool:
+        """Whether searches for ``kc`` candidates take the fused kernel (gpu_fused): on CUDA with
+        Triton, and with at least ``kc`` super-blocks (smaller sets: the torch path is as fast)."""
+        runs = self.fused == "reference" or (self.fused and gpu_fused.available(self.device))
+        return bool(runs) and -(-self.n // (FUSED_BLOCK * FUSED_SUB)) >= kc
+
+    def fused_tile_rows(self, nq: int) -> int:
+        """Queries per fused launch: its two (b, blocks) int64 key arrays stay under ``tile_bytes``."""
+        nblk = -(-self.n // (FUSED_BLOCK * FUSED_SUB)) * FUSED_SUB
+        return max(1, min(nq, FUSED_MAX_TILE, self.tile_bytes // max(1, nblk * 16)))
+
+    def _select_fused(self, q16, kc: int, allowed):
+        """(scores float32, ids int64) of the exact top ``kc`` by float16 products (the kernel's)."""
+        def rescan(rows, blocks):
+            return gpu_fused.rescan_blocks(q16, self.x, rows, blocks, FUSED_BLOCK, kc, allowed)
+
+        keys = gpu_fused.block_keys_reference if self.fused == "reference" else gpu_fused.block_keys
+        sk, k1, k2 = keys(q16, self.x, FUSED_BLOCK, FUSED_SUB, allowed)
+        top = gpu_fused.select(sk, k1, k2, kc, FUSED_BLOCK, FUSED_SUB, rescan)
+        del sk, k1, k2
+        none = top == gpu_fused.SENTINEL
+        ids = gpu_fused.key_columns(top).masked_fill(none, -1)
+        return gpu_fused.key_scores(top).masked_fill(none, float("-inf")), ids
+
+    def _select_torch(self, q16, kc: int, allowed):
+        """The same from a float16 score tile and the two-level top-k (any torch device)."""
+        torch = _torch()
+        one = _one_level(self.n, kc, self.block)
+        scores = q16 @ (self.x if one else self.xp).t()    # (b, n or npad) float16, float32 accumulation
+        if allowed is not None:
+            scores[:, :self.n].masked_fill_(~allowed[None, :], float("-inf"))
+        if one:
+            vals, ids = topk_first(scores, kc)
+        else:
+            if self.npad != self.n:
+                scores[:, self.n:] = float("-inf")
+            vals, ids = _two_level_padded(scores, kc, self.block)
+        del scores
+        vals = vals.float()
+        return vals, ids.masked_fill(vals == float("-inf"), -1)
+
+    def rescore(self, q, ids, k: int):
+        """The best ``k`` of candidates ``ids`` ((b, kc), -1 for none) for float32 queries ``q``,
+        re-scored in float64 from the stored vectors (the float32 copy when there is one), ranked by
+        (score descending, id ascending): (scores float32 (b, k), ids)."""
+        torch = _torch()
+        x = self.x32 if self.x32 is not None else self.x
+        valid = ids >= 0
+        rows = x[ids.clamp(min=0)].double()                                  # (b, kc, d)
+        s = torch.bmm(rows, q.double()[:, :, None]).squeeze(2)
+        s = s.masked_fill(~valid, float("-inf"))
+        ids, order = torch.sort(ids, dim=1)
+        s, order2 = torch.sort(torch.gather(s, 1, order), dim=1, descending=True, stable=True)
+        return s[:, :k].float(), torch.gather(ids, 1, order2)[:, :k]
+
+    def search_tensor(self, q, k: int, rescore: bool = True, allowed=None):
         """``search`` on a float32 (nq, d) tensor on the device; returns tensors on the device
-        (scores (nq, min(k, n)) float32, ids int64), unpadded."""
+        (scores (nq, min(k, n)) float32, ids int64, -1 / -inf where fewer are allowed). ``allowed``:
+        a bool (n,) tensor on the device, False for vectors that must not be returned."""
         torch = _torch()
         nq = int(q.shape[0])
         k = min(int(k), self.n)
         kc = candidates_for(k, self.n, self.oversample) if rescore else k
         out_s = torch.empty((nq, k), dtype=torch.float32, device=self.device)
         out_i = torch.empty((nq, k), dtype=torch.int64, device=self.device)
-        per = self.tile_rows(nq)
-        one = _one_level(self.n, kc, self.block)
-        xt = (self.x if one else self.xp).t()
+        fused = self.fused_ok(kc)
+        per = self.fused_tile_rows(nq) if fused else self.tile_rows(nq)
+        if allowed is not None:
+            allowed = torch.as_tensor(allowed, dtype=torch.bool, device=self.device)
+            if allowed.shape != (self.n,):
+                raise ValueError(f"allowed has shape {tuple(allowed.shape)}; want ({self.n},)")
         with torch.inference_mode():
             for lo in range(0, nq, per):
                 qt = q[lo:lo + per]
-                scores = qt.to(torch.float16) @ xt            # (b, n or npad) float16, float32 accumulation
-                if one:
-                    vals, ids = topk_first(scores, kc)
-                else:
-                    if self.npad != self.n:
-                        scores[:, self.n:] = float("-inf")
-                    vals, ids = _two_level_padded(scores, kc, self.block)
-                del scores
+                q16 = qt.to(torch.float16).contiguous()
+                vals, ids = (self._select_fused if fused else self._select_torch)(q16, kc, allowed)
                 if rescore:
-                    rows = (self.x32 if self.x32 is not None else self.x)[ids].float()  # (b, kc, d)
-                    s32 = (rows * qt.float()[:, None, :]).sum(dim=2)
-                    # rank by (float32 score, id): put the ids in ascending order, the tie-breaking
-                    # order topk_first takes
-                    order = torch.argsort(ids, dim=1)
-                    s32, ids = torch.gather(s32, 1, order), torch.gather(ids, 1, order)
-                    vals, ids = topk_first(s32, k, ids)
-                out_s[lo:lo + per] = vals.float()
-                out_i[lo:lo + per] = ids
+                    vals, ids = self.rescore(qt.float(), ids, k)
+                out_s[lo:lo + per] = vals[:, :k]
+                out_i[lo:lo + per] = ids[:, :k]
         return out_s, out_i
 
-    def search(self, q: np.ndarray, k: int, rescore: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, rescore: bool = True, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of float32 queries (nq, d) (or one (d,) query) as numpy arrays (scores float32,
+        ids int64), padded with -inf / -1; ``allowed``: bool (n,), False for vectors never returned."""
         torch = _torch()
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim == 1:
@@ -240,14 +301,16 @@ class GpuExact:
         out_i = np.full((len(q), k), -1, dtype=np.int64)
         if len(q) == 0 or self.n == 0:
             return out_s, out_i
-        s, i = self.search_tensor(torch.from_numpy(q).to(self.device), k, rescore)
+        if allowed is not None:
+            allowed = torch.from_numpy(np.ascontiguousarray(allowed, dtype=bool)).to(self.device)
+        s, i = self.search_tensor(torch.from_numpy(q).to(self.device), k, rescore, allowed)
         out_s[:, :s.shape[1]] = s.cpu().numpy()
         out_i[:, :i.shape[1]] = i.cpu().numpy()
         return out_s, out_i
 
     def __repr__(self) -> str:
         return (f"GpuExact(n={self.n}, dim={self.dim}, device={str(self.device)!r}, block={self.block}, "
-                f"rescore_from={self.rescore_from!r})")
+                f"rescore_from={self.rescore_from!r}, fused={self.fused_ok(20)})")
 
 
 # -- choosing it ------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ from .vectors import Rescorer, VectorStore, write_store
 INDEX_FILE = "index.faiss"
 SECTION_VERSION = 1
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+# a filtered search over at most this many allowed vectors scores them all exactly (numpy over the
+# rescoring store, ~1.5 us a vector) instead of probing the index: no slower than IVF-PQ's ~1 ms at
+# that size, and never comes back short (eval/results/bench_filter.json)
+BRUTE_FORCE_MAX = 2048
+SCORE_CHUNK = 65536  # vectors scored at once by that exact scoring (bounded temporaries)
 
 
 # -- FAISS / GPU helpers ---------------------------------------------------------------------------
@@ -406,13 +411,16 @@ class DenseIndex:
         self.params.update({k: int(v) for k, v in params.items() if v is not None})
         self.codec.set_params(self.index, self.params, self.on_gpu)
 
-    def search(self, queries, k: int, rescore: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, rescore: bool = True, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` passages for each query (texts, or an (nq, dim) float32 array of normalised
         query vectors): (scores float32 (nq, k), ids int64 (nq, k)); rows are padded with id -1 and
         score -inf where fewer than k passages exist. Scores are inner products (cosine) of full
         vectors, after rescoring. ``rescore=False`` (or a recipe without a store) gives the index's
         own order and scores: inner products, approximate for compressed codes, or minus the Hamming
-        distance for binary codes."""
+        distance for binary codes. ``allowed`` (a boolean mask over passage ids, from a
+        retrieval.filters.DocFilter) restricts the search to those passages, inside it
+        (``_search_allowed``): k come back whenever k allowed passages exist."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"-k {k}: must be a whole number >= 1")
         k = int(k)
@@ -428,6 +436,8 @@ class DenseIndex:
             raise InputError(f"query vectors have shape {q.shape}; this index wants (n, {self.dim})")
         if len(q) == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if allowed is not None:
+            return self._search_allowed(q, k, rescore, allowed)
         if self.engine is not None:
             # float16 selection, its candidates re-scored in float32 from the float16 vectors
             # (rescore=False: the float16 scores themselves)
@@ -443,6 +453,88 @@ class DenseIndex:
         if rescorer is not None:
             return rescorer(q, ids, k)
         return _pad(self.codec.scores(dist)[:, :k], ids[:, :k], k)
+
+    # -- filtered search ------------------------------------------------------------------------------
+    def _search_allowed(self, q: np.ndarray, k: int, rescore: bool, allowed: np.ndarray):
+        """Search among the allowed passages only. The torch engine (flat, on a GPU) masks the
+        excluded columns. With a rescoring store, a small allowed set (<= BRUTE_FORCE_MAX) is
+        scored exactly from it: about as cheap as probing, and never short. Otherwise FAISS
+        searches with an IDSelectorBitmap (a flat index: exact, never short), so the candidates
+        are all allowed; an IVF
+        or HNSW search probing few lists can still find fewer than k allowed ones (a selective
+        filter), and those queries are answered by the exact scoring instead."""
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != (self.n,):
+            raise InputError(f"allowed: a mask of {allowed.shape} for {self.n} vectors")
+        ids = np.flatnonzero(allowed).astype(np.int64)
+        if len(ids) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.engine is not None:  # exact float16 search on the device, the excluded columns masked
+            return self.engine.search(q, k, rescore=rescore, allowed=allowed)
+        if len(ids) <= BRUTE_FORCE_MAX and self.store is not None:
+            return self._score_exactly(q, ids, k)
+        scores, out = self._faiss_allowed(q, k, rescore, allowed)
+        short = (out >= 0).sum(axis=1) < min(k, len(ids))
+        if short.any():
+            scores[short], out[short] = self._score_exactly(q[short], ids, k)
+        return scores, out
+
+    def _faiss_allowed(self, q: np.ndarray, k: int, rescore: bool, allowed: np.ndarray):
+        faiss = _faiss()
+        rescorer = self.rescorer if rescore else None
+        mult = int(self.params.get("rescore_multiplier", 1)) if rescorer else 1
+        kc = min(max(k, k * mult), self.n)
+        codes = self.codec.encode(q)
+        if self.on_gpu:
+            # FAISS's GPU indexes take no IDSelector: more candidates (by the allowed fraction),
+            # the excluded ones dropped; a query left short goes to the exact scoring
+            kc = min(GPU_MAX_K, self.n, int(np.ceil(kc * self.n / max(1, int(allowed.sum())))))
+            dist, ids = self.index.search(codes, kc)
+            ids = ids.astype(np.int64, copy=True)
+            ids[(ids >= 0) & ~allowed[np.maximum(ids, 0)]] = -1
+        else:
+            bitmap = np.packbits(allowed, bitorder="little")  # bit i of byte i // 8 = passage i
+            sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bitmap))
+            dist, ids = self.index.search(codes, kc, params=_selector_params(self.index, sel))
+            ids = ids.astype(np.int64, copy=False)
+        if rescorer is not None:
+            return rescorer(q, ids, k)
+        dist = np.where(ids >= 0, dist, -np.inf if self.codec.kind == "float" else np.inf)
+        if self.on_gpu:  # the dropped candidates: the kept ones first, in order
+            order = np.argsort(ids < 0, axis=1, kind="stable")
+            dist, ids = np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+        return _pad(self.codec.scores(dist)[:, :k], ids[:, :k], k)
+
+    def _score_exactly(self, q: np.ndarray, ids: np.ndarray, k: int):
+        """Top k of `ids` by the inner product of `q` with the vectors rescoring uses (the store's,
+        else the index's own float vectors), ties to the lower id; in chunks of ids."""
+        nq = len(q)
+        best_s = np.full((nq, 0), -np.inf, np.float32)
+        best_i = np.zeros((nq, 0), np.int64)
+        for lo in range(0, len(ids), SCORE_CHUNK):
+            part = ids[lo:lo + SCORE_CHUNK]
+            s = q @ self._vectors(part).T
+            best_s = np.concatenate([best_s, s.astype(np.float32)], axis=1)
+            best_i = np.concatenate([best_i, np.broadcast_to(part, (nq, len(part)))], axis=1)
+            take = min(k, best_s.shape[1])
+            top = np.argpartition(-best_s, take - 1, axis=1)[:, :take] if take < best_s.shape[1] else \
+                np.tile(np.arange(best_s.shape[1]), (nq, 1))
+            best_s, best_i = np.take_along_axis(best_s, top, 1), np.take_along_axis(best_i, top, 1)
+        order = np.lexsort((best_i, -best_s), axis=1) if nq else np.zeros((0, 0), np.int64)
+        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+        return _pad(best_s, best_i, k)
+
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Full float32 vectors of passages `ids`: the rescoring store's, else the index's own."""
+        if self.store is not None:
+            return self.store.dequantize(ids)
+        if self.codec.kind != "float":
+            raise InputError(f"{self.directory}: a binary index without a rescoring store cannot be filtered exactly")
+        index = self.codec.to_cpu(self.index) if self.on_gpu else self.index
+        ivf = _faiss().try_extract_index_ivf(index)
+        if ivf is not None and not ivf.direct_map.type:
+            ivf.make_direct_map()
+        return np.asarray(index.reconstruct_batch(ids), dtype=np.float32)
 
     def __repr__(self) -> str:
         engine = f", engine={self.engine!r}" if self.engine is not None else ""
@@ -497,6 +589,19 @@ def _flat_vectors(index, step: int = 1 << 18) -> np.ndarray:
     return out
 
 
+def _selector_params(index, sel):
+    """FAISS SearchParameters carrying an IDSelector and the index's own search settings (a bare
+    SearchParametersIVF would search with nprobe 1)."""
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=sel, nprobe=int(ivf.nprobe))
+    hnsw = getattr(index, "hnsw", None)
+    if hnsw is not None:
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=int(hnsw.efSearch))
+    return faiss.SearchParameters(sel=sel)
+
+
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = scores.astype(np.float32, copy=True)
     ids = ids.astype(np.int64, copy=True)
@@ -506,3 +611,39 @@ def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
     return scores, ids
+
+
+# -- appending (rtv add) ------------------------------------------------------------------------------
+def append_vectors(directory: Path, section: dict, vecs: np.ndarray) -> dict:
+    """Add L2-normalised float32 vectors `vecs` (their passage ids continue the index's) to the dense
+    part in `directory`, a new generation's copy: the FAISS index keeps its training (IVF centroids,
+    PQ codebooks, HNSW graph) and gains the new codes; the rescoring store gains their rows. Files are
+    written under new names and renamed into place, so a hard link to the live generation's file is
+    never written through. Returns the updated manifest section."""
+    import os
+
+    from .vectors import append_store
+
+    directory = Path(directory)
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[1] != int(section["dim"]):
+        raise InputError(f"vectors of shape {vecs.shape} cannot join a dense index of dim {section['dim']}")
+    codec = codec_for(section["kind"], section["factory"], section.get("gpu_float16_lut", True))
+    path = directory / INDEX_FILE
+    index = codec.read(str(path))
+    n_old = int(section["n_vectors"])
+    if index.ntotal != n_old:
+        raise IndexFormatError(f"{path}: holds {index.ntotal} vectors, manifest says {n_old}; rebuild the index")
+    codes = codec.encode(vecs)
+    for lo in range(0, len(codes), 1 << 16):
+        index.add(codes[lo:lo + (1 << 16)])
+    tmp = directory / (INDEX_FILE + ".new")
+    codec.write(index, str(tmp))
+    os.replace(tmp, path)
+    if section.get("store"):
+        append_store(directory, section["store"], n_old, vecs)
+    n = n_old + len(vecs)
+    files = {name: {"bytes": (directory / name).stat().st_size} for name in section["files"]}
+    return {**section, "n_vectors": n, "files": files,
+            "index_bytes_per_vector": round(files[INDEX_FILE]["bytes"] / n, 2),
+            "appended_vectors": int(section.get("appended_vectors", 0)) + len(vecs)}

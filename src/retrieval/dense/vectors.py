@@ -13,6 +13,7 @@ binary (Hamming) indexes, and it does not run on the GPU. So rtv keeps its own, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,38 @@ class Rescorer:
                 out_s[lo:lo + per, :take] = ts.cpu().numpy()
                 out_i[lo:lo + per, :take] = ti.cpu().numpy()
         return out_s, out_i
+
+
+def append_store(directory: Path, spec: dict, n_old: int, vecs: np.ndarray) -> None:
+    """Append float32 rows `vecs` to the store of `n_old` rows in `directory` (`spec`: the manifest's
+    store spec), in place of its files there. New rows are coded with the store's own parameters:
+    float16 as they are; int8 with each row's own scale (per vector), or the per-dimension ranges
+    and PCA axes fitted on the vectors the store was built from (rows beyond those ranges clip), so
+    the rows already there keep their codes."""
+    directory = Path(directory)
+    old = VectorStore(directory, spec, n_old, vecs.shape[1])
+    if old.dtype == "float16":
+        codes, scales = vecs.astype(np.float16), None
+    else:
+        y = vecs if old.axes is None else (vecs - old.mean) @ old.axes.T
+        if old.scale == "vector":
+            codes, scales = quantize_int8(y, "vector")
+        else:
+            codes = np.clip(np.rint((y - old.lo) / old.step) - 128, -128, 127).astype(np.int8)
+            scales = None
+    _append_rows(directory / VECTORS, old.vectors, codes)
+    if scales is not None:
+        _append_rows(directory / SCALES, old.scales, scales)
+
+
+def _append_rows(path: Path, old: np.ndarray, new: np.ndarray, step: int = 1 << 16) -> None:
+    """Write old rows then new rows as a new .npy at `path` (through a memory map, in steps)."""
+    tmp = path.with_name(path.name + ".new")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(len(old) + len(new),) + old.shape[1:])
+    for lo in range(0, len(old), step):
+        hi = min(lo + step, len(old))
+        out[lo:hi] = old[lo:hi]
+    out[len(old):] = new
+    out.flush()
+    del out
+    os.replace(tmp, path)  # a new inode under the old name: a hard link's other name keeps its file

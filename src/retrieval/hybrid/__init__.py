@@ -59,9 +59,10 @@ class _Timer:
 
 
 # -- stages -----------------------------------------------------------------------------------------
-def dense_stage(index, queries: list[str], depth: int) -> list[Ranked]:
-    """Dense top-`depth` passages of every query (one batched embedding and search)."""
-    scores, ids = index.dense.search(queries, min(depth, index.n_passages))
+def dense_stage(index, queries: list[str], depth: int, doc_filter=None) -> list[Ranked]:
+    """Dense top-`depth` passages of every query (one batched embedding and search), among the
+    passages of the documents a retrieval.filters.DocFilter allows when one is given."""
+    scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=index.allowed_passages(doc_filter))
     return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
             for row_scores, row_ids in zip(scores, ids)]
 
@@ -115,7 +116,8 @@ def to_hits(index, ranking: Ranking, k: int, patterns: Sequence[str]) -> list[Hi
 def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | None = None, rerank="auto",
            reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
            rerank_top_n: int | None = None, weights: Mapping[str, float] | None = None, rrf_k: int = 60,
-           rare_max: int = 50, device: str | None = None, timings: dict | None = None) -> list[list[Hit]]:
+           rare_max: int = 50, device: str | None = None, timings: dict | None = None,
+           where: str | None = None) -> list[list[Hit]]:
     """Search `queries` (a list, or one string) in an open Index; one list of Hits per query.
 
     rerank: "auto" | True | False (retrieval.options); reranker: a model path/id, a CrossEncoder or
@@ -123,7 +125,10 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
     rerank_top_n: how many fused candidates the cross-encoder rescores (default 50).
     weights: per-stage weights overriding fusion's defaults (retrieval.options.DEFAULT_WEIGHTS for
     weighted, equal weights for rrf).
-    timings: if a dict is given, per-stage seconds are added to it."""
+    timings: if a dict is given, per-stage seconds are added to it.
+    where: a retrieval.filters expression over document metadata; every stage searches only the
+    passages of matching documents (deleted documents are always left out), so k come back
+    whenever k such passages match."""
     from .lexical import bm25, exact_candidates, parse_query
     from .rerank import resolve_reranker
 
@@ -138,9 +143,12 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
         raise InputError(f"depth {depth}: must be >= 1")
     rr = resolve_reranker(rerank, reranker, mode=mode, device=device, top_n=rerank_top_n)  # fails before any work
     timer = _Timer(timings)
+    doc_filter = index.doc_filter(where)
+    if doc_filter is not None:
+        timer.tick("filter")
     dense_lists = None
     if mode in ("hybrid", "dense") and "dense" in index.parts:
-        dense_lists = dense_stage(index, queries, depth)
+        dense_lists = dense_stage(index, queries, depth, doc_filter)
         timer.tick("dense")
 
     results: list[list[Hit]] = []
@@ -151,10 +159,10 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
         if dense_lists is not None:
             lists["dense"] = dense_lists[qi]
         if mode == "lexical" or (mode == "hybrid" and "lexical" in index.parts):
-            lists["lexical"] = bm25(index.store, q, depth)
+            lists["lexical"] = bm25(index.store, q, depth, doc_filter)
             timer.tick("lexical")
         if mode in ("hybrid", "exact"):
-            ex = exact_candidates(index, pq, whole_query=(mode == "exact"), rare_max=rare_max, k=depth)
+            ex = exact_candidates(index, pq, whole_query=(mode == "exact"), rare_max=rare_max, k=depth, where=where)
             lists["exact"] = ex.ranked
             ranking.exact_spans, ranking.phrase_count = ex.spans, (ex.phrases_matched if pq.phrases else {})
             timer.tick("exact")

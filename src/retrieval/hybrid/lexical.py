@@ -71,15 +71,16 @@ def fts_query(text: str) -> str:
     return " OR ".join(parts[:MAX_TERMS])
 
 
-def bm25(store, query: str, k: int = 100) -> list[tuple[int, float]]:
-    """Top-k passages by FTS5 BM25 as (passage_id, score), higher is better."""
+def bm25(store, query: str, k: int = 100, doc_filter=None) -> list[tuple[int, float]]:
+    """Top-k passages by FTS5 BM25 as (passage_id, score), higher is better (of the documents a
+    retrieval.filters.DocFilter allows, when one is given)."""
     if k <= 0:
         return []
     match = fts_query(query)
     if not match:
         return []
     try:
-        rows = store.bm25(match, k)
+        rows = store.bm25(match, k, doc_filter)
     except sqlite3.OperationalError as exc:
         raise InputError(f"query {query!r}: cannot be searched lexically ({exc})") from None
     return [(int(pid), -float(rank)) for pid, rank in rows]  # FTS5 rank = bm25(): lower is better
@@ -122,25 +123,29 @@ def fts_splits(term: str) -> bool:
 
 
 def exact_candidates(index, query: str | ParsedQuery, *, whole_query: bool = False, rare_max: int = 50,
-                     limit: int = 1000, k: int = 100, split_terms_only: bool = True) -> ExactCandidates:
+                     limit: int = 1000, k: int = 100, split_terms_only: bool = True,
+                     where: str | None = None) -> ExactCandidates:
     """Passages that contain the query's quoted phrases or rare terms byte-for-byte.
 
     whole_query: with no quoted phrase, search the whole query text as one phrase (mode 'exact').
     split_terms_only: look up only rare terms that the FTS tokenizer splits (see the module doc);
     False looks up every rare term (what rtv did before; kept to measure the difference).
     Score: 2 per distinct quoted phrase + log(1 + n_docs / count) per rare term, + a small bonus
-    for repeated occurrences; passages are ranked by it."""
+    for repeated occurrences; passages are ranked by it. `where` (a retrieval.filters expression):
+    only the documents it allows; rarity is counted in them too, as in a fresh index of them."""
     q = parse_query(query) if isinstance(query, str) else query
+    searcher = index if where is None else index.exact_view(where)  # counts and finds of allowed documents
     phrases = list(q.phrases)
     if whole_query and not phrases and q.text.strip():
         phrases = [q.text.strip()]
     patterns: list[tuple[str, float, bool]] = [(p, 2.0, True) for p in phrases]
     if not whole_query or q.phrases:
-        n_docs = max(1, int(getattr(index, "n_documents", 1)))
+        flt = index.doc_filter(where) if where is not None else None
+        n_docs = max(1, flt.n_allowed if flt is not None else int(getattr(index, "n_documents", 1)))
         for term in q.terms:
             if len(term.encode("utf-8")) < 3 or (split_terms_only and not fts_splits(term)):
                 continue
-            count = int(index.count(term))
+            count = int(searcher.count(term))
             if 0 < count <= rare_max:
                 patterns.append((term, math.log1p(n_docs / count), False))
     scores: dict[int, float] = defaultdict(float)
@@ -148,7 +153,7 @@ def exact_candidates(index, query: str | ParsedQuery, *, whole_query: bool = Fal
     phrases_matched: dict[int, int] = defaultdict(int)
     for pattern, weight, is_phrase in patterns:
         data = pattern.encode("utf-8")
-        docs, offs = index.find(data, 0, limit)
+        docs, offs = searcher.find(data, 0, limit)
         if len(docs) == 0:
             continue
         for pid, sp in map_occurrences(index.store, docs, offs, len(data)).items():

@@ -242,6 +242,8 @@ class _Body(BaseModel):
 class CountRequest(_Body):
     query: str | None = Field(None, description="one string (exact bytes)")
     queries: list[str] | None = Field(None, description="several strings (the batched form)")
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class FindRequest(_Body):
@@ -251,6 +253,8 @@ class FindRequest(_Body):
     limit: int = Field(10, ge=0, description="occurrences in this page")
     context: int = Field(40, ge=0, description="snippet bytes on each side")
     snippets: bool = Field(True, description="false: doc_id and offset only")
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class CnfRequest(_Body):
@@ -258,6 +262,8 @@ class CnfRequest(_Body):
     queries: list[list[list[str]]] | None = Field(None, description="several CNF queries")
     offset: int = Field(0, ge=0)
     limit: int = Field(100, ge=0)
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class ExtractRequest(_Body):
@@ -283,6 +289,8 @@ class NgramRequest(_Body):
     texts: list[str] | None = None
     n: int = Field(13, ge=1)
     unit: Literal["tokens", "chars", "bytes"] = "tokens"
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class QueryRequest(_Body):
@@ -296,6 +304,8 @@ class QueryRequest(_Body):
     depth: int | None = Field(None, ge=1, description="candidates per stage (default max(100, k))")
     rerank_top_n: int | None = Field(None, ge=1)
     weights: dict[str, float] | None = None
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class ContaminationOptions(_Body):
@@ -307,6 +317,8 @@ class ContaminationOptions(_Body):
     thresholds: list[float] = Field([0.2, 0.8], min_length=2, max_length=2)
     max_matches: int = Field(5, ge=0, le=50)
     worst: int = Field(20, ge=0, le=1000)
+    where: str | None = Field(None, description="only documents whose metadata match, e.g. \"lang = 'en'\" "
+                              "(the --where language: docs/cli.md)")
 
 
 class ContaminationRequest(ContaminationOptions):
@@ -564,13 +576,13 @@ def create_app(state: State) -> FastAPI:
         qs, single = one_or_many(req.query, req.queries, "query", "queries", limits)
         for q in qs:
             check_pattern(limits, q)
-        counts = await state.run(idx.count_many, qs)
+        counts = await state.run(idx.count_many, qs, where=req.where)
         rows = [{"query": q, "count": int(n)} for q, n in zip(qs, counts)]
         return answer(rows[0] if single else {"results": rows}, t0)
 
-    def _find(idx, q: str, offset: int, lim: int, context: int, snippets: bool) -> dict:
-        total = idx.count(q)
-        docs, offs = idx.find(q, offset=offset, limit=lim)
+    def _find(idx, q: str, offset: int, lim: int, context: int, snippets: bool, where: str | None) -> dict:
+        total = idx.count(q, where=where)
+        docs, offs = idx.find(q, offset=offset, limit=lim, where=where)
         docs, offs = docs.tolist(), offs.tolist()
         ext = {d["id"]: d["ext_id"] for d in idx.store.documents(set(docs))}
         width = len(q.encode("utf-8"))
@@ -595,11 +607,12 @@ def create_app(state: State) -> FastAPI:
             check_pattern(limits, q)
         check_max(limits, "max_find_limit", req.limit, "limit")
         check_max(limits, "max_context", req.context, "context")
-        pages = await state.run(lambda: [_find(idx, q, req.offset, req.limit, req.context, req.snippets) for q in qs])
+        pages = await state.run(lambda: [_find(idx, q, req.offset, req.limit, req.context, req.snippets, req.where)
+                                              for q in qs])
         return answer(pages[0] if single else {"results": pages}, t0)
 
-    def _cnf(idx, clauses, offset: int, lim: int) -> dict:
-        docs = idx.cnf(clauses)
+    def _cnf(idx, clauses, offset: int, lim: int, where: str | None) -> dict:
+        docs = idx.cnf(clauses, where=where)
         page_ids = docs[offset:offset + lim].tolist()
         ext = {d["id"]: d["ext_id"] for d in idx.store.documents(page_ids)}
         nxt = offset + len(page_ids)
@@ -623,7 +636,7 @@ def create_app(state: State) -> FastAPI:
                 for s in g:
                     check_pattern(limits, s, "clause string")
         check_max(limits, "max_cnf_limit", req.limit, "limit")
-        pages = await state.run(lambda: [_cnf(idx, c, req.offset, req.limit) for c in qs])
+        pages = await state.run(lambda: [_cnf(idx, c, req.offset, req.limit, req.where) for c in qs])
         return answer(pages[0] if single else {"results": pages}, t0)
 
     def _check_doc(idx, d: int) -> None:
@@ -685,7 +698,7 @@ def create_app(state: State) -> FastAPI:
         def work():
             out = []
             for t in texts:
-                counts = idx.ngram_counts(t, req.n, req.unit).tolist()
+                counts = idx.ngram_counts(t, req.n, req.unit, where=req.where).tolist()
                 data, starts, lengths = windows(t, req.n, req.unit)
                 grams = [{"ngram": data[s:s + n].decode("utf-8", "replace"), "start": s, "count": int(c)}
                          for s, n, c in zip(starts.tolist(), lengths.tolist(), counts)]
@@ -717,7 +730,7 @@ def create_app(state: State) -> FastAPI:
                            "--reranker DIR, or ask for rerank auto/false", argument="rerank")
         use = state.reranker is not None and (req.rerank is True or (req.rerank == "auto" and req.mode == "hybrid"))
         options = {"k": req.k, "mode": req.mode, "rerank": use, "reranker": state.reranker if use else None,
-                   "fusion": req.fusion, "depth": req.depth, "weights": req.weights}
+                   "fusion": req.fusion, "depth": req.depth, "weights": req.weights, "where": req.where}
         if req.rerank_top_n is not None:
             options["rerank_top_n"] = req.rerank_top_n
         results = await state.batcher.search(name, qs, options)
@@ -768,7 +781,7 @@ def create_app(state: State) -> FastAPI:
         check_max(limits, "max_entries", len(records), "entries")
         entries, fields = benchmark_entries(records, req.fields, req.id_field, positions)
         config = ContaminationConfig(unit=req.unit, window=req.window, thresholds=Thresholds(*req.thresholds),
-                                     max_matches=req.max_matches, worst=req.worst)
+                                     max_matches=req.max_matches, worst=req.worst, where=req.where)
         scorer = Scorer(idx, config, req.name)
         summary = Summary(req.name, req.name, fields, config)
 

@@ -32,6 +32,10 @@ class RemoteError(RtvError):
     """The server could not be reached or failed (5xx)."""
 
 
+def _where(body: dict, where: str | None) -> dict:
+    """The request body with the filter expression, when there is one (the server parses it)."""
+    return {**body, "where": where} if where is not None else body
+
 def _hit(d: dict) -> Hit:
     return Hit(passage_id=d["passage_id"], doc_id=d["doc_id"], text=d["text"], score=float(d["score"]),
                start=d["start"], end=d["end"], ext_id=d.get("ext_id"), metadata=d.get("metadata") or {},
@@ -101,34 +105,38 @@ class RemoteIndex:
     def n_documents(self) -> int:
         return int(self.manifest_info["documents"])
 
-    def count(self, pattern: str) -> int:
-        return int(self._post("count", {"query": _text(pattern)})["count"])
+    def count(self, pattern: str, where: str | None = None) -> int:
+        return int(self._post("count", _where({"query": _text(pattern)}, where))["count"])
 
-    def count_many(self, patterns: Sequence[str]) -> np.ndarray:
+    def count_many(self, patterns: Sequence[str], where: str | None = None) -> np.ndarray:
         patterns = [_text(p) for p in patterns]
         if not patterns:
             return np.zeros(0, dtype=np.int64)
-        rows = self._post("count", {"queries": patterns})["results"]
+        rows = self._post("count", _where({"queries": patterns}, where))["results"]
         return np.array([r["count"] for r in rows], dtype=np.int64)
 
-    def find(self, pattern: str, offset: int = 0, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        page = self._post("find", {"query": _text(pattern), "offset": offset, "limit": limit, "snippets": False})
+    def find(self, pattern: str, offset: int = 0, limit: int = 100,
+             where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        page = self._post("find", _where({"query": _text(pattern), "offset": offset, "limit": limit,
+                                          "snippets": False}, where))
         rows = page["results"]
         return (np.array([r["doc_id"] for r in rows], dtype=np.int64),
                 np.array([r["offset"] for r in rows], dtype=np.int64))
 
-    def find_page(self, pattern: str, offset: int = 0, limit: int = 10, context: int = 40) -> dict:
+    def find_page(self, pattern: str, offset: int = 0, limit: int = 10, context: int = 40,
+                  where: str | None = None) -> dict:
         """The server's find answer: count, results with ext_id and snippet, next_offset."""
-        return self._post("find", {"query": _text(pattern), "offset": offset, "limit": limit, "context": context})
+        return self._post("find", _where({"query": _text(pattern), "offset": offset, "limit": limit,
+                                          "context": context}, where))
 
-    def docs(self, pattern: str) -> np.ndarray:
-        return self.cnf([[pattern]])
+    def docs(self, pattern: str, where: str | None = None) -> np.ndarray:
+        return self.cnf([[pattern]], where=where)
 
-    def cnf(self, clauses: Sequence[Sequence[str]]) -> np.ndarray:
+    def cnf(self, clauses: Sequence[Sequence[str]], where: str | None = None) -> np.ndarray:
         clauses = [[_text(s) for s in g] for g in clauses]
         out, offset = [], 0
         while True:
-            page = self._post("cnf", {"clauses": clauses, "offset": offset, "limit": 100_000})
+            page = self._post("cnf", _where({"clauses": clauses, "offset": offset, "limit": 100_000}, where))
             out.extend(r["doc_id"] for r in page["results"])
             if page["next_offset"] is None:
                 return np.array(out, dtype=np.int64)
@@ -140,8 +148,8 @@ class RemoteIndex:
     def snippet(self, doc: int, offset: int, width: int) -> str:
         return self._post("snippet", {"doc_id": int(doc), "offset": int(offset), "width": int(width)})["snippet"]
 
-    def ngram_counts(self, text: str, n: int, unit: str = "tokens") -> np.ndarray:
-        rows = self._post("ngrams", {"text": text, "n": int(n), "unit": unit})["ngrams"]
+    def ngram_counts(self, text: str, n: int, unit: str = "tokens", where: str | None = None) -> np.ndarray:
+        rows = self._post("ngrams", _where({"text": text, "n": int(n), "unit": unit}, where))["ngrams"]
         return np.array([r["count"] for r in rows], dtype=np.int64)
 
     def search(self, query: str, k: int = DEFAULT_K, mode: str = DEFAULT_MODE, **options) -> list[Hit]:
@@ -149,7 +157,8 @@ class RemoteIndex:
 
     def search_batch(self, queries: Sequence[str], k: int = DEFAULT_K, mode: str = DEFAULT_MODE, rerank=DEFAULT_RERANK,
                      reranker=None, fusion: str = DEFAULT_FUSION, *, depth: int | None = None,
-                     rerank_top_n: int | None = None, weights=None, **ignored) -> list[list[Hit]]:
+                     rerank_top_n: int | None = None, weights=None, where: str | None = None,
+                     **ignored) -> list[list[Hit]]:
         """As Index.search_batch; the server reranks with its own cross-encoder (reranker must be None).
         Options that only make sense in-process (device, timings) are ignored."""
         if isinstance(queries, str):
@@ -165,13 +174,13 @@ class RemoteIndex:
             body["rerank_top_n"] = rerank_top_n
         if weights:
             body["weights"] = dict(weights)
-        rows = self._post("query", body)["results"]
+        rows = self._post("query", _where(body, where))["results"]
         return [[_hit(h) for h in row["results"]] for row in rows]
 
     def contamination(self, entries: Iterable[dict], fields: Sequence[str] | None = None, **options) -> Iterator[dict]:
         """Stream the server's contamination answer: one dict per entry (type "entry"), then the
         summary (type "summary", with its worst entries). Options: id_field, name, unit, window,
-        thresholds=(suspicious, dirty), max_matches, worst."""
+        thresholds=(suspicious, dirty), max_matches, worst, where."""
         body = {"entries": list(entries), **({"fields": list(fields)} if fields else {}), **options}
         if "thresholds" in body:
             body["thresholds"] = list(body["thresholds"])

@@ -125,6 +125,8 @@ async function runSearch(ev) {
   const rr = $("rerank").value;
   const body = { query: $("q").value, mode: $("mode").value, k: parseInt($("k").value, 10) || 10,
                  rerank: rr === "auto" ? "auto" : rr === "true", fusion: $("fusion").value };
+  const where = $("where").value.trim();
+  if (where) body.where = where;  // only documents whose metadata match (the --where language)
   $("search-status").textContent = "searching…";
   try {
     const res = await api(v1("query"), body);

@@ -1,0 +1,238 @@
+"""The fused scoring kernel of the GPU exact search (Triton): ``Q @ X^T`` and the block selection in
+one pass, so the (queries x n) score matrix never reaches device memory.
+
+Each program scores ``BM`` queries against ``SUB`` consecutive blocks of ``BN`` vectors (float16
+inputs, float32 accumulation) and keeps, for every query and block, the best two (score, column)
+pairs, and for every super-block of ``SUB`` blocks the best one. A pair is stored as one int64 key,
+``ordered(score) << 32 | (2**32 - 1 - column)``: keys sort like (score descending, column
+ascending), so every top-k below has no ties and the answer is deterministic.
+
+``select`` then finds the top ``kc`` columns exactly from these keys (see its docstring for why it
+is exact), rescanning whole blocks only for the rare query where two of its top ``kc`` fall in one
+block. ``block_keys_reference`` computes the kernel's output with plain torch (any device): the
+oracle the kernel is tested against, and the CPU path of the same selection.
+
+Triton is imported lazily; ``available()`` says whether the kernel can run on a device.
+"""
+
+from __future__ import annotations
+
+import functools
+
+SENTINEL = -(1 << 63)  # the key of "no column here": a masked or out-of-range column; below every score
+LOW = (1 << 32) - 1
+
+
+def _torch():
+    from ..errors import require
+
+    return require("torch", "dense")
+
+
+@functools.lru_cache(maxsize=1)
+def _triton():
+    """(triton, triton.language) or None when Triton is not installed."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    return triton, tl
+
+
+def available(device) -> bool:
+    """Whether the fused kernel can run on torch device ``device``: a CUDA device and Triton."""
+    torch = _torch()
+    return torch.device(device).type == "cuda" and _triton() is not None
+
+
+# -- keys -------------------------------------------------------------------------------------------
+def keys_of(scores, cols):
+    """int64 keys of float32 ``scores`` at int64 ``cols`` (same shape): ordered like (score
+    descending, column ascending); -0.0 counts as +0.0."""
+    torch = _torch()
+    bits = scores.float().contiguous().view(torch.int32)
+    o = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    o = torch.where(scores == 0, torch.zeros_like(o), o)
+    return (o.to(torch.int64) << 32) | (LOW - cols)
+
+
+def key_columns(keys):
+    """The columns of int64 ``keys`` (a sentinel gives 2**32 - 1, never a real column)."""
+    return LOW - (keys & LOW)
+
+
+def key_scores(keys):
+    """The float32 scores of int64 ``keys`` (a sentinel gives a large negative number, not -inf)."""
+    torch = _torch()
+    o = (keys >> 32).to(torch.int32)
+    return (o ^ ((o >> 31) & 0x7FFFFFFF)).view(torch.float32)
+
+
+# -- the kernel's output, in plain torch ------------------------------------------------------------
+def block_keys_reference(q16, x16, bn: int, sub: int, allowed=None):
+    """What ``block_keys`` computes, with torch: for float16 queries (b, d) and vectors (n, d),
+    (super (b, nsb), first (b, nsb * sub), second (b, nsb * sub)) int64 keys: the best two columns
+    of each block of ``bn`` vectors and the best column of each super-block of ``sub`` blocks.
+    Columns past n, or False in ``allowed`` (bool (n,)), are sentinels."""
+    torch = _torch()
+    b, n = q16.shape[0], x16.shape[0]
+    nsb = -(-n // (bn * sub))
+    width = nsb * sub * bn
+    s = q16.float() @ x16.float().t()  # float16 products are exact in float32
+    cols = torch.arange(width, device=q16.device)
+    keys = torch.full((b, width), SENTINEL, dtype=torch.int64, device=q16.device)
+    keys[:, :n] = keys_of(s, cols[:n].expand(b, n))
+    if allowed is not None:
+        keys[:, :n][:, ~allowed] = SENTINEL
+    k3 = keys.view(b, nsb * sub, bn)
+    first = k3.amax(dim=2)
+    second = torch.where(k3 == first[:, :, None], SENTINEL, k3).amax(dim=2)
+    return first.view(b, nsb, sub).amax(dim=2), first, second
+
+
+# -- the kernel -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _kernel():
+    triton, tl = _triton()
+
+    @triton.jit
+    def block_keys_kernel(q_ptr, x_ptr, allow_ptr, sk_ptr, k1_ptr, k2_ptr, nq, n, nblk, nsb,
+                          D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                          SUB: tl.constexpr, TOP2: tl.constexpr, MASKED: tl.constexpr):
+        # the query tiles of one super-block run next to each other (query tile fastest): the
+        # super-block's vectors are read from device memory once and then come from L2
+        pid = tl.program_id(0)
+        num_m = tl.cdiv(nq, BM)
+        pid_m = pid % num_m
+        pid_s = pid // num_m
+        rm = pid_m * BM + tl.arange(0, BM)
+        row_ok = rm < nq
+        rk = tl.arange(0, BK)
+        best = tl.full((BM,), -9223372036854775807 - 1, tl.int64)
+        for j in tl.static_range(SUB):
+            blk = pid_s * SUB + j
+            rn = blk * BN + tl.arange(0, BN)
+            col_ok = rn < n
+            if MASKED:
+                col_ok = col_ok & (tl.load(allow_ptr + rn, mask=col_ok, other=0) != 0)
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for k0 in tl.static_range(0, D, BK):
+                kk = k0 + rk
+                a = tl.load(q_ptr + rm[:, None] * D + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
+                bt = tl.load(x_ptr + rn[None, :] * D + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
+                acc = tl.dot(a, bt, acc)
+            acc = tl.where(col_ok[None, :], acc, float("-inf"))
+            # best column: the highest score, the lowest column among equal scores (-0.0 == +0.0)
+            m1 = tl.max(acc, axis=1)
+            a1 = tl.min(tl.where(acc == m1[:, None], rn[None, :], 2147483647), axis=1)
+            ok1 = a1 < n
+            if MASKED:
+                ok1 = ok1 & (m1 != float("-inf"))
+            b1 = m1.to(tl.int32, bitcast=True)
+            o1 = tl.where(m1 == 0.0, 0, b1 ^ ((b1 >> 31) & 0x7FFFFFFF))
+            key1 = tl.where(ok1, (o1.to(tl.int64) << 32) | (4294967295 - a1.to(tl.int64)), -9223372036854775807 - 1)
+            best = tl.maximum(best, key1)
+            tl.store(k1_ptr + rm.to(tl.int64) * nblk + blk, key1, mask=row_ok)
+            if TOP2:
+                acc2 = tl.where(rn[None, :] == a1[:, None], float("-inf"), acc)
+                m2 = tl.max(acc2, axis=1)
+                a2 = tl.min(tl.where((acc2 == m2[:, None]) & (rn[None, :] != a1[:, None]), rn[None, :], 2147483647), axis=1)
+                ok2 = (a2 < n) & (m2 != float("-inf"))
+                b2 = m2.to(tl.int32, bitcast=True)
+                o2 = tl.where(m2 == 0.0, 0, b2 ^ ((b2 >> 31) & 0x7FFFFFFF))
+                key2 = tl.where(ok2, (o2.to(tl.int64) << 32) | (4294967295 - a2.to(tl.int64)), -9223372036854775807 - 1)
+                tl.store(k2_ptr + rm.to(tl.int64) * nblk + blk, key2, mask=row_ok)
+        tl.store(sk_ptr + rm.to(tl.int64) * nsb + pid_s, best, mask=row_ok)
+
+    return block_keys_kernel
+
+
+# tile shapes by batch size: small batches take short query tiles (fewer wasted rows)
+def config_for(nq: int) -> dict:
+    if nq <= 16:
+        return {"BM": 16, "num_warps": 4, "num_stages": 3}
+    if nq <= 32:
+        return {"BM": 32, "num_warps": 4, "num_stages": 3}
+    if nq <= 64:
+        return {"BM": 64, "num_warps": 4, "num_stages": 3}
+    return {"BM": 128, "num_warps": 8, "num_stages": 3}
+
+
+def block_keys(q16, x16, bn: int, sub: int, allowed=None, top2: bool = True, config: dict | None = None):
+    """``block_keys_reference`` through the Triton kernel (CUDA tensors; contiguous float16).
+    ``top2=False`` skips the second-best keys (then ``second`` is not written: for timing only)."""
+    torch = _torch()
+    b, d = q16.shape
+    n = x16.shape[0]
+    nsb = -(-n // (bn * sub))
+    nblk = nsb * sub
+    dev = q16.device
+    sk = torch.empty((b, nsb), dtype=torch.int64, device=dev)
+    k1 = torch.empty((b, nblk), dtype=torch.int64, device=dev)
+    k2 = torch.empty((b, nblk), dtype=torch.int64, device=dev) if top2 else k1
+    cfg = dict(config_for(b) if config is None else config)
+    bm = cfg.pop("BM")
+    bk = cfg.pop("BK", 64 if d % 64 == 0 or d > 64 else max(16, 1 << (max(d, 16) - 1).bit_length()))
+    allow = allowed.to(torch.int8) if allowed is not None else q16  # unused when not MASKED
+    grid = (triton_cdiv(b, bm) * nsb,)
+    _kernel()[grid](q16, x16, allow, sk, k1, k2, b, n, nblk, nsb, D=d, BM=bm, BN=bn, BK=bk, SUB=sub,
+                    TOP2=top2, MASKED=allowed is not None, **cfg)
+    return sk, k1, k2
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- the exact top kc from the keys -----------------------------------------------------------------
+def select(sk, k1, k2, kc: int, bn: int, sub: int, rescan):
+    """The exact top ``kc`` keys of each query from the block keys ((b, kc) int64, descending).
+
+    Why exact, with T the true top kc of a query's row: (1) a column of T lies in one of the kc best
+    super-blocks (else kc super-blocks' maxima, kc distinct columns, would rank above it); (2) the
+    kc best of the two best columns of each of those super-blocks' blocks (C) then hold T, unless a
+    block holds three or more columns of T; (3) such a block's best two are then both among C's top
+    kc (every column C ranks above them, the whole row ranks above them too). So: where no block has
+    two columns among C's top kc, that top kc is T; where one has, ``rescan(rows, blocks)`` scores
+    those queries' top-kc blocks in full ((r, kc) block ids -> (r, kc) keys), a superset of T.
+    """
+    torch = _torch()
+    b = sk.shape[0]
+    dev = sk.device
+    ksb = min(kc, sk.shape[1])
+    sb = torch.topk(sk, ksb, dim=1, sorted=False).indices                      # (b, ksb)
+    blk = (sb[:, :, None] * sub + torch.arange(sub, device=dev)).flatten(1)   # (b, ksb * sub)
+    cand = torch.cat([torch.gather(k1, 1, blk), torch.gather(k2, 1, blk)], dim=1)
+    top = torch.topk(cand, min(kc, cand.shape[1]), dim=1).values               # (b, kc) descending
+    blocks = torch.div(key_columns(top), bn, rounding_mode="floor")
+    sb_sorted = torch.sort(blocks, dim=1).values
+    two = (sb_sorted[:, 1:] == sb_sorted[:, :-1]) & (sb_sorted[:, 1:] < (LOW // bn))
+    rows = torch.nonzero(two.any(dim=1)).flatten()
+    if len(rows):
+        top[rows] = rescan(rows, blocks[rows])
+    return top
+
+
+def rescan_blocks(q16, x16, rows, blocks, bn: int, kc: int, allowed=None, chunk: int = 64):
+    """Keys of the top ``kc`` columns of whole blocks: for queries ``rows`` of ``q16`` and their
+    (r, m) block ids (repeats and ids past the last block are skipped), every column of those blocks
+    scored in float32 from the float16 values (the kernel's products)."""
+    torch = _torch()
+    n = x16.shape[0]
+    dev = q16.device
+    out = []
+    for lo in range(0, len(rows), chunk):
+        r, bl = rows[lo:lo + chunk], blocks[lo:lo + chunk]
+        bl = torch.sort(bl, dim=1).values
+        dup = torch.zeros_like(bl, dtype=torch.bool)
+        dup[:, 1:] = bl[:, 1:] == bl[:, :-1]
+        cols = (bl[:, :, None] * bn + torch.arange(bn, device=dev)).flatten(1)    # (r, m * bn)
+        ok = (~dup)[:, :, None].expand(-1, -1, bn).flatten(1) & (cols < n) & (cols >= 0)
+        safe = torch.where(ok, cols, torch.zeros_like(cols))
+        if allowed is not None:
+            ok &= allowed[safe]
+        s = torch.bmm(x16[safe].float(), q16[r].float()[:, :, None]).squeeze(2)  # (r, m * bn)
+        keys = torch.where(ok, keys_of(s, safe), torch.full_like(safe, SENTINEL))
+        out.append(torch.topk(keys, min(kc, keys.shape[1]), dim=1).values)
+    return torch.cat(out)
