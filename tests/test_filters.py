@@ -506,6 +506,13 @@ def test_retriever_and_server_where(dense_built):
         hits = r.retrieve("cat")
         assert hits and all(h.metadata.get("year", 9999) < 2003 for h in hits)
         assert all(h.metadata["lang"] == "fr" for h in r.retrieve("cat", where="lang = 'fr'"))
+    pytest.importorskip("langchain_core")
+    from retrieval.integrations.langchain import RtvRetriever
+
+    lc = RtvRetriever.from_path(tmp / "idx", mode="lexical", k=3, rerank=False, where="lang = 'de'")
+    got = lc.invoke("cat")
+    assert got and all(d.metadata["document"]["lang"] == "de" for d in got)
+    lc.retriever.close()
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 

@@ -4,7 +4,7 @@ documents only, with the same methods as ExactIndex (a query layer swaps one for
 An FM-index counts a pattern's occurrences without saying in which documents they are, so a
 count that leaves documents out needs more than one backward search. Three ways, chosen by cost:
 
-- locate them all (each a walk to a suffix-array sample, ~2 us) and keep those whose document is
+- locate them all (each a walk to a suffix-array sample, ~40 us) and keep those whose document is
   allowed (a vectorised mask lookup). Nothing has to be prepared; the cost grows with the
   occurrences.
 - a *side index*: an FM-index built in memory over the smaller side of the filter (at most
@@ -12,7 +12,8 @@ count that leaves documents out needs more than one backward search. Three ways,
   few documents excluded (tombstones, a where that drops a little) the count is the total minus
   the side index's count; with few allowed, the side index's count itself. One backward search
   more per pattern, batched like the unfiltered ones, so contamination's thousands of windows
-  stay one C++ call per shard. Building it costs ~1 us a byte of its text (extraction + SA-IS).
+  stay one C++ call per shard. Building it costs ~1 us a byte of its text (extraction + SA-IS),
+  so it pays off after about (its bytes / 40) occurrences.
 
 A call locates while that is cheaper than building the side index (the occurrences' locate cost
 below the side's build cost, LOCATE_US / BUILD_US_PER_BYTE, or at most LOCATE_MAX of them) and
@@ -36,10 +37,12 @@ from .filters import DocFilter
 
 LOCATE_MAX = 4096  # occurrences always located rather than counted in a side index
 SIDE_MAX_BYTES = 64 << 20  # most text a side index is built over (its build takes ~5 bytes a byte)
-# the cost model behind the choice (eval/results/bench_filter.json: a 16 MB side took ~12 s to
-# extract and build on a loaded 2-core machine, 134k occurrences located in well under that)
-LOCATE_US = 2.0
-BUILD_US_PER_BYTE = 0.7
+# the cost model behind the choice, measured on the man-page index (sa_sample 32) on a loaded 2-core
+# machine: locating 65,536 occurrences of "the " took 2.6-3.1 s (~40 us each: ~16 LF steps of
+# random access), a 4.3 MB side index 4.5 s (3.1 s extracting, the rest SA-IS): ~1 us a byte.
+# Only their ratio matters: an occurrence costs about 40 bytes of side index.
+LOCATE_US = 40.0
+BUILD_US_PER_BYTE = 1.0
 FIND_CHUNK = 4096  # find() scans the unfiltered occurrences in chunks of this many
 
 

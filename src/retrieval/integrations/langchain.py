@@ -2,6 +2,7 @@
 
     from retrieval.integrations.langchain import RtvRetriever
     lc = RtvRetriever.from_path("my-index", k=5, rerank=False)      # or RtvRetriever(retriever=r)
+    lc = RtvRetriever.from_path("my-index", where="lang = 'en'")  # only matching documents
     docs = lc.invoke("question")   # list[langchain_core.documents.Document]
 
 Each Document's page_content is the passage text; metadata carries passage_id, doc_id, ext_id,

@@ -2,6 +2,7 @@
 
     from retrieval.integrations.llamaindex import RtvRetriever
     li = RtvRetriever.from_path("my-index", k=5, rerank=False)     # or RtvRetriever(retriever)
+    li = RtvRetriever.from_path("my-index", where="lang = 'en'")  # only matching documents
     nodes = li.retrieve("question")   # list[NodeWithScore]
 
 Each node is a TextNode (id "rtv-<passage_id>", text = passage, metadata = passage_id, doc_id,
