@@ -80,6 +80,20 @@ print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": 
 """
 
 
+# the driver's part of a parallel build alone: read + parse the corpus, plan the shards, pickle each
+# shard as the process pool does to send it to a worker (no shard is built)
+DRIVER = r"""
+import json, pickle, sys, time
+from retrieval.build import plan_shards
+from retrieval.corpus import ReadOptions, read_documents
+t = time.perf_counter()
+n = 0
+for shard in plan_shards(read_documents([sys.argv[1]], ReadOptions()), int(sys.argv[2])):
+    n += len(pickle.dumps(shard))
+print(json.dumps({"wall_s": time.perf_counter() - t, "pickled_bytes": n}))
+"""
+
+
 def subset(mb: float, data: Path = DATA) -> tuple[Path, int]:
     """The first `mb` MB of `data` in whole lines, and how many copies of `data` that took (a file
     shorter than `mb` is repeated; the k-th copy's ids get the suffix `#k`, so they stay unique)."""
@@ -115,16 +129,20 @@ def text_bytes(corpus: Path) -> int:
     return sum(len(json.loads(line)["text"].encode()) for line in corpus.open())
 
 
-def build(corpus: Path, out: Path, parts: str, shard_size: int, workers: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    args = ["index", str(corpus), "-o", str(out), "--parts", parts, "--shard-size", str(shard_size),
-            "--workers", str(workers), "--json"]
+def child(code: str, *args: str) -> dict:
+    """Run `code` in a fresh interpreter on this tree; its last stdout line as JSON."""
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT / "cli")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
     env = {**os.environ, "RTV_SILENT": "1", "PYTHONPATH": path}
-    res = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     if res.returncode:
-        raise SystemExit(f"build failed: {res.stderr[-2000:]}")
+        raise SystemExit(f"child failed: {res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def build(corpus: Path, out: Path, parts: str, shard_size: int, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    return child(CHILD, "index", str(corpus), "-o", str(out), "--parts", parts, "--shard-size", str(shard_size),
+                 "--workers", str(workers), "--json")
 
 
 def same_files(a: Path, b: Path) -> bool:
@@ -245,6 +263,11 @@ def main() -> None:
         shard_size = n_text // args.shards + 1
         corpora[parts] = {"corpus": str(corpus.relative_to(ROOT)), "corpus_mb": n_text / 1e6, "copies_of_data": copies,
                           "shard_size": shard_size}
+        driver = child(DRIVER, str(corpus), str(shard_size))
+        corpora[parts]["driver_only"] = {"wall_s": round(driver["wall_s"], 2),
+                                         "mb_per_s": round(n_text / 1e6 / driver["wall_s"], 2)}
+        print(f"{parts:14s} driver only (read, plan, pickle; no build): {driver['wall_s']:.2f} s  "
+              f"{n_text / 1e6 / driver['wall_s']:.2f} MB/s", flush=True)
         rows = []
         for w in workers_list:
             out = WORK / f"build-{parts}-w{w}"
@@ -291,7 +314,7 @@ def main() -> None:
             print(f"{op:5s} {mode:24s} p50 {v['p50_us']:9.1f} us  p90 {v['p90_us']:9.1f} us  mean {v['mean_us']:9.1f} us")
 
     prov = provenance()
-    if prov["commit"] is None and args.commit:
+    if args.commit:  # the copy on the GPU machine may carry no (or a stale) .git
         prov["commit"] = args.commit
     first = next(iter(runs))
     results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0)), "label": args.label,
