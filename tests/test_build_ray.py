@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Before ray is imported (it reads the variable then): nodes bind 127.0.0.1, never the outward address
@@ -163,6 +164,42 @@ def test_node_removed_mid_build_still_gives_the_identical_index(tmp_path, cluste
     assert not errors, errors
     assert struck, "no worker of the extra node was ever seen building a shard (the node was not removed mid-build)"
     _assert_same_index(local, tmp_path / "ray")
+
+
+@pytest.mark.model
+def test_gpu_nodes_embed_in_actors_as_the_driver_would(tmp_path, cluster):
+    """A node that offers a GPU gets the embedding actor; its vectors are the driver's (this machine
+    has no CUDA, so the actor's model runs on the CPU: the same model, the same passages)."""
+    pytest.importorskip("sentence_transformers")
+    from retrieval.build import ShardStep, plan_shards, run_serial
+    from retrieval.build_ray import RayRunner
+    from retrieval.corpus import ReadOptions, read_documents
+    from retrieval.dense import load_embedder
+
+    corpus = _corpus(tmp_path / "c.jsonl", 30)
+    embedder = load_embedder(None, "cpu")
+    settings = BuildSettings(parts="exact,lexical,dense", shard_size=corpus.stat().st_size // 3,
+                             passage_tokens=min(256, embedder.max_tokens))
+
+    def outputs(runner, directory: Path) -> list:
+        directory.mkdir()
+        step = ShardStep(directory, settings, settings.resolve_parts(), embedder)
+        return list(runner(step, plan_shards(read_documents([corpus], ReadOptions()), settings.shard_size)))
+
+    local = outputs(run_serial, tmp_path / "local")
+    gpu_node = cluster.add_node(**{**NODE, "num_cpus": 0}, num_gpus=1)
+    cluster.wait_for_nodes()
+    try:
+        runner = RayRunner(cluster.address)
+        remote = outputs(runner, tmp_path / "ray")
+    finally:
+        cluster.remove_node(gpu_node)
+    assert runner.embedding_actors == 1
+    assert len(local) == len(remote) >= 3
+    for a, b in zip(local, remote):
+        assert (a.number, a.passages, a.texts, a.exact) == (b.number, b.passages, b.texts, b.exact)
+        assert a.vectors.shape == b.vectors.shape and a.vectors.shape[0] == len(a.passages) > 0
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
 
 
 def test_bad_input_fails_the_whole_job_and_leaves_nothing(tmp_path, cluster, big):

@@ -160,6 +160,7 @@ class RayRunner:
         self.address = address
         self.max_retries = max_retries
         self.nodes = 0  # nodes that build shards (set when the build starts; tests, benchmarks)
+        self.embedding_actors = 0  # GPU actors that embedded (0: the driver did)
 
     def __call__(self, step: ShardStep, shards: Iterable[ShardInput]) -> Iterator[ShardOutput]:
         ray, connected = connect(self.address)
@@ -173,6 +174,7 @@ class RayRunner:
             build = ray.remote(max_retries=self.max_retries, retry_exceptions=False)(_build_shard)
             step_ref = ray.put(step.for_workers())
             embedders = self._embedders(ray, step, int(resources.get("GPU", 0)))
+            self.embedding_actors = len(embedders)
             in_flight = max(2, 2 * int(resources.get("CPU", 1)))  # texts waiting in the object store
             progress = bar(desc="shards built", unit="shard")
 
