@@ -370,3 +370,22 @@ def test_delete_where_uses_the_filter_language(tmp_path):
     result = _cli("delete", tmp_path / "idx", "--where", "lang = = 'x'")
     assert result.exit_code == 1 and "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert _state(tmp_path / "idx") == before
+
+
+@pytest.mark.parametrize("change", ["add", "delete", "compact"])
+def test_a_damaged_store_is_not_carried_into_a_new_generation(tmp_path, change):
+    """add and delete rewrite meta.sqlite (compact rewrites everything) under a fresh checksum, so a
+    damaged one is refused first instead of being sealed anew."""
+    from retrieval.errors import IndexFormatError
+
+    idx = fresh(tmp_path, [("a", "alpha"), ("b", "beta")], "idx")
+    store = idx.root / "meta.sqlite"
+    data = bytearray(store.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    store.write_bytes(data)
+    before = _state(tmp_path / "idx")
+    with pytest.raises(IndexFormatError, match="corrupted"):
+        {"add": lambda: add(tmp_path / "idx", [write_jsonl(tmp_path / "n.jsonl", [("c", "gamma")])]),
+         "delete": lambda: delete(tmp_path / "idx", ["a"]),
+         "compact": lambda: compact(tmp_path / "idx")}[change]()
+    assert _state(tmp_path / "idx") == before

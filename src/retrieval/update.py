@@ -49,16 +49,18 @@ _SHARD_NUMBER = re.compile(r"exact/shard-(\d+)\.fmi")
 
 
 @contextmanager
-def _new_generation(path: Path) -> Iterator[tuple]:
+def _new_generation(path: Path, verify: bool = False) -> Iterator[tuple]:
     """(live Index, build.Target) for one change of the index at `path`: under the build lock (so
-    the generation it starts from stays the live one), published on success, removed on any error."""
+    the generation it starts from stays the live one), published on success, removed on any error.
+    verify: check every file's checksum first (compact, which rewrites everything); add and delete
+    check the files they rewrite (`_check_rewritten`), as linked files keep their checksums."""
     from .build import Target, _output_errors, _sigterm_as_exit, build_lock
     from .index import Index
     from .manifest import live_generation
 
     live_generation(path)  # not an index: say so before taking a lock beside it
     with _output_errors(path), build_lock(path), _sigterm_as_exit():
-        live = Index.open(path, verify=False)
+        live = Index.open(path, verify=verify)
         try:
             target = Target(path, overwrite=True)
             try:
@@ -165,11 +167,25 @@ def _finish_manifest(live, target, manifest: dict, store) -> dict:
             "bytes_written": written + (target.work / "manifest.json").stat().st_size}
 
 
+def _check_rewritten(live, rels: Iterable[str]) -> None:
+    """A file the change rewrites gets a new checksum, so damage in the live one must be found
+    before it is carried over under a fresh seal: its checksum is checked against the manifest."""
+    from .errors import IndexFormatError
+    from .manifest import file_checksum
+
+    for rel in rels:
+        want = live.manifest["files"].get(rel, {}).get("checksum")
+        if want is not None and file_checksum(live.root / rel) != want:
+            raise IndexFormatError(f"{live.root / rel}: corrupted (its checksum does not match manifest.json); "
+                                   "nothing was changed; rebuild the index")
+
+
 def _open_copy(live, target):
     """The new generation's files: links to the live one's, but meta.sqlite copied (the dense files
     an add rewrites stay links until append_vectors renames new files over them); its Store, writable."""
     from .store import Store
 
+    _check_rewritten(live, ["meta.sqlite"])
     _link_files(live.root, target.work, live.manifest["files"], copy=["meta.sqlite"])
     return Store(target.work / "meta.sqlite", create=True)
 
@@ -235,6 +251,7 @@ def add(path: str | Path, sources, *, replace: bool = False, text_field: str | N
         if embedder is not None and n_passages:
             from .dense.index import append_vectors
 
+            _check_rewritten(live, [f"dense/{name}" for name in m["dense"]["files"]])
             manifest["dense"] = append_vectors(target.work / "dense", m["dense"], np.concatenate(got.vectors))
         return _finish_manifest(live, target, manifest, store) | {"added": got.n_docs, "replaced": len(replaced)}
 
@@ -293,7 +310,7 @@ def compact(path: str | Path, *, workers: int | None = 1, max_memory: int | None
     from .build import _build_into, default_runner
 
     path = Path(path)
-    with _new_generation(path) as (live, target):
+    with _new_generation(path, verify=True) as (live, target):
         m = live.manifest
         s = _settings(m, workers=workers, max_memory=max_memory)
         n_live = len(live.store.live_doc_ids())
