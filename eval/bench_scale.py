@@ -215,8 +215,8 @@ def plot(results: dict, path: Path) -> None:
     ax3.set_title("build speed-up")
     ax3.legend(fontsize=8)
     ax1.set_ylabel("build MB/s of corpus text")
-    where = results["machine"].get("label") or results["machine"]["host"]
-    ax1.set_title(f"build, {results['build']['shards']} shards ({where}, {results['machine']['usable_cores']} cores)")
+    where = results["machine"].get("label") or f"{results['machine']['host']}, {results['machine']['usable_cores']} cores"
+    ax1.set_title(f"build, {results['build']['shards']} shards ({where})")
     ax1.legend(fontsize=8)
     q = results["query"]
     ops = list(q["latency"])
@@ -247,7 +247,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--commit", default=None, help="the commit measured, where the tree has no git (the GPU machine)")
     ap.add_argument("--label", default=None, help="what the machine is, recorded in the JSON (e.g. 'GPU machine')")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out's JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
 
     from retrieval import Index
     from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, default_max_memory, shard_build_memory
