@@ -136,7 +136,31 @@ def exact_lexical_part(index, queries: list[str], n_timed: int) -> dict:
             times.append((time.perf_counter() - t) * 1000)
         row["bm25_p50_ms"] = round(statistics.median(times), 3)
         out["rows"].append(row)
+    out["tombstones"] = tombstone_part(index, patterns)
     return out
+
+
+def tombstone_part(index, patterns: dict) -> dict:
+    """Counts with 10 random documents deleted: the view a tombstoned index gives every query
+    (built here from the mask, as Index.doc_filter builds it from the deleted table)."""
+    from retrieval.exact_filtered import FilteredExact
+    from retrieval.filters import combine
+
+    deleted = np.sort(np.random.default_rng(11).choice(index.n_documents, 10, replace=False))
+    view = FilteredExact(index.exact, combine(index.n_documents, deleted, None))
+    row = {"deleted_documents": 10, "side_index": view.side_kind, "side_bytes": view.side_bytes}
+    for name, p in patterns.items():
+        t = time.perf_counter()
+        first = view.count(p)
+        row[f"count_{name}_first_ms"] = round((time.perf_counter() - t) * 1000, 2)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            assert view.count(p) == first
+            times.append((time.perf_counter() - t) * 1000)
+        row[f"count_{name}_ms"] = round(statistics.median(times), 3)
+        row[f"count_{name}"] = int(first)
+    return row
 
 
 def main() -> None:
@@ -189,6 +213,9 @@ def main() -> None:
         print(f"{row['selectivity']:>11.2f} {row['filter_ms']:>9.2f} {str(row['side_index']):>9} "
               + " ".join(f"{row[f'count_{k}_ms']:>12.3f} {row[f'count_{k}_first_ms']:>8.1f}" for k in pats)
               + f" {row['bm25_p50_ms']:>9.3f}")
+    t = exact["tombstones"]
+    print(f"\n10 deleted documents (side index over them: {t['side_bytes']} bytes): "
+          + ", ".join(f"{k} {t[f'count_{k}_ms']:.3f} ms (first {t[f'count_{k}_first_ms']:.1f})" for k in pats))
     print(f"\nwrote {args.out}", file=sys.stderr)
 
 

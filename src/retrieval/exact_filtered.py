@@ -15,9 +15,11 @@ count that leaves documents out needs more than one backward search. Three ways,
   stay one C++ call per shard. Building it costs ~1 us a byte of its text (extraction + SA-IS),
   so it pays off after about (its bytes / 40) occurrences.
 
-A call locates while that is cheaper than building the side index (the occurrences' locate cost
-below the side's build cost, LOCATE_US / BUILD_US_PER_BYTE, or at most LOCATE_MAX of them) and
-uses the side index once it pays off, or once it is built. Either way the answer is the same.
+A call uses the side index once it is built (one backward search: the cheapest), builds it when
+that costs less than locating the call's occurrences (LOCATE_US a occurrence against
+BUILD_US_PER_BYTE a byte of its text), and otherwise locates. So tombstones (a small excluded
+side) cost one build per opened index and then nothing, while a one-off count of a rare pattern
+under a broad filter locates a few occurrences. Either way the answer is the same.
 `find` always scans the unfiltered occurrences in order (its page order must not depend on
 what was built before it), with the count to say when the allowed ones are all found.
 """
@@ -35,7 +37,6 @@ from .errors import InputError
 from .exact import SEPARATOR, ExactIndex, as_pattern
 from .filters import DocFilter
 
-LOCATE_MAX = 4096  # occurrences always located rather than counted in a side index
 SIDE_MAX_BYTES = 64 << 20  # most text a side index is built over (its build takes ~5 bytes a byte)
 # the cost model behind the choice, measured on the man-page index (sa_sample 32) on a loaded 2-core
 # machine: locating 65,536 occurrences of "the " took 2.6-3.1 s (~40 us each: ~16 LF steps of
@@ -120,7 +121,7 @@ class FilteredExact:
 
     def use_side(self, occurrences: int) -> bool:
         """Count `occurrences` (not yet located) through the side index rather than locating them?"""
-        if self.side_kind is None or occurrences <= LOCATE_MAX:
+        if self.side_kind is None:
             return False
         return self._side is not None or occurrences * LOCATE_US >= self.side_bytes * BUILD_US_PER_BYTE
 
@@ -128,13 +129,11 @@ class FilteredExact:
         out = np.zeros(len(patterns), dtype=np.int64)
         if self.nothing:
             return out
-        many = np.flatnonzero(totals > LOCATE_MAX)
-        few = np.flatnonzero((totals > 0) & (totals <= LOCATE_MAX))
-        if len(many) and self.use_side(int(totals[many].sum())):
-            out[many] = self._side_counts([patterns[i] for i in many], totals[many])
-        else:
-            few = np.flatnonzero(totals > 0)
-        for i in few.tolist():
+        live = np.flatnonzero(totals > 0)
+        if len(live) and self.use_side(int(totals[live].sum())):
+            out[live] = self._side_counts([patterns[i] for i in live], totals[live])
+            return out
+        for i in live.tolist():
             out[i] = self._allowed_occurrences(patterns[i], int(totals[i]))
         return out
 
