@@ -159,26 +159,47 @@ class Bench:
 
 
 def kernel_sweep(torch, B: Bench, R: dict, q, x16, nq: int):
-    """The fused kernel alone over tile shapes; returns the fastest top2 config for big batches."""
+    """The fused kernel alone over block widths and tile shapes (PIPE: the inner loop pipelined by
+    Triton, else unrolled); returns (block, sub, config) of the fastest top2 run."""
     from retrieval.dense import gpu_fused
 
     q16 = q.half().contiguous()
     S = R.setdefault("kernel_sweep", {})
-    runs = [(128, 4, bm, w, st, True) for bm, w, st in ((128, 8, 3), (128, 8, 4), (128, 4, 3), (64, 4, 3), (64, 8, 4))]
-    runs += [(128, 4, 128, 8, 3, False), (128, 4, 64, 4, 3, False), (256, 2, 128, 8, 3, True)]
+    runs = [(256, 2, bm, w, st, pipe, True) for bm, w, st, pipe in
+            ((128, 8, 3, True), (128, 8, 3, False), (128, 8, 4, True), (128, 4, 3, True), (64, 4, 3, True))]
+    runs += [(128, 4, 128, 8, 3, True, True), (128, 4, 64, 4, 3, True, True),
+             (256, 2, 128, 8, 3, True, False), (128, 4, 64, 4, 3, True, False)]
     best, best_t = None, float("inf")
-    if True:
-        for bn, sub, bm, w, st, top2 in runs:
-            cfg = {"BM": bm, "num_warps": w, "num_stages": st}
-            if True:
-                name = f"bn{bn}_bm{bm}_w{w}_s{st}_{'top2' if top2 else 'max_only'}"
-                e = B.entry(S, name, nq, lambda cfg=cfg, top2=top2, bn=bn, sub=sub:
-                            gpu_fused.block_keys(q16, x16, bn, sub, top2=top2, config=cfg), reps=3,
-                            block=bn, sub=sub, **cfg, top2=top2)
-                if top2 and bn == 128 and e.get("seconds", 1e9) < best_t:
-                    best, best_t = cfg, e["seconds"]
+    for bn, sub, bm, w, st, pipe, top2 in runs:
+        cfg = {"BM": bm, "num_warps": w, "num_stages": st, "PIPE": pipe}
+        name = f"bn{bn}_bm{bm}_w{w}_s{st}{'_pipe' if pipe else ''}_{'top2' if top2 else 'max_only'}"
+        e = B.entry(S, name, nq, lambda cfg=cfg, top2=top2, bn=bn, sub=sub:
+                    gpu_fused.block_keys(q16, x16, bn, sub, top2=top2, config=cfg), reps=3,
+                    block=bn, sub=sub, **cfg, top2=top2)
+        if top2 and e.get("seconds", 1e9) < best_t:
+            best, best_t = (bn, sub, cfg), e["seconds"]
     torch.cuda.empty_cache()
     return best
+
+
+def profile_top(torch, fn, reps: int = 5, top: int = 12) -> dict:
+    """Where one call's time goes: torch.profiler's heaviest ops by GPU time, per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(torch)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        sync(torch)
+    wall = (time.perf_counter() - t0) / reps
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: getattr(e, "self_device_time_total", 0), reverse=True)[:top]:
+        rows.append({"op": e.key[:90], "calls": e.count // reps,
+                     "self_gpu_us": round(getattr(e, "self_device_time_total", 0) / reps, 1),
+                     "cpu_total_us": round(e.cpu_time_total / reps, 1)})
+    return {"wall_ms_profiled": round(1000 * wall, 3), "ops": rows}
 
 
 def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) -> None:
@@ -229,17 +250,30 @@ def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) 
             tile_queries=per, reps=5)
     if full:
         best = kernel_sweep(torch, B, R, q, x16, nq)
-        R["kernel_config_used"] = best
-        if best is not None:  # the engine takes the sweep's fastest tile for big batches in this run
-            default = gpu_fused.config_for
+        if best is not None:  # the engine takes the sweep's fastest blocks and tile in this run
+            bn, sub, cfg = best
+            R["kernel_config_used"] = {"block": bn, "sub": sub, **cfg}
+            gpu_fused.BIG_BATCH_CONFIG = dict(cfg)
+            gpu_exact.FUSED_BLOCK, gpu_exact.FUSED_SUB = bn, sub
+            eng.fused_block, eng.fused_sub = bn, sub
+    R["engine"].update(fused_block=eng.fused_block, fused_sub=eng.fused_sub,
+                       big_batch_config=dict(gpu_fused.BIG_BATCH_CONFIG))
+    rescanned = [0]
+    plain_rescan = gpu_fused.rescan_blocks
 
-            def tuned(b, default=default, best=best):
-                return dict(best) if b > 64 else default(b)
-            gpu_fused.config_for = tuned
+    def counting_rescan(q16, x16, rows, top, *a, **kw):
+        rescanned[0] += len(rows)
+        return plain_rescan(q16, x16, rows, top, *a, **kw)
+    gpu_fused.rescan_blocks = counting_rescan
+    eng.search_tensor(q, k)
+    sync(torch)
+    R["rescanned_query_fraction"] = round(rescanned[0] / nq, 5)  # two of a query's top 20 in one block
+    gpu_fused.rescan_blocks = plain_rescan
     q16 = q.half().contiguous()
-    B.entry(M, "fused_kernel_top2", nq, lambda: gpu_fused.block_keys(q16, x16, 128, 4), reps=5,
-            what="the fused kernel alone: scores + best two of each 128-block, best of each 512")
-    B.entry(M, "fused_kernel_max_only", nq, lambda: gpu_fused.block_keys(q16, x16, 128, 4, top2=False), reps=5,
+    bn, sub = eng.fused_block, eng.fused_sub
+    B.entry(M, "fused_kernel_top2", nq, lambda: gpu_fused.block_keys(q16, x16, bn, sub), reps=5, block=bn, sub=sub,
+            what="the fused kernel alone: scores + best two of each block, best of each super-block")
+    B.entry(M, "fused_kernel_max_only", nq, lambda: gpu_fused.block_keys(q16, x16, bn, sub, top2=False), reps=5,
             what="the fused kernel keeping only the best of each block (not enough for the exact selection)")
     B.entry(M, "engine_fused_f32", nq, lambda: eng.search_tensor(q, k), lambda: eng.search_tensor(q, k)[1],
             truths, reps=5, what="fused kernel, exact top 20, float64 re-scoring from float32 vectors (3x memory)")
@@ -305,6 +339,14 @@ def run_1m(torch, args, kind: str, device, full: bool, results: dict, B: Bench) 
                     row[name] = {"error": f"{type(exc).__name__}: {exc}"}
             Bt[str(bs)] = row
             log(f"[{kind}] batch {bs}: {row}")
+            B.save()
+        P = R.setdefault("profile", {})
+        for bs in (1, 64, nq):
+            try:
+                P[f"engine_fused_f32_batch{bs}"] = profile_top(torch, lambda bs=bs: eng.search_tensor(q[:bs], k))
+                P[f"engine_unfused_f32_batch{bs}"] = profile_top(torch, lambda bs=bs: eu.search_tensor(q[:bs], k))
+            except Exception as exc:  # noqa: BLE001
+                P[f"batch{bs}"] = {"error": f"{type(exc).__name__}: {exc}"}
             B.save()
         try:  # one batch of 100k queries, tiled inside; its rows against smaller batches' answers
             extra = make_data(torch, "random", 16, d, args.huge_batch, device, seed=3)[1]

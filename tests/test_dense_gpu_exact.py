@@ -190,9 +190,9 @@ def fused_top(q: np.ndarray, x: np.ndarray, kc: int, bn: int, sub: int, allowed=
     sk, k1, k2 = gpu_fused.block_keys_reference(q16, x16, bn, sub, al)
     rescans = []
 
-    def rescan(rows, blocks):
+    def rescan(rows, top):
         rescans.append(len(rows))
-        return gpu_fused.rescan_blocks(q16, x16, rows, blocks, bn, kc, al)
+        return gpu_fused.rescan_blocks(q16, x16, rows, top, bn, al)
 
     top = gpu_fused.select(sk, k1, k2, kc, bn, sub, rescan)
     none = top == gpu_fused.SENTINEL
@@ -292,7 +292,7 @@ def test_triton_kernel_equals_reference_in_interpreter():
             for allowed in (None, torch.from_numpy(rng.random(n) < 0.5)):
                 for top2 in (True, False):
                     got = gpu_fused.block_keys(q, x, bn, sub, allowed, top2=top2,
-                                               config={"BM": bm, "num_warps": 4, "num_stages": 1})
+                                               config={"BM": bm, "num_warps": 4, "num_stages": 1, "PIPE": top2})
                     want = gpu_fused.block_keys_reference(q, x, bn, sub, allowed)
                     for g, w in zip(got[:3 if top2 else 2], want):
                         assert torch.equal(g, w), (n, d, bn, sub, top2)
@@ -316,9 +316,9 @@ def test_fused_kernel_on_gpu():
     xi = int_vectors(50000, 64, 32)
     qi = torch.from_numpy(int_vectors(300, 64, 33)).cuda().half()
     xg = torch.from_numpy(xi).cuda().half()
-    for bs in (1, 17, 300):
-        got = gpu_fused.block_keys(qi[:bs], xg, 128, 4)
-        want = gpu_fused.block_keys_reference(qi[:bs], xg, 128, 4)
+    for bs, bn, sub in ((1, 128, 4), (17, 256, 2), (300, 256, 2), (300, 128, 3)):
+        got = gpu_fused.block_keys(qi[:bs], xg, bn, sub)
+        want = gpu_fused.block_keys_reference(qi[:bs], xg, bn, sub)
         for g, w in zip(got, want):
             assert torch.equal(g, w)
 

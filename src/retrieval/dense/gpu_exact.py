@@ -32,9 +32,10 @@ import numpy as np
 from . import gpu_fused
 
 DEFAULT_BLOCK = 512
-# the fused kernel's blocks (the best two columns kept per block) and super-blocks (SUB blocks)
-FUSED_BLOCK = 128
-FUSED_SUB = 4
+# the fused kernel's blocks (the best two columns kept per block) and super-blocks (SUB blocks);
+# an H200 sweep (eval/bench_gpu_search.py) ran 256-wide blocks faster than 128
+FUSED_BLOCK = 256
+FUSED_SUB = 2
 FUSED_MAX_TILE = 16384  # queries a launch (their float16 rows, 12 MB at d=384, stay in L2)
 # the score tile (queries x n float16) is kept under this many bytes
 DEFAULT_TILE_BYTES = 4 << 30
@@ -159,6 +160,7 @@ class GpuExact:
         if fused not in (True, False, "reference"):
             raise ValueError(f"fused={fused!r}: True, False or 'reference'")
         self.fused = fused
+        self.fused_block, self.fused_sub = FUSED_BLOCK, FUSED_SUB
         if rescore_from not in ("float16", "float32"):
             raise ValueError(f"rescore_from={rescore_from!r}: float16 or float32")
         self.device = torch.device(device)
@@ -209,21 +211,23 @@ class GpuExact:
         """Whether searches for ``kc`` candidates take the fused kernel (gpu_fused): on CUDA with
         Triton, and with at least ``kc`` super-blocks (smaller sets: the torch path is as fast)."""
         runs = self.fused == "reference" or (self.fused and gpu_fused.available(self.device))
-        return bool(runs) and -(-self.n // (FUSED_BLOCK * FUSED_SUB)) >= kc
+        return bool(runs) and -(-self.n // (self.fused_block * self.fused_sub)) >= kc
 
     def fused_tile_rows(self, nq: int) -> int:
         """Queries per fused launch: its two (b, blocks) int64 key arrays stay under ``tile_bytes``."""
-        nblk = -(-self.n // (FUSED_BLOCK * FUSED_SUB)) * FUSED_SUB
+        nblk = -(-self.n // (self.fused_block * self.fused_sub)) * self.fused_sub
         return max(1, min(nq, FUSED_MAX_TILE, self.tile_bytes // max(1, nblk * 16)))
 
     def _select_fused(self, q16, kc: int, allowed):
         """(scores float32, ids int64) of the exact top ``kc`` by float16 products (the kernel's)."""
-        def rescan(rows, blocks):
-            return gpu_fused.rescan_blocks(q16, self.x, rows, blocks, FUSED_BLOCK, kc, allowed)
+        bn, sub = self.fused_block, self.fused_sub
+
+        def rescan(rows, top):
+            return gpu_fused.rescan_blocks(q16, self.x, rows, top, bn, allowed)
 
         keys = gpu_fused.block_keys_reference if self.fused == "reference" else gpu_fused.block_keys
-        sk, k1, k2 = keys(q16, self.x, FUSED_BLOCK, FUSED_SUB, allowed)
-        top = gpu_fused.select(sk, k1, k2, kc, FUSED_BLOCK, FUSED_SUB, rescan)
+        sk, k1, k2 = keys(q16, self.x, bn, sub, allowed)
+        top = gpu_fused.select(sk, k1, k2, kc, bn, sub, rescan)
         del sk, k1, k2
         none = top == gpu_fused.SENTINEL
         ids = gpu_fused.key_columns(top).masked_fill(none, -1)
@@ -253,12 +257,17 @@ class GpuExact:
         torch = _torch()
         x = self.x32 if self.x32 is not None else self.x
         valid = ids >= 0
-        rows = x[ids.clamp(min=0)].double()                                  # (b, kc, d)
-        s = torch.bmm(rows, q.double()[:, :, None]).squeeze(2)
+        s = (x[ids.clamp(min=0)].double() * q.double()[:, None, :]).sum(dim=2)  # (b, kc)
         s = s.masked_fill(~valid, float("-inf"))
-        ids, order = torch.sort(ids, dim=1)
-        s, order2 = torch.sort(torch.gather(s, 1, order), dim=1, descending=True, stable=True)
-        return s[:, :k].float(), torch.gather(ids, 1, order2)[:, :k]
+        # each candidate's rank: how many beat it by (score, then lower id; none: by position);
+        # a few (b, kc, kc) comparisons instead of two sorts
+        kc = ids.shape[1]
+        tie = torch.where(valid, ids, self.n + torch.arange(kc, device=ids.device))
+        beats = (s[:, :, None] > s[:, None, :]) | ((s[:, :, None] == s[:, None, :]) & (tie[:, :, None] < tie[:, None, :]))
+        rank = beats.sum(dim=1)                                                  # a permutation of 0..kc-1
+        out_s = torch.empty_like(s).scatter_(1, rank, s)
+        out_i = torch.empty_like(ids).scatter_(1, rank, ids)
+        return out_s[:, :k].float(), out_i[:, :k]
 
     def search_tensor(self, q, k: int, rescore: bool = True, allowed=None):
         """``search`` on a float32 (nq, d) tensor on the device; returns tensors on the device

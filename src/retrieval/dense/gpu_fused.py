@@ -94,69 +94,24 @@ def block_keys_reference(q16, x16, bn: int, sub: int, allowed=None):
 # -- the kernel -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _kernel():
-    triton, tl = _triton()
-
-    @triton.jit
-    def block_keys_kernel(q_ptr, x_ptr, allow_ptr, sk_ptr, k1_ptr, k2_ptr, nq, n, nblk, nsb,
-                          D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                          SUB: tl.constexpr, TOP2: tl.constexpr, MASKED: tl.constexpr):
-        # the query tiles of one super-block run next to each other (query tile fastest): the
-        # super-block's vectors are read from device memory once and then come from L2
-        pid = tl.program_id(0)
-        num_m = tl.cdiv(nq, BM)
-        pid_m = pid % num_m
-        pid_s = pid // num_m
-        rm = pid_m * BM + tl.arange(0, BM)
-        row_ok = rm < nq
-        rk = tl.arange(0, BK)
-        best = tl.full((BM,), -9223372036854775807 - 1, tl.int64)
-        for j in tl.static_range(SUB):
-            blk = pid_s * SUB + j
-            rn = blk * BN + tl.arange(0, BN)
-            col_ok = rn < n
-            if MASKED:
-                col_ok = col_ok & (tl.load(allow_ptr + rn, mask=col_ok, other=0) != 0)
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for k0 in tl.static_range(0, D, BK):
-                kk = k0 + rk
-                a = tl.load(q_ptr + rm[:, None] * D + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
-                bt = tl.load(x_ptr + rn[None, :] * D + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
-                acc = tl.dot(a, bt, acc)
-            acc = tl.where(col_ok[None, :], acc, float("-inf"))
-            # best column: the highest score, the lowest column among equal scores (-0.0 == +0.0)
-            m1 = tl.max(acc, axis=1)
-            a1 = tl.min(tl.where(acc == m1[:, None], rn[None, :], 2147483647), axis=1)
-            ok1 = a1 < n
-            if MASKED:
-                ok1 = ok1 & (m1 != float("-inf"))
-            b1 = m1.to(tl.int32, bitcast=True)
-            o1 = tl.where(m1 == 0.0, 0, b1 ^ ((b1 >> 31) & 0x7FFFFFFF))
-            key1 = tl.where(ok1, (o1.to(tl.int64) << 32) | (4294967295 - a1.to(tl.int64)), -9223372036854775807 - 1)
-            best = tl.maximum(best, key1)
-            tl.store(k1_ptr + rm.to(tl.int64) * nblk + blk, key1, mask=row_ok)
-            if TOP2:
-                acc2 = tl.where(rn[None, :] == a1[:, None], float("-inf"), acc)
-                m2 = tl.max(acc2, axis=1)
-                a2 = tl.min(tl.where((acc2 == m2[:, None]) & (rn[None, :] != a1[:, None]), rn[None, :], 2147483647), axis=1)
-                ok2 = (a2 < n) & (m2 != float("-inf"))
-                b2 = m2.to(tl.int32, bitcast=True)
-                o2 = tl.where(m2 == 0.0, 0, b2 ^ ((b2 >> 31) & 0x7FFFFFFF))
-                key2 = tl.where(ok2, (o2.to(tl.int64) << 32) | (4294967295 - a2.to(tl.int64)), -9223372036854775807 - 1)
-                tl.store(k2_ptr + rm.to(tl.int64) * nblk + blk, key2, mask=row_ok)
-        tl.store(sk_ptr + rm.to(tl.int64) * nsb + pid_s, best, mask=row_ok)
+    from .gpu_fused_kernels import block_keys_kernel
 
     return block_keys_kernel
 
 
-# tile shapes by batch size: small batches take short query tiles (fewer wasted rows)
+# tile shapes by batch size: small batches take short query tiles (fewer wasted rows); PIPE: the
+# inner loop pipelined by Triton (else unrolled)
+BIG_BATCH_CONFIG = {"BM": 128, "num_warps": 8, "num_stages": 3, "PIPE": True}
+
+
 def config_for(nq: int) -> dict:
     if nq <= 16:
-        return {"BM": 16, "num_warps": 4, "num_stages": 3}
+        return {"BM": 16, "num_warps": 4, "num_stages": 3, "PIPE": True}
     if nq <= 32:
-        return {"BM": 32, "num_warps": 4, "num_stages": 3}
+        return {"BM": 32, "num_warps": 4, "num_stages": 3, "PIPE": True}
     if nq <= 64:
-        return {"BM": 64, "num_warps": 4, "num_stages": 3}
-    return {"BM": 128, "num_warps": 8, "num_stages": 3}
+        return {"BM": 64, "num_warps": 4, "num_stages": 3, "PIPE": True}
+    return dict(BIG_BATCH_CONFIG)
 
 
 def block_keys(q16, x16, bn: int, sub: int, allowed=None, top2: bool = True, config: dict | None = None):
@@ -173,11 +128,12 @@ def block_keys(q16, x16, bn: int, sub: int, allowed=None, top2: bool = True, con
     k2 = torch.empty((b, nblk), dtype=torch.int64, device=dev) if top2 else k1
     cfg = dict(config_for(b) if config is None else config)
     bm = cfg.pop("BM")
+    pipe = cfg.pop("PIPE", True)
     bk = cfg.pop("BK", 64 if d % 64 == 0 or d > 64 else max(16, 1 << (max(d, 16) - 1).bit_length()))
     allow = allowed.to(torch.int8) if allowed is not None else q16  # unused when not MASKED
     grid = (triton_cdiv(b, bm) * nsb,)
     _kernel()[grid](q16, x16, allow, sk, k1, k2, b, n, nblk, nsb, D=d, BM=bm, BN=bn, BK=bk, SUB=sub,
-                    TOP2=top2, MASKED=allowed is not None, **cfg)
+                    TOP2=top2, MASKED=allowed is not None, PIPE=pipe, **cfg)
     return sk, k1, k2
 
 
@@ -194,8 +150,9 @@ def select(sk, k1, k2, kc: int, bn: int, sub: int, rescan):
     kc best of the two best columns of each of those super-blocks' blocks (C) then hold T, unless a
     block holds three or more columns of T; (3) such a block's best two are then both among C's top
     kc (every column C ranks above them, the whole row ranks above them too). So: where no block has
-    two columns among C's top kc, that top kc is T; where one has, ``rescan(rows, blocks)`` scores
-    those queries' top-kc blocks in full ((r, kc) block ids -> (r, kc) keys), a superset of T.
+    two columns among C's top kc, that top kc is T; where one has, T lies in C's top kc and the
+    columns of the blocks holding two of them: ``rescan(rows, top)`` ((r,) query rows, their (r, kc)
+    keys) scores those blocks in full and returns the rows' new top kc keys.
     """
     torch = _torch()
     b = sk.shape[0]
@@ -210,29 +167,37 @@ def select(sk, k1, k2, kc: int, bn: int, sub: int, rescan):
     two = (sb_sorted[:, 1:] == sb_sorted[:, :-1]) & (sb_sorted[:, 1:] < (LOW // bn))
     rows = torch.nonzero(two.any(dim=1)).flatten()
     if len(rows):
-        top[rows] = rescan(rows, blocks[rows])
+        top[rows] = rescan(rows, top[rows])
     return top
 
 
-def rescan_blocks(q16, x16, rows, blocks, bn: int, kc: int, allowed=None, chunk: int = 64):
-    """Keys of the top ``kc`` columns of whole blocks: for queries ``rows`` of ``q16`` and their
-    (r, m) block ids (repeats and ids past the last block are skipped), every column of those blocks
+def rescan_blocks(q16, x16, rows, top, bn: int, allowed=None, chunk_bytes: int = 256 << 20):
+    """The new top keys of queries ``rows`` of ``q16`` (``select``'s rescan): their keys ``top``
+    ((r, kc)) less those in blocks holding two or more of them, and every column of those blocks,
     scored in float32 from the float16 values (the kernel's products)."""
     torch = _torch()
-    n = x16.shape[0]
+    n, d = x16.shape
+    kc = top.shape[1]
     dev = q16.device
+    blocks = torch.div(key_columns(top), bn, rounding_mode="floor")
+    same = blocks[:, :, None] == blocks[:, None, :]                          # (r, kc, kc)
+    dup = (same.sum(dim=2) >= 2) & (blocks < LOW // bn)
+    earlier = torch.tril(torch.ones(kc, kc, dtype=torch.bool, device=dev), diagonal=-1)
+    first = dup & ~(same & earlier).any(dim=2)                               # one entry per such block
+    m = max(1, int(first.sum(dim=1).max()))
+    grow = torch.sort(torch.where(first, blocks, torch.full_like(blocks, -1)), dim=1, descending=True).values[:, :m]
+    kept = top.masked_fill(dup, SENTINEL)
+    per = max(1, chunk_bytes // (m * bn * d * 6))
     out = []
-    for lo in range(0, len(rows), chunk):
-        r, bl = rows[lo:lo + chunk], blocks[lo:lo + chunk]
-        bl = torch.sort(bl, dim=1).values
-        dup = torch.zeros_like(bl, dtype=torch.bool)
-        dup[:, 1:] = bl[:, 1:] == bl[:, :-1]
-        cols = (bl[:, :, None] * bn + torch.arange(bn, device=dev)).flatten(1)    # (r, m * bn)
-        ok = (~dup)[:, :, None].expand(-1, -1, bn).flatten(1) & (cols < n) & (cols >= 0)
+    for lo in range(0, len(rows), per):
+        g = grow[lo:lo + per]
+        cols = (g[:, :, None] * bn + torch.arange(bn, device=dev)).flatten(1)  # (r, m * bn)
+        ok = (g >= 0)[:, :, None].expand(-1, -1, bn).flatten(1) & (cols < n)
         safe = torch.where(ok, cols, torch.zeros_like(cols))
         if allowed is not None:
             ok &= allowed[safe]
-        s = torch.bmm(x16[safe].float(), q16[r].float()[:, :, None]).squeeze(2)  # (r, m * bn)
+        s = torch.bmm(x16[safe].float(), q16[rows[lo:lo + per]].float()[:, :, None]).squeeze(2)
         keys = torch.where(ok, keys_of(s, safe), torch.full_like(safe, SENTINEL))
-        out.append(torch.topk(keys, min(kc, keys.shape[1]), dim=1).values)
+        union = torch.cat([kept[lo:lo + per], keys], dim=1)
+        out.append(torch.topk(union, kc, dim=1).values)
     return torch.cat(out)
