@@ -152,8 +152,14 @@ class Store:
         """Ids of the documents not deleted, ascending."""
         return [r[0] for r in self.db.execute(f"select id from documents {self._live()} order by id")]
 
-    def finish(self) -> None:
-        """After the last row: compact the file (no free pages, so its size is what its tables hold)."""
+    def finish(self, merge: bool = True) -> None:
+        """After the last row: compact the file (no free pages, so its size is what its tables hold).
+        merge=False (rtv add / delete): only commit; the full-text segments the change wrote stay
+        for FTS5's own automerge and the next `rtv compact` (which builds afresh), as rewriting the
+        whole full-text index and file cost more than the change itself (answers are the same)."""
+        if not merge:
+            self.db.conn.commit()
+            return
         self.db.execute(f"insert into {FTS_TABLE}({FTS_TABLE}) values ('optimize')")
         self.db.conn.commit()
         self.db.execute("vacuum")

@@ -156,7 +156,7 @@ def _finish_manifest(live, target, manifest: dict, store) -> dict:
     for seg in manifest["segments"]:
         lo, hi = seg["first_doc"], seg["first_doc"] + seg["n_docs"]
         seg["deleted"] = bisect.bisect_left(deleted, hi) - bisect.bisect_left(deleted, lo)
-    store.finish()
+    store.finish(merge=False)
     store.close()
     manifest["generation"] = target.number
     manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
