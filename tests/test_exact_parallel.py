@@ -131,3 +131,32 @@ def test_empty_pattern_is_refused_before_fanning_out(tmp_path):
             idx.exact.count("")
     finally:
         idx.close()
+
+
+@pytest.mark.parametrize("fan_out_min", [1, 10**9])
+def test_find_pages_located_on_the_pool_or_inline_equal_the_serial_loop(tmp_path, monkeypatch, fan_out_min):
+    """find and locate_in take the pool only for a large page over several shards
+    (LOCATE_FAN_OUT_MIN): both ways give the serial answers and every occurrence of a naive scan."""
+    import retrieval.exact as exact_module
+
+    docs = [f"doc {i} " + "ab " * (i % 7) + "c" * (i % 3) for i in range(300)]
+    idx = _build(tmp_path, docs, "pages", 400)
+    try:
+        exact = idx.exact
+        assert len(exact.shards) >= 8
+        pats = ["ab", "ab ab", "doc 1", "c", "zz"]
+        pages = [(0, 5), (7, 40), (100, 1000), (0, 10_000)]
+        exact.threads = 1
+        serial = [[[a.tolist() for a in exact.find(p, o, n)] for o, n in pages] for p in pats]
+        serial_in = [exact.locate_in(p.encode(), exact.shard_counts(p), 500) for p in pats]
+        monkeypatch.setattr(exact_module, "LOCATE_FAN_OUT_MIN", fan_out_min)
+        exact.threads = 4
+        assert [[[a.tolist() for a in exact.find(p, o, n)] for o, n in pages] for p in pats] == serial
+        assert (exact._pool is not None) == (fan_out_min == 1)  # find alone starts the pool only for large pages
+        assert [exact.locate_in(p.encode(), exact.shard_counts(p), 500) for p in pats] == serial_in
+        data = [t.encode() for t in docs]
+        for p, per_page in zip(pats, serial):
+            d, o = per_page[-1]
+            assert sorted(zip(d, o)) == sorted(naive_occurrences(data, p.encode()))
+    finally:
+        idx.close()

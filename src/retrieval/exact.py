@@ -14,6 +14,8 @@ from .progress import bar
 
 SEPARATOR = b"\xff"
 MAX_SHARD_BYTES = (1 << 31) - 1
+# a page of find/locate_in with this many occurrences over several shards is located on the pool
+LOCATE_FAN_OUT_MIN = 256
 
 
 def _fm():
@@ -182,6 +184,18 @@ class ExactIndex:
         futures = [pool.submit(fn, *row) for row in rows]
         return [f.result() for f in futures]
 
+    def _locate_plan(self, fn: Callable, plan: Sequence, *columns: Sequence) -> list:
+        """[fn(shard, *row)] for the shards whose cut in `plan` is not None, in shard order: on the
+        pool only when the cuts span several shards and hold LOCATE_FAN_OUT_MIN occurrences or
+        more, since locating a small page (a few microseconds an occurrence) costs less than the
+        pool's hand-offs."""
+        rows = [(s, *row) for s, cut, *row in zip(self.shards, plan, *columns) if cut is not None]
+        if len(rows) > 1 and sum(cut[1] for cut in plan if cut is not None) >= LOCATE_FAN_OUT_MIN \
+                and self.threads > 1:
+            pool = self._executor()
+            return [f.result() for f in [pool.submit(fn, *row) for row in rows]]
+        return [fn(*row) for row in rows]
+
     def _executor(self):
         if self._pool is None:
             with self._pool_lock:
@@ -263,30 +277,22 @@ class ExactIndex:
         p = as_pattern(pattern)
         if offset < 0 or limit < 0:
             raise InputError("find: offset and limit must be >= 0")
-        if self.threads > 1 and len(self.shards) > 1:
-            # counts of every shard at once, then the page's slice of each shard located at once
-            plan = page_plan(self.shard_counts(p), offset, limit)
-            if sum(cut is not None for cut in plan) > 1:
-                found = self.map_shards(lambda s, first, cut: _locate(s, p, first, cut), self.first_docs, plan)
-            else:  # the page lies in one shard (the common case): no second hand-off to the pool
-                found = [_locate(s, p, first, cut) for s, first, cut in zip(self.shards, self.first_docs, plan)]
-            found = [f for f in found if f is not None]
-            docs = [d for d, _ in found]
-            offs = [o for _, o in found]
-        else:
-            docs, offs = [], []
-            for shard, first in zip(self.shards, self.first_docs):
-                if limit <= 0:
-                    break
-                n = shard.count(p)
-                if offset >= n:
-                    offset -= n
-                    continue
-                d, o = shard.locate(p, offset, limit)
-                docs.append(d + first)
-                offs.append(o)
-                limit -= len(d)
-                offset = 0
+        # Counts on this thread, shard after shard, only until the page is full: a count is a few
+        # microseconds, less than a hand-off to the pool, and the page usually lies in the first
+        # shard that has the pattern, so the shards after it are never counted.
+        plan: list[tuple[int, int] | None] = []
+        for shard in self.shards:
+            if limit <= 0:
+                break
+            n = int(shard.count(p))
+            cut = page_plan([n], offset, limit)[0]
+            plan.append(cut)
+            offset -= min(offset, n)
+            limit -= cut[1] if cut else 0
+        plan += [None] * (len(self.shards) - len(plan))
+        found = self._locate_plan(lambda s, first, cut: _locate(s, p, first, cut), plan, self.first_docs, plan)
+        docs = [d for d, _ in found]
+        offs = [o for _, o in found]
         if not docs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(docs), np.concatenate(offs)
@@ -313,11 +319,7 @@ class ExactIndex:
             return [int(x) + first for x in np.asarray(d)], [int(x) for x in np.asarray(o)]
 
         plan = page_plan([int(c) for c in counts], 0, limit)
-        if sum(cut is not None for cut in plan) > 1:
-            found = self.map_shards(one, self.first_docs, counts, plan)
-        else:  # one shard to locate in (the common case): no hand-off to the pool
-            found = [one(s, f, c, cut) for s, f, c, cut in zip(self.shards, self.first_docs, counts, plan)
-                     if cut is not None]
+        found = self._locate_plan(one, plan, self.first_docs, counts, plan)
         docs: list[int] = []
         offs: list[int] = []
         for d, o in found:
