@@ -85,10 +85,9 @@ def write_recipe(name: str, table: dict, tmp: Path) -> str:
 def collect_and_embed(n: int, model_dir: str, n_queries: int, seed: int, device: str = "cuda") -> tuple:
     """bench_dense's corpus (files of this machine, 128-token passages) and docstring queries,
     embedded on the GPU in float16."""
+    import bench_dense
     import torch
     from sentence_transformers import SentenceTransformer
-
-    import bench_dense
 
     t0 = time.time()
     files = bench_dense.list_files(bench_dense.default_roots(), seed)
@@ -171,7 +170,6 @@ def recall(ids, truth) -> float:
 def run(args, save) -> dict:
     """The study; ``save(result)`` is called after each part (a run cut short keeps what it measured)."""
     import faiss
-
     from provenance import provenance
 
     dense = import_dense()
