@@ -103,16 +103,18 @@ def bench_update(tmp: Path, mb: float, fractions: list[float], parts: str, seed:
     build_s, _ = timed(lambda: Index.build([base], tmp / "base", parts=parts, device="cpu").close())
     print(f"base: {len(base_lines)} documents, {base_text / 1e6:.1f} MB, built in {build_s:.1f} s ({parts})", file=sys.stderr)
     rows = []
-    extra_pool = sample_docs(mb * max(fractions) * 1.5, seed + 1, skip=set(base_lines))
+    extra_pool = sample_docs(mb * max(fractions) * 3, seed + 1, skip=set(base_lines))
     patterns = probe_patterns(base_lines, 50, seed)
     for f in fractions:
         target = base_text * f
         extra, total = [], 0
-        for line in extra_pool:
-            if total >= target:
+        for line in extra_pool:  # documents that keep the added text within 5% of the target
+            if total >= target * 0.95:
                 break
-            extra.append(line)
-            total += len(json.loads(line)["text"].encode())
+            n = len(json.loads(line)["text"].encode())
+            if total + n <= target * 1.05:
+                extra.append(line)
+                total += n
         new = write(tmp / f"new-{f}.jsonl", extra)
         grown = tmp / f"added-{f}"
         shutil.copytree(tmp / "base", grown)
@@ -122,6 +124,7 @@ def bench_update(tmp: Path, mb: float, fractions: list[float], parts: str, seed:
         equal = a.count_many(patterns).tolist() == b.count_many(patterns).tolist() and a.n_documents == b.n_documents
         row = {"parts": parts, "base_documents": len(base_lines), "base_text_bytes": base_text, "fraction": f,
                "added_documents": len(extra), "added_text_bytes": total,
+               "added_share_of_text": round(total / base_text, 4),
                "add_seconds": round(add_s, 3), "rebuild_seconds": round(rebuild_s, 3),
                "speedup": round(rebuild_s / add_s, 2),
                "add_bytes_written": summary["bytes_written"], "rebuild_bytes_written": gen_bytes(tmp / f"rebuilt-{f}"),

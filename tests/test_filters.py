@@ -490,6 +490,13 @@ def test_ivf_selective_filter_comes_back_full(tmp_path, monkeypatch):
     assert (got == want).all()
     monkeypatch.setattr(dense_index, "BRUTE_FORCE_MAX", 16384)  # the small-set path gives the same
     assert (d.search(q, 10, allowed=allowed)[1] == want).all()
+    # an index on the GPU takes no IDSelector: oversampled candidates, the excluded ones dropped,
+    # short queries scored exactly (the logic run here on the CPU index, as the GPU one would be)
+    monkeypatch.setattr(dense_index, "BRUTE_FORCE_MAX", 0)
+    d.on_gpu = True
+    _, raw = d._faiss_allowed(q, 10, True, allowed)
+    assert allowed[raw[raw >= 0]].all()
+    assert (d.search(q, 10, allowed=allowed)[1] == want).all()
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
+
+if "pandas" in sys.modules or "sqlite_utils" in sys.modules:
+    import sqlite_utils
+else:
+    # sqlite-utils imports pandas whenever it is installed, only to accept pandas-typed values,
+    # which rtv never writes; that import is about a second of every cold `rtv` command (issue 14).
+    # Hidden for sqlite_utils' own import only: a later `import pandas` works as usual.
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
 
 from .errors import IndexFormatError
 

@@ -1,0 +1,156 @@
+"""CPU reranking backends (hybrid/rerank_backends.py): ONNX Runtime / OpenVINO, fp32 and int8, against
+the torch CrossEncoder of the same weights (the oracle); the export is offline; a missing backend
+falls back with a notice; one policy picks the backend (rerank.resolve_backend)."""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from _hybrid_fixtures import TOPICS, topic_passage, train_tiny_cross_encoder
+from retrieval.hybrid import rerank, rerank_backends
+from retrieval.hybrid.rerank import Reranker, resolve_backend
+
+EXPORTED = [b for b in rerank_backends.EXPORTED if rerank_backends.available(b) is None]
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory):
+    return train_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+@pytest.fixture
+def model_copy(tiny_ce, tmp_path):
+    """A fresh copy per test: exports are cached beside the model."""
+    return shutil.copytree(tiny_ce, tmp_path / "ce")
+
+
+def _pairs(seed: int):
+    """(query, relevant passages, irrelevant passages) for each topic: clearly separated pairs."""
+    rng = random.Random(seed)
+    for topic in TOPICS:
+        pos = [topic_passage(rng, topic) for _ in range(4)]
+        neg = [topic_passage(rng, t) for t in TOPICS if t != topic for _ in range(4)]
+        yield topic, pos, neg
+
+
+@pytest.mark.skipif(not EXPORTED, reason="no CPU runtime (onnxruntime / openvino) installed")
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_backend_agrees_with_torch(model_copy, backend):
+    torch_rr = Reranker(str(model_copy), backend="torch", device="cpu", max_length=64)
+    rr = Reranker(str(model_copy), backend=backend, device="cpu", max_length=64)
+    assert rr.backend == backend and torch_rr.backend == "torch"
+    ours, ref = [], []
+    for query, pos, neg in _pairs(7):
+        s = rr.score(query, pos + neg)
+        # clearly separated pairs keep their order whatever the precision
+        assert s[:len(pos)].min() > s[len(pos):].max(), (backend, query)
+        ours.append(s)
+        ref.append(torch_rr.score(query, pos + neg))
+    ours, ref = np.concatenate(ours), np.concatenate(ref)
+    assert np.corrcoef(ours, ref)[0, 1] > (0.999999 if backend in ("onnx",) else 0.98)
+    if backend == "onnx":  # the same fp32 graph: the same numbers
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
+    # scores do not depend on the batching (pairs sorted by length, padded per batch); dynamic int8
+    # quantizes activations per batch, so there only the clear separation must survive
+    query, pos, neg = next(_pairs(8))
+    texts = pos + neg
+    whole = rr.score(query, texts)
+    rr.batch_size = 3
+    split = rr.score(query, texts)
+    if backend == "onnx-int8":
+        assert split[:len(pos)].min() > split[len(pos):].max()
+    else:
+        np.testing.assert_allclose(split, whole, atol=2e-3 if "int8" in backend else 1e-5)
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_export_never_touches_the_network(model_copy, tmp_path):
+    """The export runs in a fresh process with HF_HUB_OFFLINE=1 and every socket refused."""
+    code = (
+        "import socket, sys\n"
+        "def refuse(*a, **k): raise OSError('network used during the export')\n"
+        "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+        "from retrieval.hybrid.rerank_backends import export_onnx_int8, exported_file\n"
+        f"p = export_onnx_int8({str(model_copy)!r})\n"
+        f"assert exported_file({str(model_copy)!r}, 'onnx-int8') == p and exported_file({str(model_copy)!r}, 'onnx')\n"
+        "print('ok', p)\n")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ok" in out.stdout and (model_copy / "onnx" / "model_qint8.onnx").is_file()
+    assert "exporting the cross-encoder" in out.stderr  # said once, on stderr
+    # new weights: the stale export is not used
+    weights = next(model_copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"")
+    import os
+
+    os.utime(weights, ns=(1, 1))
+    assert rerank_backends.exported_file(model_copy, "onnx") is None
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_read_only_model_directory_exports_into_the_user_cache(model_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(rerank_backends.os, "access", lambda path, mode: False)  # as if read-only (we are root)
+    where = rerank_backends.export_dir(model_copy)
+    assert str(where).startswith(str(tmp_path / "cache" / "rtv" / "rerankers"))
+    path = rerank_backends.export_onnx(model_copy)
+    assert path.is_file() and path.parent.parent == where and not (model_copy / "onnx").exists()
+
+
+def test_missing_backend_falls_back_with_a_notice(model_copy, monkeypatch, capsys):
+    from retrieval import progress
+
+    monkeypatch.setattr(progress, "_silent", False)
+    monkeypatch.setattr(rerank_backends, "available", lambda b: "onnxruntime" if b.startswith("onnx") else None)
+    assert resolve_backend("onnx-int8", "cpu") == ("openvino", "cpu")
+    err = capsys.readouterr().err
+    assert "onnx-int8" in err and "onnxruntime is not installed" in err and "pip install" in err
+    monkeypatch.setattr(rerank_backends, "available", lambda b: "openvino")
+    assert resolve_backend("auto", "cpu") == ("torch", "cpu")  # "auto": quietly the torch it always had
+    assert capsys.readouterr().err == ""
+    rr = Reranker(str(model_copy), backend="openvino-int8", device="cpu", max_length=64)
+    assert rr.backend == "torch"
+    assert "no CPU runtime installed" in capsys.readouterr().err
+    query, pos, neg = next(_pairs(9))
+    s = rr.score(query, pos + neg)
+    assert s[:len(pos)].min() > s[len(pos):].max()
+
+
+def test_one_policy_for_devices_and_depth(monkeypatch):
+    from retrieval.errors import InputError
+
+    assert resolve_backend("auto", "cuda") == ("torch", "cuda")  # a GPU runs torch
+    assert resolve_backend("torch", "cpu") == ("torch", "cpu")
+    monkeypatch.setattr(rerank, "gpu_present", lambda: False)
+    backend, device = resolve_backend("auto", None)
+    assert device == "cpu" and backend == next((b for b in rerank.CPU_PREFERENCE if b in EXPORTED), "torch")
+    with pytest.raises(InputError, match="backend 'tensorrt'"):
+        resolve_backend("tensorrt", "cpu")
+
+
+def test_cpu_depth_default(model_copy):
+    assert Reranker(str(model_copy), backend="torch", device="cpu", max_length=64).top_n == rerank.TOP_N_CPU
+    assert Reranker(str(model_copy), backend="torch", device="cpu", max_length=64, top_n=7).top_n == 7
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_exported_backend_keeps_torch_out_of_the_query_process(model_copy, tmp_path):
+    """Once exported, reranking on CPU loads neither torch nor sentence-transformers."""
+    rerank_backends.export_onnx(model_copy)
+    code = (
+        "import sys\n"
+        "from retrieval.hybrid.rerank import Reranker\n"
+        f"rr = Reranker({str(model_copy)!r}, backend='onnx', device='cpu', max_length=64)\n"
+        "s = rr.score('tools', ['hammer saw drill', 'red blue green'])\n"
+        "assert s[0] > s[1], s\n"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
