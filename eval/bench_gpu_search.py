@@ -591,6 +591,12 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(args.out)
 
+    # the fused path at every batch size (the engine's default takes it from FUSED_MIN_QUERIES
+    # queries a batch, the torch path below): both columns of the batch table are measured
+    from retrieval.dense import gpu_exact
+
+    results["engine_default_fused_min_queries"] = gpu_exact.FUSED_MIN_QUERIES
+    gpu_exact.FUSED_MIN_QUERIES = 1
     B = Bench(torch, results, save)
     log(f"device {device} {gpu}")
     for i, kind in enumerate(args.datasets.split(",")):

@@ -304,8 +304,9 @@ def test_triton_kernel_equals_reference_in_interpreter():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_kernel_on_gpu():
+def test_fused_kernel_on_gpu(monkeypatch):
     pytest.importorskip("triton")
+    monkeypatch.setattr(gpu_exact, "FUSED_MIN_QUERIES", 1)  # the kernel at every batch size
     x, q = unit(200000, 64, 30), unit(1000, 64, 31)
     eng = GpuExact(x, "cuda", rescore_from="float32")
     assert eng.fused_ok(20)
@@ -347,3 +348,18 @@ def test_dense_index_engine_choice(tmp_path):
     # compressed recipes keep FAISS whatever exact says
     pq = build_from_vectors(unit(12000, 32, 17), tmp_path / "pq", "pq", device="cpu", quiet=True)
     assert DenseIndex.open(tmp_path / "pq", pq, device="cpu", exact="torch").engine is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.mem_get_info()[0] < (12 << 30),
+                    reason="needs a CUDA GPU with 12 GiB free")
+def test_fused_kernel_past_2_31_elements():
+    """n * d past 2**31 (int32 element offsets would wrap): the last blocks' keys are still right."""
+    pytest.importorskip("triton")
+    n, d = 5_800_000, 384
+    g = torch.Generator(device="cuda").manual_seed(40)
+    x = torch.randint(-2, 3, (n, d), device="cuda", generator=g).half()
+    q = torch.randint(-2, 3, (3, d), device="cuda", generator=g).half()
+    got = gpu_fused.block_keys(q, x, 256, 2)
+    want = gpu_fused.block_keys_reference(q, x, 256, 2)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)

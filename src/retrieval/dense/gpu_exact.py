@@ -37,6 +37,10 @@ DEFAULT_BLOCK = 512
 FUSED_BLOCK = 256
 FUSED_SUB = 2
 FUSED_MAX_TILE = 16384  # queries a launch (their float16 rows, 12 MB at d=384, stay in L2)
+# batches below this take the torch path even where the kernel runs: on the H200 at 1M x 384 the
+# fused path led only from 16,384 queries a batch (395k vs 344k QPS; 319k vs 342k at 4,096, 190k vs
+# 326k at 1,024: eval/results/bench_gpu_search.json, "batches")
+FUSED_MIN_QUERIES = 16384
 # the score tile (queries x n float16) is kept under this many bytes
 DEFAULT_TILE_BYTES = 4 << 30
 
@@ -207,11 +211,15 @@ class GpuExact:
         """Queries per tile: the float16 score tile stays under ``tile_bytes``."""
         return max(1, min(nq, self.tile_bytes // max(1, self.npad * 2)))
 
-    def fused_ok(self, kc: int) -> bool:
-        """Whether searches for ``kc`` candidates take the fused kernel (gpu_fused): on CUDA with
-        Triton, and with at least ``kc`` super-blocks (smaller sets: the torch path is as fast)."""
-        runs = self.fused == "reference" or (self.fused and gpu_fused.available(self.device))
-        return bool(runs) and -(-self.n // (self.fused_block * self.fused_sub)) >= kc
+    def fused_ok(self, kc: int, nq: int | None = None) -> bool:
+        """Whether a search of ``nq`` queries for ``kc`` candidates takes the fused kernel
+        (gpu_fused): on CUDA with Triton, from FUSED_MIN_QUERIES queries (None: any batch), and with
+        at least ``kc`` super-blocks (smaller sets: the torch path is as fast); "reference" always."""
+        if -(-self.n // (self.fused_block * self.fused_sub)) < kc:
+            return False
+        if self.fused == "reference":
+            return True
+        return bool(self.fused) and gpu_fused.available(self.device) and (nq is None or nq >= FUSED_MIN_QUERIES)
 
     def fused_tile_rows(self, nq: int) -> int:
         """Queries per fused launch: its two (b, blocks) int64 key arrays stay under ``tile_bytes``."""
@@ -279,7 +287,7 @@ class GpuExact:
         kc = candidates_for(k, self.n, self.oversample) if rescore else k
         out_s = torch.empty((nq, k), dtype=torch.float32, device=self.device)
         out_i = torch.empty((nq, k), dtype=torch.int64, device=self.device)
-        fused = self.fused_ok(kc)
+        fused = self.fused_ok(kc, nq)
         per = self.fused_tile_rows(nq) if fused else self.tile_rows(nq)
         if allowed is not None:
             allowed = torch.as_tensor(allowed, dtype=torch.bool, device=self.device)

@@ -10,18 +10,22 @@ def score_tile(q_ptr, x_ptr, rm, rn, row_ok, col_ok, D: tl.constexpr, BM: tl.con
                BK: tl.constexpr, PIPE: tl.constexpr):
     """(BM, BN) float32 scores of queries rm against vectors rn (float16 products)."""
     rk = tl.arange(0, BK)
+    # element offsets in int64: n * D passes 2**31 from 5.6M vectors of 384 dims (int32 offsets
+    # wrapped there: the first 10M run read the wrong rows)
+    qrow = rm.to(tl.int64) * D
+    xrow = rn.to(tl.int64) * D
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     if PIPE:  # a loop Triton software-pipelines (loads of the next steps in flight)
         for k0 in range(0, D, BK):
             kk = k0 + rk
-            a = tl.load(q_ptr + rm[:, None] * D + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
-            bt = tl.load(x_ptr + rn[None, :] * D + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
+            a = tl.load(q_ptr + qrow[:, None] + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
+            bt = tl.load(x_ptr + xrow[None, :] + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
             acc = tl.dot(a, bt, acc)
     else:
         for k0 in tl.static_range(0, D, BK):
             kk = k0 + rk
-            a = tl.load(q_ptr + rm[:, None] * D + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
-            bt = tl.load(x_ptr + rn[None, :] * D + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
+            a = tl.load(q_ptr + qrow[:, None] + kk[None, :], mask=row_ok[:, None] & (kk[None, :] < D), other=0.0)
+            bt = tl.load(x_ptr + xrow[None, :] + kk[:, None], mask=col_ok[None, :] & (kk[:, None] < D), other=0.0)
             acc = tl.dot(a, bt, acc)
     return acc
 
