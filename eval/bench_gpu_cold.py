@@ -172,7 +172,7 @@ def main() -> None:
     import torch
 
     prov = provenance()
-    if prov.get("commit") is None and args.commit:
+    if args.commit:  # named by the caller: the GPU machine's copy of .git can be stale
         prov["commit"], prov["commit_dirty"] = args.commit, None
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     res = {"benchmark": "bench_gpu_cold", **prov, "gpu": gpu, "torch": torch.__version__,

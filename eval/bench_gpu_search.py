@@ -563,9 +563,8 @@ def main() -> None:
         gpu_exact.GpuExact.__init__.__defaults__ = tuple(
             "reference" if v is True else v for v in gpu_exact.GpuExact.__init__.__defaults__)
     prov = provenance()
-    if prov.get("commit") is None and args.commit:
-        prov["commit"] = args.commit
-        prov["commit_dirty"] = None
+    if args.commit:  # named by the caller: the GPU machine's copy of .git can be stale
+        prov["commit"], prov["commit_dirty"] = args.commit, None
     gpu = {"name": None}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(0)
