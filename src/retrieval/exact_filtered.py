@@ -227,9 +227,16 @@ class FilteredExact:
     def cnf(self, clauses: Sequence[Sequence[str | bytes]]) -> np.ndarray:
         return self.filter.keep(self.exact.cnf(clauses))
 
-    # -- everything else is the unfiltered index's (extract, snippet, sizes) ----------------------
+    # -- what does not depend on the filter is the unfiltered index's --------------------------------
+    # (text back by document id, sizes); any other query method of ExactIndex is not offered, so
+    # nothing reaches the unfiltered answers through this view by accident
+    _SHARED = frozenset({"extract", "snippet", "extract_ranges", "text_bytes", "index_bytes", "shards",
+                         "first_docs", "threads", "map_shards", "close"})
+
     def __getattr__(self, name: str):
-        return getattr(self.exact, name)
+        if name in FilteredExact._SHARED:
+            return getattr(self.exact, name)
+        raise AttributeError(f"{type(self).__name__} has no {name!r} (a query under a filter)")
 
 
 def _doc_lengths(exact: ExactIndex) -> np.ndarray:
