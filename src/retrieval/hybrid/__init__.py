@@ -8,7 +8,7 @@ Modes:
   fused (weighted min-max score fusion by default, or RRF k=60; see retrieval.options and
   fusion.py). A dense part that the index was built without is left out (the other stages run).
 - dense / lexical: that stage alone. exact: quoted phrases (or the whole query) byte-for-byte.
-Rerank: a cross-encoder rescoring the first `rerank_top_n` (default 50) candidates; the rest keep
+Rerank: a cross-encoder rescoring the first `rerank_top_n` (default 20 on CPU, 50 on a GPU) candidates; the rest keep
 their order below them. rerank="auto" (the default) reranks hybrid results when the default model
 is on disk (hybrid/rerank.py: resolve_reranker, the policy the CLI and Retriever share).
 Quoted phrases are constraints: passages containing more of the query's quoted phrases always
@@ -122,7 +122,7 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
 
     rerank: "auto" | True | False (retrieval.options); reranker: a model path/id, a CrossEncoder or
     a Reranker. depth: candidates taken from each stage (default max(100, k)).
-    rerank_top_n: how many fused candidates the cross-encoder rescores (default 50).
+    rerank_top_n: how many fused candidates the cross-encoder rescores (default: rerank.TOP_N_CPU / TOP_N_GPU).
     weights: per-stage weights overriding fusion's defaults (retrieval.options.DEFAULT_WEIGHTS for
     weighted, equal weights for rrf).
     timings: if a dict is given, per-stage seconds are added to it.
