@@ -80,17 +80,20 @@ print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": 
 """
 
 
-# the driver's part of a parallel build alone: read + parse the corpus, plan the shards, pickle each
-# shard as the process pool does to send it to a worker (no shard is built)
+# the driver's part of a build with --workers N alone: read the corpus (its JSONL parsed by N
+# worker processes from N = 2 on, as `rtv index` does: readers/ranges.py), plan the shards, pickle
+# each shard as the process pool does to send it to a worker (no shard is built)
 DRIVER = r"""
 import json, pickle, sys, time
 from retrieval.build import plan_shards
-from retrieval.corpus import ReadOptions, read_documents
-t = time.perf_counter()
-n = 0
-for shard in plan_shards(read_documents([sys.argv[1]], ReadOptions()), int(sys.argv[2])):
-    n += len(pickle.dumps(shard))
-print(json.dumps({"wall_s": time.perf_counter() - t, "pickled_bytes": n}))
+from retrieval.corpus import ReadOptions
+from retrieval.readers.ranges import read_documents_parallel
+if __name__ == "__main__":
+    t = time.perf_counter()
+    n = 0
+    for shard in plan_shards(read_documents_parallel([sys.argv[1]], ReadOptions(), int(sys.argv[3])), int(sys.argv[2])):
+        n += len(pickle.dumps(shard))
+    print(json.dumps({"wall_s": time.perf_counter() - t, "pickled_bytes": n}))
 """
 
 
@@ -272,11 +275,14 @@ def main() -> None:
         shard_size = n_text // args.shards + 1
         corpora[parts] = {"corpus": str(corpus.relative_to(ROOT)), "corpus_mb": n_text / 1e6, "copies_of_data": copies,
                           "shard_size": shard_size}
-        driver = child(DRIVER, str(corpus), str(shard_size))
-        corpora[parts]["driver_only"] = {"wall_s": round(driver["wall_s"], 2),
-                                         "mb_per_s": round(n_text / 1e6 / driver["wall_s"], 2)}
-        print(f"{parts:14s} driver only (read, plan, pickle; no build): {driver['wall_s']:.2f} s  "
-              f"{n_text / 1e6 / driver['wall_s']:.2f} MB/s", flush=True)
+        by_workers = {}
+        for w in workers_list:
+            driver = child(DRIVER, str(corpus), str(shard_size), str(w))
+            by_workers[str(w)] = {"wall_s": round(driver["wall_s"], 2), "mb_per_s": round(n_text / 1e6 / driver["wall_s"], 2)}
+            print(f"{parts:14s} driver only, workers {w:2d} (read, plan, pickle; no build): {driver['wall_s']:.2f} s  "
+                  f"{n_text / 1e6 / driver['wall_s']:.2f} MB/s", flush=True)
+        corpora[parts]["driver_only"] = by_workers[str(workers_list[0])]
+        corpora[parts]["driver_only_by_workers"] = by_workers
         rows = []
         for w in workers_list:
             out = WORK / f"build-{parts}-w{w}"

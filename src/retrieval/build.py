@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .corpus import ReadOptions, read_documents
+from .corpus import ReadOptions
 from .readers.documents import as_paths
+from .readers.ranges import read_documents_parallel
 from .errors import InputError, RtvError
 from .exact import MAX_SHARD_BYTES, SEPARATOR, write_shard
 from .manifest import (CURRENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST, file_entry, fsync_dir, generation_name,
@@ -513,13 +514,19 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
     id_fields: set[str] = set()  # the fields ids came from (chosen per file when not given)
 
     def read():
-        for doc in (read_documents(sources, opts) if documents is None else documents):
+        # JSONL files are parsed in worker processes (readers/ranges.py); the plan is the same
+        corpus = read_documents_parallel(sources, opts, s.resolve_workers()) if documents is None else documents
+        for doc in corpus:
             progress.update()
             if doc.id_field is not None:
                 id_fields.add(doc.id_field)
             yield doc
 
-    got = collect_outputs(runner(ShardStep(tmp, s, parts, embedder), plan_shards(read(), s.shard_size)), store)
+    reader = read()
+    try:
+        got = collect_outputs(runner(ShardStep(tmp, s, parts, embedder), plan_shards(reader, s.shard_size)), store)
+    finally:
+        reader.close()  # its parse workers stop now, on an error too
     shards, vectors, n_docs, n_bytes = got.shards, got.vectors, got.n_docs, got.n_bytes
     progress.close()
     if n_docs == 0:

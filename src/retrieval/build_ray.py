@@ -24,8 +24,9 @@ to a `--workers 1` build of the same corpus.
   that shard's rows, while later shards are still building; one dataset per shard would restart
   its actors (and reload the model) every shard, and one dataset of every passage would wait for
   the last shard and hold every text at once.
-- The driver reads the corpus, plans the shards, writes the store and, once every shard is in
-  place, the manifest; it shows one progress bar for the whole job. A failure or Ctrl-C cancels
+- The driver reads the corpus (its uncompressed JSONL parsed by a pool of processes on the
+  driver's node: readers/ranges.py), plans the shards, writes the store and, once every shard is
+  in place, the manifest; it shows one progress bar for the whole job. A failure or Ctrl-C cancels
   the tasks still running (force: their workers are killed) and waits for them before the
   caller removes the temporary directory, so nothing is written at `-o` afterwards.
 

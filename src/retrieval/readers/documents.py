@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import note
-from .formats import Decoding, detect, iter_records, read_text
+from .formats import Decoding, detect, iter_records, jsonl_records, read_text
+from .ranges import FileRange, splittable
 from .walk import is_rtv_index, looks_binary, walk
 
 ID_FIELDS = ("id", "_id", "doc_id")
@@ -47,21 +48,36 @@ class ReadOptions:
     exclude: tuple = ()  # folders a directory walk leaves out (the index being built)
 
 
-def read_documents(sources: Iterable[str | Path] | str | Path, opts: ReadOptions | None = None) -> Iterator[Document]:
+def read_documents(sources: Iterable[str | Path] | str | Path, opts: ReadOptions | None = None, *,
+                   defer_jsonl: bool = False, skipped: dict | None = None) -> Iterator[Document | FileRange]:
     """Documents of all sources in order (one path, or a list of them). Empty documents are
-    skipped, and so is what a directory walk leaves out (walk.py), each with a notice."""
+    skipped, and so is what a directory walk leaves out (walk.py), each with a notice.
+
+    defer_jsonl: an uncompressed JSONL file is not read but given as one FileRange of the whole
+    file (for shard workers to read: readers/ranges.py), with the id field its first record
+    decides. skipped: a dict {"empty": n, "binary": n} to add the skipped counts to instead of
+    noting them (the caller adds the workers' counts and calls note_skipped)."""
     opts = opts or ReadOptions()
     if opts.errors not in ("strict", "replace"):
         raise InputError(f"--errors {opts.errors!r}: use 'strict' or 'replace'")
     sources = as_paths(sources)
     if not sources:
         raise InputError("no corpus given; pass one or more files or directories")
-    skipped = {"empty": 0, "binary": 0}
+    caller_counts = skipped is not None
+    skipped = skipped if caller_counts else {"empty": 0, "binary": 0}
     for source in sources:
         _check_source(source)
         noted: set[str] = set()
         walked: dict[str, list[Path]] = {}
         for path, name, in_walk in _files(source, skipped, walked, opts):
+            if defer_jsonl and splittable(path):
+                whole = _whole_range(path, name, opts)
+                if whole.size:
+                    if opts.id_field is None and whole.id_field is not None and whole.id_field not in noted:
+                        noted.add(whole.id_field)
+                        note(f"{display(source)}: document ids from field {whole.id_field!r}")
+                    yield whole
+                continue
             for doc in _file_documents(path, name, opts, in_walk):
                 if opts.id_field is None and doc.id_field is not None and doc.id_field not in noted:
                     noted.add(doc.id_field)  # a folder of files that share a field: one notice
@@ -73,6 +89,12 @@ def read_documents(sources: Iterable[str | Path] | str | Path, opts: ReadOptions
         for reason, paths in walked.items():
             shown = ", ".join(display(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
             note(f"{display(source)}: skipped {len(paths)} {'entry' if len(paths) == 1 else 'entries'}, {reason}: {shown}")
+    if not caller_counts:
+        note_skipped(skipped)
+
+
+def note_skipped(skipped: dict) -> None:
+    """The notices for the empty documents and binary files a read skipped."""
     if skipped["empty"]:
         note(f"skipped {skipped['empty']} empty document(s)")
     if skipped["binary"]:
@@ -165,10 +187,43 @@ def _records_documents(path: Path, name: str, opts: ReadOptions, as_text: bool =
         text = read_text(path, compression, decoding)
         yield Document(name, _check_text(text, path, "text", opts), display(path), {})
         return
-    first = True
-    id_field, decided = opts.id_field, opts.id_field is not None
     records = iter_records(path, fmt, compression, decoding, record_fields=(opts.text_field,),
                            on_schema=lambda columns: _check_columns(path, columns, opts))
+    yield from _documents_of(records, path, name, fmt, opts, opts.id_field, opts.id_field is not None)
+
+
+def _whole_range(path: Path, name: str, opts: ReadOptions) -> FileRange:
+    """A JSONL file as one FileRange, its id field decided by its first record as
+    _documents_of decides it (undecided when that record is bad: the range's reader then
+    fails on it with the usual error)."""
+    id_field, decided = opts.id_field, opts.id_field is not None
+    if not decided:
+        from contextlib import closing
+
+        try:
+            with closing(iter_records(path, "jsonl", None, Decoding(opts.errors, UTF8_HINT))) as records:
+                first = next(records, None)
+        except InputError:
+            first = None
+        if isinstance(first.data if first else None, dict):
+            id_field, decided = next((f for f in ID_FIELDS if f in first.data), None), True
+    return FileRange(path, name, 0, path.stat().st_size, 1, id_field, decided)
+
+
+def range_documents(piece: FileRange, opts: ReadOptions) -> Iterator[Document]:
+    """The documents of a byte range of a JSONL file, empty ones included (the caller counts
+    them), with the ids, metadata and errors (file: line N) that reading the whole file gives."""
+    import io
+
+    records = jsonl_records(io.BytesIO(piece.read()), piece.path, Decoding(opts.errors, UTF8_HINT),
+                            piece.first_line, piece.start)
+    yield from _documents_of(records, piece.path, piece.name, "jsonl", opts, piece.id_field, piece.decided)
+
+
+def _documents_of(records: Iterator, path: Path, name: str, fmt: str, opts: ReadOptions,
+                  id_field: str | None, decided: bool) -> Iterator[Document]:
+    """Documents of a file's records; undecided: the first record decides the id field."""
+    first = True
     for rec in records:
         record, where = rec.data, rec.where
         if first and fmt == "json" and (not isinstance(record, dict) or opts.text_field not in record):

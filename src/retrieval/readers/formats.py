@@ -76,10 +76,12 @@ def decode(data: bytes, path: Path, decoding: Decoding, line_base: int = 0, offs
         raise _utf8_error(path, line, offset_base + exc.start, decoding) from None
 
 
-def _decoded_lines(stream, path: Path, decoding: Decoding) -> Iterator[tuple[int, str]]:
-    """(line number, text with its line end) of each line; a leading BOM is dropped."""
-    offset = 0
-    for lineno, line in enumerate(stream, start=1):
+def _decoded_lines(stream, path: Path, decoding: Decoding, first_line: int = 1,
+                   first_offset: int = 0) -> Iterator[tuple[int, str]]:
+    """(line number, text with its line end) of each line; a leading BOM is dropped. A stream
+    that starts inside the file (a byte range) starts at line `first_line`, byte `first_offset`."""
+    offset = first_offset
+    for lineno, line in enumerate(stream, start=first_line):
         text = decode(line, path, decoding, lineno - 1, offset)
         offset += len(line)
         yield lineno, (text.removeprefix(BOM) if lineno == 1 else text)
@@ -144,16 +146,22 @@ def read_text(path: Path, compression: str | None, decoding: Decoding = Decoding
 
 def _jsonl(path: Path, compression: str | None, decoding: Decoding) -> Iterator[Record]:
     with open_binary(path, compression) as stream:
-        for lineno, text in _decoded_lines(stream, path, decoding):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {lineno}: invalid JSON ({exc.msg}); fix or remove the line") from None
-            except RecursionError:
-                raise InputError(f"{path}: line {lineno}: {TOO_DEEP}") from None
-            yield Record(obj, f"line {lineno}", str(lineno))
+        yield from jsonl_records(stream, path, decoding)
+
+
+def jsonl_records(stream, path: Path, decoding: Decoding, first_line: int = 1, first_offset: int = 0) -> Iterator[Record]:
+    """The records of JSONL lines from `stream` (binary), which starts at line `first_line`, byte
+    `first_offset` of `path` (a byte range of the file, cut at a line end: readers/ranges.py)."""
+    for lineno, text in _decoded_lines(stream, path, decoding, first_line, first_offset):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {lineno}: invalid JSON ({exc.msg}); fix or remove the line") from None
+        except RecursionError:
+            raise InputError(f"{path}: line {lineno}: {TOO_DEEP}") from None
+        yield Record(obj, f"line {lineno}", str(lineno))
 
 
 def _csv(path: Path, compression: str | None, decoding: Decoding, delimiter: str) -> Iterator[Record]:

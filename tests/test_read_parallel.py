@@ -1,0 +1,110 @@
+"""JSONL parsed in worker processes over byte ranges (readers/ranges.py) gives read_documents'
+documents, notices and errors, and a build that uses it is byte-identical to --workers 1."""
+
+import json
+
+import pytest
+
+from retrieval import Index
+from retrieval.corpus import ReadOptions, read_documents
+from retrieval.errors import InputError
+from retrieval.readers import ranges
+from retrieval.readers.ranges import FileRange, cut, read_documents_parallel
+
+
+def _corpus(root, bad_line: str | None = None):
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(120):
+        lines.append(json.dumps({"id": f"x{i}", "text": ("wörd%d " % i) * (i % 6), "n": i}, ensure_ascii=False))
+        if i % 13 == 0:
+            lines.append("   ")  # blank lines are skipped but counted
+        if i == 90 and bad_line is not None:
+            lines.append(bad_line)
+    lines.append(json.dumps({"id": "long", "text": "z" * 700}))  # longer than the small ranges below
+    (root / "a.jsonl").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    (root / "b.csv").write_text("text,id\nhello,c1\nworld,c2\n")
+    (root / "c.jsonl").write_text("\n".join(json.dumps({"text": f"t{i} é"}) for i in range(40)))  # no final newline
+    (root / "d.jsonl").write_text("")
+    return root
+
+
+def test_cut_ranges_end_at_line_ends_and_know_their_first_line(tmp_path):
+    path = tmp_path / "f.jsonl"
+    data = b"".join(b"%d\n" % i * (i % 4) for i in range(200)) + b"x" * 300 + b"\nlast"
+    path.write_bytes(data)
+    whole = FileRange(path, "f.jsonl", 0, len(data), 1, None, True)
+    for size in (1, 7, 64, 1000, len(data)):
+        pieces = list(cut(whole, size))
+        assert b"".join(data[p.start:p.end] for p in pieces) == data
+        for p in pieces:
+            assert p.first_line == data.count(b"\n", 0, p.start) + 1
+            assert p.end == len(data) or data[p.end - 1:p.end] == b"\n"
+            assert p.size <= size or data.count(b"\n", p.start, p.end - 1) == 0  # only a lone long line overflows
+
+
+@pytest.mark.parametrize("parse_bytes", [1, 200, 5000, 1 << 20])
+@pytest.mark.parametrize("opts", [ReadOptions(), ReadOptions(errors="replace")])
+def test_documents_and_notices_equal_the_serial_reader(tmp_path, capsys, parse_bytes, opts):
+    root = _corpus(tmp_path / "corpus")
+    want = list(read_documents([root], opts))
+    want_notes = capsys.readouterr().err
+    got = list(read_documents_parallel([root], opts, 2, parse_bytes=parse_bytes))
+    assert got == want and len(want) > 100
+    assert capsys.readouterr().err == want_notes
+
+
+@pytest.mark.parametrize("bad", ['{"id": "q", "text": ', '"a string"', '{"id": "x5", "nope": 1}',
+                                 '{"text": "no id"}'])
+def test_errors_name_the_same_line_as_the_serial_reader(tmp_path, bad):
+    root = _corpus(tmp_path / "corpus", bad_line=bad)
+    with pytest.raises(InputError) as serial:
+        list(read_documents([root], ReadOptions()))
+    with pytest.raises(InputError) as parallel:
+        list(read_documents_parallel([root], ReadOptions(), 2, parse_bytes=100))
+    assert str(parallel.value) == str(serial.value) and "a.jsonl: line 9" in str(serial.value)
+
+
+def test_invalid_utf8_and_the_first_error_in_document_order(tmp_path):
+    root = _corpus(tmp_path / "corpus")
+    a = root / "a.jsonl"
+    a.write_bytes(a.read_bytes().replace(b'"x100"', b'"x\xff00"'))
+    (root / "b.csv").write_text('text,id\n"never closed,c1\n')  # a later error, read by this process
+    with pytest.raises(InputError) as serial:
+        list(read_documents([root], ReadOptions()))
+    with pytest.raises(InputError) as parallel:
+        list(read_documents_parallel([root], ReadOptions(), 2, parse_bytes=64))
+    assert str(parallel.value) == str(serial.value) and "invalid UTF-8 at line" in str(serial.value)
+
+
+@pytest.mark.parametrize("parts", ["exact", "exact,lexical"])
+def test_a_build_parsing_in_workers_is_byte_identical_to_workers_1(tmp_path, monkeypatch, parts):
+    root = _corpus(tmp_path / "corpus")
+    one = Index.build([root], tmp_path / "one", parts=parts, shard_size=900, workers=1)
+    monkeypatch.setattr(ranges, "PARSE_BYTES", 300)  # many parse tasks, so the pool runs
+    two = Index.build([root], tmp_path / "two", parts=parts, shard_size=900, workers=2)
+    try:
+        assert len(one.manifest["exact"]["shards"]) > 3
+        ga, gb = one.root, two.root
+        files = sorted(str(p.relative_to(ga)) for p in ga.rglob("*") if p.is_file() and p.name != "manifest.json")
+        assert files == sorted(str(p.relative_to(gb)) for p in gb.rglob("*") if p.is_file() and p.name != "manifest.json")
+        assert all((ga / f).read_bytes() == (gb / f).read_bytes() for f in files)
+        strip = ("created", "build_seconds", "seal")  # the seal hashes the manifest, times included
+        assert {k: v for k, v in one.manifest.items() if k not in strip} == \
+            {k: v for k, v in two.manifest.items() if k not in strip}
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_bad_line_fails_the_build_with_the_serial_error_and_stops_the_parse_workers(tmp_path, monkeypatch):
+    import multiprocessing
+
+    root = _corpus(tmp_path / "corpus", bad_line='{"text": "cut off')
+    with pytest.raises(InputError) as serial:
+        Index.build([root], tmp_path / "one", parts="exact", shard_size=900, workers=1)
+    monkeypatch.setattr(ranges, "PARSE_BYTES", 300)
+    with pytest.raises(InputError) as parallel:
+        Index.build([root], tmp_path / "two", parts="exact", shard_size=900, workers=2)
+    assert str(parallel.value) == str(serial.value) and "invalid JSON" in str(serial.value)
+    assert not (tmp_path / "two").exists() and not multiprocessing.active_children()
