@@ -576,3 +576,32 @@ def test_cli_where(built):
         bad = subprocess.run(rtv + cmd + ["--where", "year >= AND"], capture_output=True, text=True)
         assert bad.returncode == 1 and "Traceback" not in bad.stderr
         assert bad.stderr.strip().count("\n") == 0 and "--where 'year >= AND': at character 9" in bad.stderr
+
+
+def test_where_on_metadata_with_nan_and_infinity(tmp_path):
+    """Python's json reads NaN and Infinity, json.dumps writes them back, SQLite's json_extract
+    rejects them as malformed JSON: the store keeps them as null, so --where works on such an index
+    (built or added to) and the values read back as None."""
+    from retrieval import Index
+    from retrieval.update import add
+
+    lines = ['{"id": "a", "text": "cat one", "score": NaN, "lang": "en"}',
+             '{"id": "b", "text": "cat two", "score": 1.5, "lang": "de", "v": [Infinity, 2.0]}',
+             '{"id": "c", "text": "cat three", "score": -Infinity, "nested": {"x": NaN, "y": 1}}']
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "more.jsonl").write_text('{"id": "d", "text": "cat four", "score": NaN, "lang": "en"}\n', encoding="utf-8")
+    Index.build([tmp_path / "c.jsonl"], tmp_path / "idx", id_field="id", dense=False).close()
+    add(tmp_path / "idx", [tmp_path / "more.jsonl"], id_field="id")
+    idx = Index.open(tmp_path / "idx")
+    try:
+        assert idx.count("cat", where="score > 1") == 1  # b only: null is no number
+        assert idx.count("cat", where="score IS NULL") == 3  # a, c and the added d
+        assert idx.count("cat", where="lang = 'en'") == 2
+        assert idx.count("cat", where="nested.y = 1 AND nested.x IS NULL") == 1
+        meta = {d["ext_id"]: d["metadata"] for d in idx.store.documents(range(4))}
+        assert meta["a"]["score"] is None and meta["b"]["v"] == [None, 2.0] and meta["c"]["nested"] == {"x": None, "y": 1}
+        assert meta["d"] == {"score": None, "lang": "en"}
+        raw = idx.store.db.execute("select count(*) from documents where json_valid(metadata)").fetchone()[0]
+        assert raw == 4
+    finally:
+        idx.close()

@@ -11,6 +11,7 @@ index written by an older rtv can be upgraded in place and a newer one is recogn
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -79,6 +80,17 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 OPTIONAL_ON_READ = frozenset({4})
 
 
+def _finite(value):
+    """A JSON-able value with every NaN or infinite float (Python's json reads NaN, Infinity) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Store:
     """Documents and passages of one index. Document ids are the global FM-index doc ids."""
 
@@ -122,9 +134,11 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
     def add_documents(self, rows: Iterable[dict]) -> None:
-        """rows: dicts with id, ext_id, source, length, metadata (a dict, stored as JSON)."""
+        """rows: dicts with id, ext_id, source, length, metadata (a dict, stored as JSON; NaN and
+        infinities as null, since SQLite's json_extract, which --where filters use, rejects them)."""
         self.db["documents"].insert_all(
-            ({**r, "metadata": json.dumps(r.get("metadata") or {}, ensure_ascii=False, default=str)} for r in rows),
+            ({**r, "metadata": json.dumps(_finite(r.get("metadata") or {}), ensure_ascii=False, allow_nan=False,
+                                          default=str)} for r in rows),
             batch_size=2000,
         )
 
