@@ -74,9 +74,11 @@ wall = time.perf_counter() - t
 done.set()
 if res.exit_code:
     sys.stderr.write(res.output); sys.exit(res.exit_code)
-me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+usage = resource.getrusage(resource.RUSAGE_SELF)
+me = usage.ru_maxrss * 1024
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids, "tree_peak_bytes": tree_peak[0]}))
+print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids, "tree_peak_bytes": tree_peak[0],
+                  "driver_cpu_s": usage.ru_utime + usage.ru_stime}))
 """
 
 
@@ -86,14 +88,19 @@ print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": 
 DRIVER = r"""
 import json, pickle, sys, time
 from retrieval.build import plan_shards
-from retrieval.corpus import ReadOptions
-from retrieval.readers.ranges import read_documents_parallel
+from retrieval.corpus import ReadOptions, read_documents
+try:
+    from retrieval.readers.ranges import read_documents_parallel
+except ImportError:  # a tree from before it (for a before/after run): the driver parses everything
+    def read_documents_parallel(sources, opts, workers):
+        return read_documents(sources, opts)
 if __name__ == "__main__":
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     n = 0
     for shard in plan_shards(read_documents_parallel([sys.argv[1]], ReadOptions(), int(sys.argv[3])), int(sys.argv[2])):
         n += len(pickle.dumps(shard))
-    print(json.dumps({"wall_s": time.perf_counter() - t, "pickled_bytes": n}))
+    # cpu_s: this process only (not its parse workers): what caps a build however many cores build
+    print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu, "pickled_bytes": n}))
 """
 
 
@@ -278,16 +285,21 @@ def main() -> None:
         by_workers = {}
         for w in workers_list:
             driver = child(DRIVER, str(corpus), str(shard_size), str(w))
-            by_workers[str(w)] = {"wall_s": round(driver["wall_s"], 2), "mb_per_s": round(n_text / 1e6 / driver["wall_s"], 2)}
+            by_workers[str(w)] = {"wall_s": round(driver["wall_s"], 2), "mb_per_s": round(n_text / 1e6 / driver["wall_s"], 2),
+                                  "cpu_s": round(driver["cpu_s"], 2),
+                                  "mb_per_cpu_s": round(n_text / 1e6 / driver["cpu_s"], 2)}
             print(f"{parts:14s} driver only, workers {w:2d} (read, plan, pickle; no build): {driver['wall_s']:.2f} s  "
-                  f"{n_text / 1e6 / driver['wall_s']:.2f} MB/s", flush=True)
+                  f"{n_text / 1e6 / driver['wall_s']:.2f} MB/s; its own CPU {driver['cpu_s']:.2f} s, "
+                  f"{n_text / 1e6 / driver['cpu_s']:.2f} MB per CPU-second", flush=True)
         corpora[parts]["driver_only"] = by_workers[str(workers_list[0])]
         corpora[parts]["driver_only_by_workers"] = by_workers
         rows = []
         for w in workers_list:
             out = WORK / f"build-{parts}-w{w}"
             r = build(corpus, out, flag, shard_size, w)
-            r.update(workers=w, mb_per_s=round(n_text / 1e6 / r["wall_s"], 2), wall_s=round(r["wall_s"], 2))
+            r.update(workers=w, mb_per_s=round(n_text / 1e6 / r["wall_s"], 2), wall_s=round(r["wall_s"], 2),
+                     driver_cpu_s=round(r["driver_cpu_s"], 2),
+                     driver_mb_per_cpu_s=round(n_text / 1e6 / r["driver_cpu_s"], 2))
             r["identical_to_workers_1"] = True if w == workers_list[0] else same_files(WORK / f"build-{parts}-w{workers_list[0]}", out)
             manifest = json.loads((out / (out / "CURRENT").read_text().strip() / "manifest.json").read_text())
             r["shards"] = len(manifest["exact"]["shards"])
@@ -297,7 +309,8 @@ def main() -> None:
             r["default_budget_bytes"] = default_max_memory()
             r["tree_peak_within_default_budget"] = r["tree_peak_bytes"] <= r["default_budget_bytes"]
             rows.append(r)
-            print(f"{parts:14s} workers {w:2d}: {r['wall_s']:7.2f} s  {r['mb_per_s']:7.2f} MB/s  driver peak "
+            print(f"{parts:14s} workers {w:2d}: {r['wall_s']:7.2f} s  {r['mb_per_s']:7.2f} MB/s  driver CPU "
+                  f"{r['driver_cpu_s']:.2f} s ({r['driver_mb_per_cpu_s']:.1f} MB/CPU-s)  driver peak "
                   f"{r['driver_peak_bytes'] / 1e9:.2f} GB  worker peak {r['worker_peak_bytes'] / 1e9:.2f} GB  tree peak "
                   f"{r['tree_peak_bytes'] / 1e9:.2f} GB (reserved {r['reserved_bytes'] / 1e9:.2f})  "
                   f"identical {r['identical_to_workers_1']}", flush=True)
