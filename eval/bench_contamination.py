@@ -12,6 +12,7 @@ the JSON lines, the Markdown bulletin and the HTML report to eval/results/.
 
     python eval/bench_contamination.py speed --mb 1000
     python eval/bench_contamination.py humaneval
+    python eval/bench_contamination.py compare --before /path/to/older/checkout
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import sys
 import sysconfig
 import time
@@ -266,6 +268,54 @@ def cmd_speed(args) -> None:
     print(f"wrote {out}")
 
 
+def cmd_child_run(args) -> None:
+    """One timed run, printed as JSON: the `compare` command runs it under each side's Python."""
+    from retrieval import Index
+
+    index = Index.open(Path(args.index), verify=False)
+    print(json.dumps(timed_run(index, Path(args.bench), ["text"], repeat=1)))
+
+
+def cmd_compare(args) -> None:
+    """Before/after in one run: the same benchmark and index, timed under an older checkout's
+    Python (--before: a checkout with its extension built into DIR/.venv) and under this one's,
+    alternately `--repeat` times, so both see the same load."""
+    corpus, held, nbytes = build_corpus(args.mb)
+    index, _ = get_index(corpus, f"contam-{args.mb}mb-idx")
+    bench = DATA / f"bench-{args.mb}mb-{args.n}-{int(args.share * 100)}.jsonl"
+    if not bench.exists():
+        make_benchmark(corpus, held, bench, args.n, args.share, args.chars)
+    before = Path(args.before)
+    rev = subprocess.run(["git", "-C", str(before), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    sides = {"before": str(before / ".venv" / "bin" / "python"), "after": sys.executable}
+    runs: dict[str, list] = {k: [] for k in sides}
+    load_before = os.getloadavg()
+    for _ in range(args.repeat):
+        for side, python in sides.items():
+            out = subprocess.run([python, __file__, "child-run", str(DATA / f"contam-{args.mb}mb-idx"), str(bench)],
+                                 capture_output=True, text=True, check=True, env={**os.environ, "RTV_SILENT": "1"})
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = {side: max(r, key=lambda x: x["entries_per_s"]) for side, r in runs.items()}
+    assert best["before"]["buckets"] == best["after"]["buckets"], best
+    result = {**provenance(), "before_commit": rev, "corpus": {"path": str(corpus), "bytes": nbytes},
+              "benchmark": bench.name, "dirty_share": args.share,
+              "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
+              "runs": runs, "best": best,
+              "speedup": round(best["after"]["entries_per_s"] / best["before"]["entries_per_s"], 2),
+              "speedup_per_cpu_s": round(best["after"]["entries_per_cpu_s"] / best["before"]["entries_per_cpu_s"], 2)}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "bench_contamination_compare.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{bench.name}, corpus {nbytes / 1e6:.0f} MB; before = {rev[:7]}, after = {result['commit'][:7]}")
+    for side in sides:
+        b = best[side]
+        print(f"  {side:6}: {b['entries_per_s']} entries/s, {b['entries_per_cpu_s']} per CPU-s (best of {args.repeat}), "
+              f"buckets {b['buckets']}")
+    print(f"  speedup {result['speedup']}x wall, {result['speedup_per_cpu_s']}x per CPU-s; load average "
+          f"{result['load_average']['before']} -> {result['load_average']['after']}")
+    print(f"wrote {out}")
+
+
 def cmd_humaneval(args) -> None:
     from retrieval.contamination import BenchmarkRun, ContaminationConfig, html_report, markdown_bulletin, text_table
 
@@ -307,9 +357,19 @@ def main() -> None:
     sp.add_argument("--n", type=int, default=5000, help="entries per benchmark")
     sp.add_argument("--chars", type=int, default=500, help="characters per entry")
     sub.add_parser("humaneval")
+    cp = sub.add_parser("compare", help="before/after: an older checkout's code against this one, same run")
+    cp.add_argument("--before", required=True, help="checkout of the older commit, its extension built into DIR/.venv")
+    cp.add_argument("--mb", type=int, default=1000)
+    cp.add_argument("--n", type=int, default=5000)
+    cp.add_argument("--chars", type=int, default=500)
+    cp.add_argument("--share", type=float, default=0.5, help="share of entries cut from indexed files")
+    cp.add_argument("--repeat", type=int, default=2)
+    ch = sub.add_parser("child-run")
+    ch.add_argument("index")
+    ch.add_argument("bench")
     args = ap.parse_args()
     os.environ.setdefault("RTV_SILENT", "1")
-    {"speed": cmd_speed, "humaneval": cmd_humaneval}[args.cmd](args)
+    {"speed": cmd_speed, "humaneval": cmd_humaneval, "compare": cmd_compare, "child-run": cmd_child_run}[args.cmd](args)
 
 
 if __name__ == "__main__":
