@@ -265,8 +265,7 @@ class Index:
             from .dense import DenseIndex
 
             if not self.root.is_dir():  # opened lazily: the generation must still be there
-                raise IndexFormatError(f"{self.path}: rebuilt twice since it was opened (its generation "
-                                       f"{self.root.name} is gone); open it again")
+                raise self._generation_gone()
 
             self._dense = DenseIndex.open(self.root / "dense", self.manifest["dense"], device=self._device)
         return self._dense
@@ -284,9 +283,16 @@ class Index:
             raise TypeError("search_batch: expected a list of queries, got one string; use search() or pass [query]")
         return search(self, list(queries), mode=mode, k=k, **options)
 
+    def _generation_gone(self) -> IndexFormatError:
+        return IndexFormatError(f"{self.path}: changed twice since it was opened (rebuilt, or rtv add/delete/"
+                                f"compact; its generation {self.root.name} is gone); open it again")
+
     def info(self) -> dict:
         m = self.manifest
-        parts = self.part_bytes()
+        try:
+            parts = self.part_bytes()  # stats this generation's files
+        except FileNotFoundError:
+            raise self._generation_gone() from None
         corpus = max(1, m["corpus"]["bytes"])
         return {
             "path": str(self.path), "generation": self.root.name, "format_version": m["format_version"],

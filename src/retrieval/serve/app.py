@@ -8,7 +8,7 @@ Routes (every JSON answer carries `latency_ms`, the time spent in the server):
     GET  /                          the web page (static HTML + JS, no build step)
     GET  /health                    {"status": "ok", "version"}; no token needed
     GET  /docs, /openapi.json       OpenAPI (FastAPI)
-    GET  /v1                        indexes, limits, version, reranker
+    GET  /v1                        indexes (with the generation served), limits, version, reranker
     GET  /v1/{index}/info           rtv info's JSON (the server's directory left out)
     POST /v1/{index}/count          {"query"} | {"queries": [...]}
     POST /v1/{index}/find           {"query" | "queries", "offset", "limit", "context", "snippets"}
@@ -22,9 +22,11 @@ Routes (every JSON answer carries `latency_ms`, the time spent in the server):
 
 Field names are those of the CLI's --json output. The index name in a path only selects one of the
 indexes opened at start (a dict lookup): nothing a request sends reaches the filesystem, and a
-search's reranker is the one the server was started with. Library calls run in a thread pool (the
-C++ core releases the GIL); searches are batched across concurrent requests with the same options,
-so the embedding model encodes several queries in one call while others run.
+search's reranker is the one the server was started with. Each index follows its live generation
+(serve/live.py: rtv add / delete / compact show in the next request), and a request reads the
+generation that was live when it arrived, whole. Library calls run in a thread pool (the C++ core
+releases the GIL); searches are batched across concurrent requests with the same options, so the
+embedding model encodes several queries in one call while others run.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any, Literal
 from ..errors import InputError, MissingDependencyError, RtvError, require
 from ..options import DEFAULT_FUSION, DEFAULT_K, DEFAULT_MODE, DEFAULT_RERANK, FUSIONS, MODES
 from .limits import ApiError, Limits, check_batch, check_max, check_pattern, over_limit
+from .live import LeaseRelease, LiveIndex
 
 require("fastapi", "serve")  # a missing extra says which pip install to run
 
@@ -105,7 +108,7 @@ class State:
     def __init__(self, config: ServeConfig, indexes: dict, reranker):
         self.config = config
         self.limits = config.limits
-        self.indexes = indexes
+        self.indexes = {name: LiveIndex(name, idx, config.device) for name, idx in indexes.items()}
         self.reranker = reranker  # a retrieval.hybrid.rerank.Reranker or None
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.threads), thread_name_prefix="rtv-serve")
         # searches (model calls) get threads of their own, so a count never waits behind an embedding
@@ -113,12 +116,13 @@ class State:
         self.batcher: SearchBatcher | None = None  # made on the event loop (lifespan)
         self.on_ready = None  # called once the server accepts requests
 
-    def index(self, name: str):
-        idx = self.indexes.get(name)
-        if idx is None:
+    async def index(self, name: str):
+        """The live generation of index `name`, held open for the request until its response is sent."""
+        live = self.indexes.get(name)
+        if live is None:
             raise ApiError(404, "unknown_index", f"no index named {name!r} here; this server holds: "
                            f"{', '.join(sorted(self.indexes))}", index=name, indexes=sorted(self.indexes))
-        return idx
+        return await live.acquire()
 
     async def run(self, fn, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -131,9 +135,8 @@ class State:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.search_pool.shutdown(wait=True)
-        for idx in self.indexes.values():
-            with contextlib.suppress(Exception):
-                idx.close()
+        for live in self.indexes.values():
+            live.close()
 
 
 def open_state(config: ServeConfig) -> State:
@@ -176,10 +179,11 @@ class SearchBatcher:
         self.task = asyncio.get_running_loop().create_task(self._loop())
         self.pending: set = set()
 
-    async def search(self, name: str, queries: list[str], options: dict) -> list:
+    async def search(self, index, queries: list[str], options: dict) -> list:
         fut = asyncio.get_running_loop().create_future()
-        key = (name, json.dumps(options, sort_keys=True, default=repr))
-        await self.queue.put((key, queries, options, fut))
+        # one batch, one Index: requests leased to another generation of the same index wait
+        key = (id(index), json.dumps(options, sort_keys=True, default=repr))
+        await self.queue.put((key, queries, options, fut, index))
         return await fut
 
     async def _loop(self) -> None:
@@ -202,9 +206,8 @@ class SearchBatcher:
 
     async def _run(self, group) -> None:
         try:
-            name, options = group[0][0][0], group[0][2]
-            index = self.state.indexes[name]
-            queries = [q for _, qs, _, _ in group for q in qs]
+            options, index = group[0][2], group[0][4]
+            queries = [q for _, qs, _, _, _ in group for q in qs]
             try:
                 results = await self.state.run_search(index.search_batch, queries, **options)
             except Exception as exc:  # noqa: BLE001
@@ -212,14 +215,14 @@ class SearchBatcher:
                     group[0][3].set_exception(exc)
                     return
                 # one request's queries failed the batch: run each request alone
-                for _, qs, _, fut in group:
+                for _, qs, _, fut, _ in group:
                     try:
                         fut.set_result(await self.state.run_search(index.search_batch, qs, **options))
                     except Exception as one:  # noqa: BLE001
                         fut.set_exception(one)
                 return
             i = 0
-            for _, qs, _, fut in group:
+            for _, qs, _, fut, _ in group:
                 if not fut.cancelled():
                     fut.set_result(results[i:i + len(qs)])
                 i += len(qs)
@@ -472,6 +475,7 @@ def create_app(state: State) -> FastAPI:
                   description="Exact (FM-index) and dense retrieval over one corpus. Every answer carries "
                               "latency_ms. Field names follow the `rtv ... --json` output.")
     app.add_middleware(BodyLimit, limits=limits)
+    app.add_middleware(LeaseRelease)
     if state.config.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -550,17 +554,19 @@ def create_app(state: State) -> FastAPI:
     async def server_info():
         t0 = time.perf_counter()
         rows = []
-        for name, idx in state.indexes.items():
-            m = idx.manifest
-            rows.append({"name": name, "documents": m["corpus"]["documents"], "passages": m["corpus"]["passages"],
-                         "corpus_bytes": m["corpus"]["bytes"], "dense": bool(m.get("dense"))})
+        for name in state.indexes:
+            m = (idx := await state.index(name)).manifest
+            rows.append({"name": name, "generation": idx.root.name,
+                         "documents": m["corpus"]["documents"] - m["corpus"].get("deleted", 0),
+                         "passages": m["corpus"]["passages"], "corpus_bytes": m["corpus"]["bytes"],
+                         "dense": bool(m.get("dense"))})
         return answer({"version": __version__, "indexes": rows, "limits": limits.to_json(),
                        "reranker": getattr(state.reranker, "name", None)}, t0)
 
     @app.get("/v1/{name}/info", tags=["index"], dependencies=guarded)
     async def info(name: str):
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         data = await state.run(idx.info)
         data["path"] = name  # the server's directory stays on the server
         data["name"] = name
@@ -572,7 +578,7 @@ def create_app(state: State) -> FastAPI:
     async def count(name: str, req: CountRequest):
         """Occurrences of each string (exact UTF-8 bytes): {"query", "count"}."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         qs, single = one_or_many(req.query, req.queries, "query", "queries", limits)
         for q in qs:
             check_pattern(limits, q)
@@ -601,7 +607,7 @@ def create_app(state: State) -> FastAPI:
     async def find(name: str, req: FindRequest):
         """A page of occurrences: {"doc_id", "ext_id", "offset", "snippet"}, the total count, next_offset."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         qs, single = one_or_many(req.query, req.queries, "query", "queries", limits)
         for q in qs:
             check_pattern(limits, q)
@@ -624,7 +630,7 @@ def create_app(state: State) -> FastAPI:
     async def cnf(name: str, req: CnfRequest):
         """Documents containing (a OR b) AND c for clauses [[a, b], [c]]; paged by offset/limit."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         qs, single = one_or_many(req.clauses, req.queries, "clauses", "queries", limits)
         for clauses in qs:
             if not clauses or any(not g for g in clauses):
@@ -648,7 +654,7 @@ def create_app(state: State) -> FastAPI:
     async def extract(name: str, req: ExtractRequest):
         """Documents rebuilt from the FM-index: {"doc_id", "ext_id", "text"}."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         ids, single = one_or_many(req.doc_id, req.doc_ids, "doc_id", "doc_ids", limits)
         for d in ids:
             _check_doc(idx, d)
@@ -667,7 +673,7 @@ def create_app(state: State) -> FastAPI:
     async def snippet(name: str, req: SnippetRequest):
         """Text of bytes [offset, offset + width) of a document, less characters cut at either edge."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         single = req.items is None
         if single:
             if req.doc_id is None or req.offset is None or req.width is None:
@@ -690,7 +696,7 @@ def create_app(state: State) -> FastAPI:
         from ..windows import windows
 
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         texts, single = one_or_many(req.text, req.texts, "text", "texts", limits)
         for t in texts:
             check_pattern(limits, t, "text", "max_ngram_text_bytes")
@@ -714,7 +720,7 @@ def create_app(state: State) -> FastAPI:
         """Passages for a query (hybrid, dense, lexical or exact): results as `rtv query --json`
         (rank, doc_id, ext_id, passage_id, score, text, start, end, spans, stages, metadata)."""
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         qs, single = one_or_many(req.query, req.queries, "query", "queries", limits)
         check_options(req.mode, req.k, req.fusion, flags=False)
         for q in qs:
@@ -733,7 +739,7 @@ def create_app(state: State) -> FastAPI:
                    "fusion": req.fusion, "depth": req.depth, "weights": req.weights, "where": req.where}
         if req.rerank_top_n is not None:
             options["rerank_top_n"] = req.rerank_top_n
-        results = await state.batcher.search(name, qs, options)
+        results = await state.batcher.search(idx, qs, options)
         rows = [{"query": q, "mode": req.mode, "k": req.k, "reranked": use,
                  "results": [h.to_json(rank) for rank, h in enumerate(hits, start=1)]} for q, hits in zip(qs, results)]
         return answer(rows[0] if single else {"results": rows}, t0)
@@ -753,7 +759,7 @@ def create_app(state: State) -> FastAPI:
         from ..contamination import ContaminationConfig, Scorer, Summary, Thresholds
 
         t0 = time.perf_counter()
-        idx = state.index(name)
+        idx = await state.index(name)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await request.body()
         try:
