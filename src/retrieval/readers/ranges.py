@@ -124,7 +124,14 @@ def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None
     error: BaseException | None = None
 
     def take() -> Iterator:
-        docs, empty = pending.popleft().result()
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            docs, empty = pending.popleft().result()
+        except BrokenProcessPool:
+            raise InputError("a JSONL-parsing worker process died (out of memory? lower --workers; a script that "
+                             "builds with workers > 1 needs an `if __name__ == '__main__':` guard, as workers are "
+                             "spawned)") from None
         skipped["empty"] += empty
         yield from docs
 
