@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from _oracles import naive_occurrences
-from _serve_fixtures import DOCS, Server, write_corpus
+from _serve_fixtures import DOCS, Server, wait_until, write_corpus
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -89,7 +89,8 @@ def test_server_follows_add_and_delete(served):
 def test_concurrent_requests_during_changes(served):
     """Requests from several threads while adds, a delete and a compaction publish: every one
     succeeds, and each find page is whole: its count and its occurrences are those of one of the
-    generations (never a mix, never an error from a generation removed under it)."""
+    generations (never a mix, never an error from a generation removed under it), and each one is
+    served in turn."""
     from retrieval.update import add, compact, delete
 
     tmp, c = served
@@ -130,13 +131,16 @@ def test_concurrent_requests_during_changes(served):
         t.start()
     try:
         for change in changes:
+            # a few rounds of requests on this generation first (more than one in flight per thread)
+            mark = len(seen) + 2 * len(threads)
+            assert wait_until(lambda mark=mark: len(seen) >= mark or errors, timeout=60) and not errors, errors[:5]
             change()
     finally:
         done.set()
         for t in threads:
             t.join(120)
     assert not errors, errors[:5]
-    assert seen
+    assert set(seen) == allowed  # each generation was served while the others were requested
     final = live[-1]
     assert _count(c, "cat") == _naive(final, "cat") and _count(c, "ZEBRA_77") == _naive(final, "ZEBRA_77")
 
