@@ -153,6 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     reranker = args.reranker if args.reranker and Path(args.reranker).is_dir() else None
 
+    measured = provenance()  # the commit that runs, not the one checked out when the JSON is written
     load_before = load()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"])
@@ -174,7 +175,7 @@ def main() -> None:
               f"{warm_res[name]['median_ms']:>16.2f}")
     print("import ms (cumulative, one cold run):", json.dumps(imports))
     print("cold dense query, steps in one fresh process (s):", json.dumps(steps))
-    out = {**provenance(), "load_before": load_before, "load_after": load(),
+    out = {**measured, "load_before": load_before, "load_after": load(),
            "settings": {"index": args.index, "query": args.query, "word": args.word, "reranker": reranker,
                         "repeat": args.repeat, "page_cache": "warm (not dropped: shared machine)"},
            "python_startup_s": round(statistics.median(python_s), 3), "cold": cold_res, "warm": warm_res,

@@ -200,6 +200,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    measured = provenance()  # the commit that runs, not the one checked out when the JSON is written
     load_before = load()
     rrs = rerankers(args.reranker, args.backends.split(","), args.max_length)
     ns = argparse.Namespace(passages=100_000, queries=400, seed=0)
@@ -224,7 +225,7 @@ def main() -> None:
             print(f"{r['backend']:<15}{r['depth']:>6}{r['ndcg@10']:>9.4f}{r['ndcg@10_minus_torch'] or 0:>+9.4f}"
                   f"{r['top10_agreement_with_torch'] or 0:>10.3f}{r['rerank']['p50_ms']:>11.1f}{r['rerank']['p95_ms']:>8.1f}"
                   f"{e['p50_ms']:>11.1f}{e['p95_ms']:>8.1f}{e['cpu_p50_ms']:>9.1f}")
-    out = {**provenance(), "load_before": load_before, "load_after": load(),
+    out = {**measured, "load_before": load_before, "load_after": load(),
            "settings": {"reranker": args.reranker, "backends": list(rrs), "depths": DEPTHS, "threads": args.threads,
                         "max_length": args.max_length, "openvino_int8_calibration": calibration or None,
                         "hybrid": "rtv defaults (weighted fusion, depth 100), k=10 end to end"},
