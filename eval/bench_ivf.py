@@ -4,8 +4,7 @@ recipes side by side with exact flat search on the same CPU, in one run.
 Why (the coarse quantizer alone, no codes): for every query, the rank of each true top-10
 neighbour's list in the query's list order; the lists (and the share of all vectors) to visit
 for 90% / 95% of the neighbours, for real queries next to passages used as queries (their own
-hit left out), with FAISS's IP k-means (today's training) and with spherical k-means
-(unit-length centroids). Also the lists' size imbalance and the cosine of each kind of query to
+hit left out). Also the lists' size imbalance and the cosine of each kind of query to
 its neighbours.
 
 Recipes: each built by rtv (`build_from_vectors`, recipe TOMLs below) and searched through
@@ -58,24 +57,21 @@ def import_dense():
     return index
 
 
-# name -> [dense] table of the recipe as built here ({nlist} from the corpus size, as rtv plans it)
+# name -> [dense] table of the recipe as built here ({nlist} from the corpus size, as rtv plans it);
+# None: the shipped recipe of that name (indexes/NAME.toml)
+INT8 = {"rescore_multiplier": 20, "store": "int8", "store_scale": "vector", "min_vectors": 10000}
 RECIPES = {
-    "pq-before": {"factory": "IVF{nlist},PQ{m}x8np", "dims_per_code": 6, "nprobe": 32, "nprobe_fraction": 0.1875,
-                    "rescore_multiplier": 20, "store": "int8", "store_scale": "vector", "min_vectors": 10000},
-    "pq-spherical": {"factory": "IVF{nlist},PQ{m}x8np", "dims_per_code": 6, "spherical": True,
-                            "rescore_multiplier": 20, "store": "int8", "store_scale": "vector", "min_vectors": 10000},
-    "pq4fs-spherical": {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "spherical": True,
-                                      "rescore_multiplier": 20, "store": "int8", "store_scale": "vector",
-                                      "min_vectors": 10000},
-    "rabitq-spherical": {"factory": "IVF{nlist},RaBitQfs", "spherical": True, "rescore_multiplier": 20,
-                                    "store": "int8", "store_scale": "vector", "min_vectors": 10000},
-    "sq8-spherical-nostore": {"factory": "IVF{nlist},SQ8", "spherical": True, "store": "none",
-                                 "min_vectors": 10000},
+    "pq": None,  # today's default: IVF + 4-bit fast-scan PQ, int8 rescoring
+    "pq-before": {"factory": "IVF{nlist},PQ{m}x8np", "dims_per_code": 6, "nprobe": 32, "nprobe_fraction": 0.1875, **INT8},
+    "rabitq": {"factory": "IVF{nlist},RaBitQfs", **INT8},
+    "sq8-nostore": {"factory": "IVF{nlist},SQ8", "store": "none", "min_vectors": 10000},
 }
 FRACTIONS = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 3 / 16)
 
 
-def write_recipe(name: str, table: dict, tmp: Path) -> str:
+def write_recipe(name: str, table: dict | None, tmp: Path) -> str:
+    if table is None:
+        return name
     path = tmp / f"{name}.toml"
     path.write_text("[dense]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()))
     return str(path)
@@ -216,7 +212,7 @@ def run(args, save) -> dict:
             index = dense.DenseIndex.open(tmp / str(len(out["recipes"])), section, device="cpu")
             ivf = faiss.extract_index_ivf(index.index)
             store_b = sum(v["bytes"] for f, v in section["files"].items() if f != dense.INDEX_FILE) / n
-            row = {"factory": section["factory"], "spherical_kmeans": bool(table.get("spherical")),
+            row = {"factory": section["factory"],
                    "rescore_multiplier": section["params"]["rescore_multiplier"], "store": section["store"],
                    "build_s": round(build_s, 1), "train_points": section["train_points"],
                    "index_bytes_per_vector": section["code_bytes_per_vector"],

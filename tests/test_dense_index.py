@@ -111,6 +111,16 @@ def test_bytes_per_vector_is_what_the_file_grows_by(data, more, built, name, tmp
     d, section = built[name]
     size = (d / "index.faiss").stat().st_size
     assert section["index_bytes_per_vector"] == pytest.approx(size / N, abs=0.01)
+    if "x4fs" in section["factory"]:
+        # fast-scan lists hold their codes in blocks of 32 (the last one padded), so the bytes a
+        # vector costs are its id plus its list's padded codes, not the slope of a bigger build
+        index = faiss.read_index(str(d / "index.faiss"))
+        ivf = faiss.extract_index_ivf(index)
+        padded = sum(math.ceil(ivf.invlists.list_size(i) / 32) * 32 for i in range(ivf.nlist))
+        m = section["layout"]["m"]
+        assert section["code_bytes_per_vector"] == pytest.approx((8 * N + m // 2 * padded) / N, abs=0.01)
+        assert section["code_bytes_per_vector"] <= section["index_bytes_per_vector"]
+        return
     bigger = build_from_vectors(np.concatenate([data[0], more]), tmp_path, name, device="cpu", quiet=True)
     assert bigger["factory"] == section["factory"]  # the same layout (nlist), or the slope means nothing
     grown = ((tmp_path / "index.faiss").stat().st_size - size) / MORE
@@ -550,3 +560,19 @@ def test_bad_store_settings_are_clear(data, built, stores, tmp_path):
         VectorStore(bad, spec, N, D)
     with pytest.raises(IndexFormatError, match="store spec"):
         VectorStore(d, {**spec, "scale": "row"}, N, D)
+
+
+def test_ip_lists_have_unit_centroids(built):
+    """FAISS's k-means under inner product leaves the coarse quantizer's centroids unit length, like
+    the vectors (so a spherical k-means option would change nothing: eval/bench_ivf.py)."""
+    index = faiss.read_index(str(built["pq"][0] / "index.faiss"))  # held: the IVF view does not own it
+    ivf = faiss.extract_index_ivf(index)
+    np.testing.assert_allclose(np.linalg.norm(ivf.quantizer.reconstruct_n(0, ivf.nlist), axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("factory, on_gpu", [("IVF64,PQ32x4fs", False), ("IVF64,RaBitQfs", False),
+                                             ("HNSW32,SQ8", False), ("IVF64,PQ16x8np", True), ("Flat", True)])
+def test_gpu_ok_only_where_faiss_has_a_gpu_index(factory, on_gpu):
+    from retrieval.dense.index import codec_for
+
+    assert codec_for("float", factory).gpu_ok(building=True) is on_gpu

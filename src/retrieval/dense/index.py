@@ -241,16 +241,9 @@ def build_from_vectors(vecs: np.ndarray, out_dir: Path, recipe: str | None = Non
     t0 = time.time()
     codes = codec.encode(vecs)
     index = codec.new(dim)
-    if plan.get("spherical"):
-        # k-means with unit-length centroids: vectors and queries are unit length and lists are
-        # chosen by inner product, which with plain (shorter, unequal) means favours the tight
-        # clusters' centroids; unit centroids split the sphere evenly (eval/bench_ivf.py)
-        _faiss().extract_index_ivf(index).cp.spherical = True
     if "ef_construction" in plan["params"] and hasattr(index, "hnsw"):
         index.hnsw.efConstruction = plan["params"]["ef_construction"]
     work = codec.to_gpu(index) if gpu else index
-    if plan.get("spherical") and gpu and hasattr(work, "cp"):
-        work.cp.spherical = True  # the GPU clone trains with its own clustering parameters
     if not index.is_trained:
         rng = np.random.default_rng(1234)
         sample = codes if plan["train_points"] >= n else codes[np.sort(rng.choice(n, plan["train_points"], replace=False))]
@@ -284,7 +277,7 @@ def build_from_vectors(vecs: np.ndarray, out_dir: Path, recipe: str | None = Non
         "metric": codec.metric,
         "n_vectors": int(n),
         "params": plan["params"],
-        "layout": {k: plan[k] for k in ("nlist", "m", "M", "spherical") if plan.get(k)},
+        "layout": {k: plan[k] for k in ("nlist", "m", "M") if k in plan},
         "gpu_float16_lut": plan["gpu_float16_lut"],
         "store": store,
         "files": files,

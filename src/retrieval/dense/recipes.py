@@ -144,5 +144,4 @@ def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
                 int(recipe.get("max_train_points", 500000)))
     return {"recipe": recipe["name"], "kind": kind, "factory": factory, "store": store,
             "store_options": store_options, "params": params,
-            "train_points": train, "gpu_float16_lut": bool(recipe.get("gpu_float16_lut", True)),
-            "spherical": bool(recipe.get("spherical", False)) and "nlist" in fmt, **fmt}
+            "train_points": train, "gpu_float16_lut": bool(recipe.get("gpu_float16_lut", True)), **fmt}
