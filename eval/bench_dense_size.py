@@ -37,7 +37,7 @@ from bench_ivf import write_recipe
 from provenance import provenance
 
 INT8 = {"store": "int8", "store_scale": "vector"}
-PQ4FS = {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "nprobe": 16,
+PQ4FS = {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "nprobe": 32,
          "nprobe_fraction": 0.125, "min_vectors": 1000}
 # name -> the recipe's [dense] table (min_vectors lowered so that SciFact's 9,629 passages get the
 # compressed first stage rather than the flat fallback)
@@ -52,7 +52,7 @@ LAYOUTS = {
                                        "store_pca_dim": 128},
     "IVF-PQ96x4fs, no store": {**PQ4FS, "store": "none"},
     "IVF-PQ48x4fs, no store": {**PQ4FS, "dims_per_code": 8, "store": "none"},
-    "IVF-SQ8, no store": {"factory": "IVF{nlist},SQ8", "nprobe": 16, "nprobe_fraction": 0.125,
+    "IVF-SQ8, no store": {"factory": "IVF{nlist},SQ8", "nprobe": 32, "nprobe_fraction": 0.125,
                           "store": "none", "min_vectors": 1000},
     "binary + int8 x20": {"kind": "binary", "factory": "BFlat", "rescore_multiplier": 20, **INT8},
 }
