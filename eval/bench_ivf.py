@@ -235,7 +235,7 @@ def run(args, save) -> dict:
                 r = recall(ids, truth)
                 faiss.omp_set_num_threads(args.threads)
                 index.search(qt[:20], 10)
-                qps = len(qt) / best_of(args.repeat, lambda: index.search(qt, 10))
+                qps = len(qt) / best_of(args.repeat, lambda ix=index: ix.search(qt, 10))
                 row["sweep"].append({"nprobe": p, "lists_share": round(p / ivf.nlist, 4), "recall@10": round(r, 4),
                                      "qps": round(qps, 1), "x_flat": round(qps / flat_qps, 2)})
                 print(f"  {name}: nprobe {p} recall {r:.4f} {qps:.1f} QPS ({qps / flat_qps:.1f}x flat)", file=sys.stderr, flush=True)
