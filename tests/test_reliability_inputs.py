@@ -65,6 +65,7 @@ def test_sigterm_during_a_build_removes_its_temp_directory(tmp_path):
     assert rc != 0
     assert not path.exists()
     assert not list(tmp_path.glob(".idx.building-*"))
+    assert not (tmp_path / ".idx.lock").exists()  # the lock is released before the process dies
 
 
 def test_sigterm_during_a_rebuild_removes_the_generation_it_was_writing(tmp_path):
@@ -77,6 +78,7 @@ def test_sigterm_during_a_rebuild_removes_the_generation_it_was_writing(tmp_path
     child.send_signal(signal.SIGTERM)
     assert child.wait(60) != 0
     assert not list(path.glob(".gen-*.building-*"))
+    assert not (tmp_path / ".idx.lock").exists()
     assert Index.open(path).count("alpha") == 30
 
 

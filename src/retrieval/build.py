@@ -455,7 +455,7 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
         embedder = load_embedder(settings.model, settings.device)
         settings.passage_tokens = min(settings.passage_tokens, embedder.max_tokens)
     started = time.time()
-    with _output_errors(path), build_lock(path), _sigterm_as_exit():
+    with _sigterm_as_exit(), _output_errors(path), build_lock(path):
         target = Target(path, overwrite)
         try:
             manifest = _build_into(target.work, sources, settings, parts, embedder, runner)
@@ -599,13 +599,17 @@ def build_lock(path: Path) -> Iterator[None]:
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     """SIGTERM during a build raises SystemExit(143) like Ctrl-C raises KeyboardInterrupt, so the
-    build's temporary directory is removed on the way out (only where SIGTERM has its default
-    action and this is the main thread: a caller's own handler is left alone)."""
+    build's temporary directory (and lock) are removed on the way out; then the process dies of the
+    signal (only where SIGTERM has its default action and this is the main thread: a caller's own
+    handler is left alone)."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
 
+    terminated: list[int] = []
+
     def terminate(signum, frame):
+        terminated.append(signum)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
@@ -613,6 +617,12 @@ def _sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if terminated:
+            # The build's own clean-up has run (callers enter this context first, so their generation
+            # and lock are gone by now): die of the signal, as its default action would have. Exiting
+            # the interpreter instead joins the worker pools' manager threads, and one can wait forever
+            # on a reply that a terminated worker never finished sending (concurrent.futures).
+            os.kill(os.getpid(), terminated[0])
 
 
 _OUTPUT_FIXES = {errno.ENOSPC: "the disk is full; free space or write the index elsewhere with -o",
