@@ -3,12 +3,14 @@ tracked files had uncommitted edits) and the machine it ran on. One place for al
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "eval" / "results"
 
 
 def _git(*args: str) -> str | None:
@@ -35,3 +37,20 @@ def provenance() -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": _git("rev-parse", "HEAD"), "commit_dirty": bool(status) if status is not None else None,
             "machine": machine()}
+
+
+def write_results(path_or_name: str | Path, data: dict, announce: bool = True) -> Path:
+    """Write a benchmark's result as indented JSON and print where. A name (a str without "/",
+    e.g. "bench_x.json") lands in eval/results/; a Path (e.g. a user's --out) is used as given.
+    Written to a temporary file and renamed, so an interrupted run never leaves half a result."""
+    if isinstance(path_or_name, str) and "/" not in path_or_name:
+        path = RESULTS / path_or_name
+    else:
+        path = Path(path_or_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    if announce:
+        print(f"wrote {path}")
+    return path
