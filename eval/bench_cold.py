@@ -23,9 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
-RESULTS = ROOT / "eval" / "results"
 RTV = [sys.executable, "-m", "rtv_cli.main"]
 HEAVY = ["torch", "sentence_transformers", "transformers", "faiss", "sklearn", "scipy", "onnxruntime",
          "openvino", "tokenizers", "numpy", "sqlite_utils", "retrieval", "rtv_cli"]
@@ -181,10 +180,7 @@ def main() -> None:
            "python_startup_s": round(statistics.median(python_s), 3), "cold": cold_res, "warm": warm_res,
            "cold_imports_ms": imports, "cold_dense_steps_s": steps,
            "wall_s": round(time.perf_counter() - start, 1), "command": " ".join(["python"] + sys.argv)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench_cold{args.tag}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    write_results(f"bench_cold{args.tag}.json", out)
 
 
 if __name__ == "__main__":
