@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=200, help="MB of the real-text corpus for the exact indexes")
     ap.add_argument("--no-hybrid", action="store_true", help="skip the full hybrid index (needs eval/data/retrieval-eval)")
     args = ap.parse_args()
-    from provenance import provenance
+    from provenance import provenance, write_results
 
     WORK.mkdir(parents=True, exist_ok=True)
     src = corpus_subset(args.mb)
@@ -204,10 +204,9 @@ def main() -> None:
     print(f"infini-gram mini: {INFINIGRAM_MINI}x")
     out = {**provenance(), "mb": args.mb, "infini_gram_mini_ratio": INFINIGRAM_MINI,
            "rows": rows, "command": " ".join(["python"] + sys.argv)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_size.json").write_text(json.dumps(out, indent=1))
+    write_results("bench_size.json", out)
     plot(rows, RESULTS / "bench_size.png")
-    print(f"wrote {RESULTS / 'bench_size.json'} and {RESULTS / 'bench_size.png'}")
+    print(f"wrote {RESULTS / 'bench_size.png'}")
 
 
 def plot(rows: list[dict], path: Path) -> None:
