@@ -28,7 +28,6 @@ query reranked, the path a user's first query takes); the JSON names that query.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -39,9 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
 import retrieval_eval as rev  # noqa: E402  (sets HF_HUB_OFFLINE, sys.path; the benchmarks and folding)
-from provenance import provenance  # noqa: E402
-
-RESULTS = ROOT / "eval" / "results"
+from provenance import provenance, write_results  # noqa: E402
 BACKENDS = ["torch", "onnx-int8", "openvino", "openvino-int8"]  # onnx fp32: --backends (= torch's numbers, slower than openvino)
 DEPTHS = [10, 20, 50]
 
@@ -230,10 +227,7 @@ def main() -> None:
                         "max_length": args.max_length, "openvino_int8_calibration": calibration or None,
                         "hybrid": "rtv defaults (weighted fusion, depth 100), k=10 end to end"},
            "benchmarks": results, "command": " ".join(["python"] + sys.argv)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench_rerank{args.tag}.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    write_results(f"bench_rerank{args.tag}.json", out)
 
 
 if __name__ == "__main__":
