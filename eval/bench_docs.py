@@ -11,7 +11,6 @@ of one letter ran past 60 s at 1.7 GB), and 1,000 documents of it.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 
 def timed(fn):
@@ -66,9 +65,7 @@ def main() -> None:
         print(f"{r['documents']:>10}{r['occurrences']:>14,}{r['docs_s']:>11.4f}{r['cnf_two_clauses_s']:>9.4f}"
               f"{r['locate_all_then_unique_s']:>14.3f}")
     out = {**provenance(), "mb": args.mb, "rows": rows, "command": " ".join(["python"] + sys.argv)}
-    path = ROOT / "eval" / "results" / "bench_docs.json"
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    write_results("bench_docs.json", out)
 
 
 if __name__ == "__main__":
