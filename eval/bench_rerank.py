@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
 import retrieval_eval as rev  # noqa: E402  (sets HF_HUB_OFFLINE, sys.path; the benchmarks and folding)
 from provenance import provenance, write_results  # noqa: E402
+
 BACKENDS = ["torch", "onnx-int8", "openvino", "openvino-int8"]  # onnx fp32: --backends (= torch's numbers, slower than openvino)
 DEPTHS = [10, 20, 50]
 
