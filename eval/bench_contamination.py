@@ -29,7 +29,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from provenance import provenance  # eval/ is on sys.path when run as a script
+from provenance import provenance, write_results  # eval/ is on sys.path when run as a script
 from real_corpus import read_text_file, walk_files
 
 HERE = Path(__file__).parent
@@ -247,9 +247,7 @@ def cmd_speed(args) -> None:
         "peak_rss_mb": round(max(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024),
         "runs": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "bench_contamination.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results("bench_contamination.json", result)
     print(f"corpus {nbytes / 1e6:.0f} MB, {info['documents']} documents, index {info['index_bytes'] / 1e6:.0f} MB "
           f"({len(info['shards'])} shards){'' if build_s is None else f', built in {build_s:.0f} s'}; "
           f"{os.cpu_count()} CPUs")
@@ -265,7 +263,6 @@ def cmd_speed(args) -> None:
     print(f"load average (1, 5, 15 min) before {result['load_average']['before']}, after {result['load_average']['after']}")
     print(f"Index.count on {steps['patterns']} indexed texts of {args.chars} characters: "
           f"{steps['ns_per_step']} ns per backward-search step")
-    print(f"wrote {out}")
 
 
 def cmd_child_run(args) -> None:
@@ -303,9 +300,7 @@ def cmd_compare(args) -> None:
               "runs": runs, "best": best,
               "speedup": round(best["after"]["entries_per_s"] / best["before"]["entries_per_s"], 2),
               "speedup_per_cpu_s": round(best["after"]["entries_per_cpu_s"] / best["before"]["entries_per_cpu_s"], 2)}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "bench_contamination_compare.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results("bench_contamination_compare.json", result)
     print(f"{bench.name}, corpus {nbytes / 1e6:.0f} MB; before = {rev[:7]}, after = {result['commit'][:7]}")
     for side in sides:
         b = best[side]
