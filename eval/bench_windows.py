@@ -27,9 +27,9 @@ import numpy as np
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
-RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
+from provenance import write_results  # noqa: E402
 
 INDEXES = {
     "real-200mb (idx-r32)": (DATA / "idx-r32" / "exact" / "shard-00000.fmi", DATA / "real-200mb.jsonl"),
@@ -137,9 +137,7 @@ def main() -> None:
         result["indexes"][name] = {"index_bytes": shard.index_bytes, "text_bytes": shard.text_bytes, "workloads": rows}
     if args.contamination:
         result["contamination"] = contamination_ab()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_windows.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / 'bench_windows.json'}")
+    write_results("bench_windows.json", result)
 
 
 if __name__ == "__main__":
