@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 from real_corpus import CACHE, build_corpus, load_texts  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -183,8 +183,7 @@ def memory_main(args) -> None:
               **provenance(), "before_extension": args.memory_before or None, **runs}
     if len(runs) == 2:
         result["identical_shards"] = runs["before"]["shard_sha256"] == runs["after"]["shard_sha256"]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_exact_memory.json").write_text(json.dumps(result, indent=2))
+    write_results("bench_exact_memory.json", result)
 
 
 def child_build_peer(corpus: str, out: str) -> None:
@@ -336,8 +335,7 @@ def main() -> None:
         e = bench_extract(x, texts, args.extract_docs, args.snippets, 200)
         result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32,
                   **provenance(), "extract": e}
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "bench_exact_extract.json").write_text(json.dumps(result, indent=2))
+        write_results("bench_exact_extract.json", result)
         print_extract(e)
         return
     corpus_bytes = sum(len(t.encode()) for t in texts)
@@ -408,9 +406,8 @@ def main() -> None:
         results["peer"] = peer
         del fm
 
-    RESULTS.mkdir(exist_ok=True)
     results["patterns"] = len(patterns)
-    (RESULTS / "bench_exact.json").write_text(json.dumps(results, indent=2))
+    write_results("bench_exact.json", results)
     plot(results, RESULTS / "bench_exact.png")
     print_table(results, corpus_bytes, main_rate)
     print_extract(results["extract"])
