@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 EXTS = {".py", ".pyi", ".md", ".rst", ".txt", ".h", ".hpp", ".cuh", ".c", ".cc", ".cpp"}
 _TOK = None
@@ -457,7 +457,7 @@ def main() -> None:
     print(f"embedding: {result['embedding']}", file=sys.stderr)
     suffix = "-gpu" if args.gpu else ""
     json_path = out_dir / f"bench_dense{suffix}.json"
-    json_path.write_text(json.dumps(result, indent=1))
+    write_results(json_path, result)
     n_cpu = min(args.passages, len(E))
     if args.export_vectors:
         info = {k: result.get(k) for k in ("model", "commit", "machine", "gpu_name", "torch", "roots", "max_tokens", "embedding")}
@@ -466,13 +466,13 @@ def main() -> None:
         cpu_emb = load_embedder(device="cpu")
         result["embedding_cpu"] = embed_rate(cpu_emb, texts, args.cpu_embed_sample)
         print(f"embedding on CPU: {result['embedding_cpu']}", file=sys.stderr)
-        json_path.write_text(json.dumps(result, indent=1))
+        write_results(json_path, result)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.no_cpu_part:
             result["cpu"] = cpu_part(args, E[:n_cpu], Q, qdoc, doc_of[:n_cpu], work / "cpu")
-            json_path.write_text(json.dumps(result, indent=1))
+            write_results(json_path, result)
         if args.gpu:
             del embedder
             import torch
@@ -482,7 +482,7 @@ def main() -> None:
 
     if "gpu" in result:
         result["gpu"].pop("_truth", None)
-    json_path.write_text(json.dumps(result, indent=1))
+    write_results(json_path, result)
     if "cpu" in result:
         plot(result, out_dir / f"bench_dense{suffix}.png")
     if "gpu" in result:
@@ -513,7 +513,7 @@ def main_on_vectors(args) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         result["cpu"] = cpu_part(args, np.ascontiguousarray(E[:n]), Q, qdoc, doc_of[:n], Path(tmp) / "cpu")
-    (out_dir / "bench_dense.json").write_text(json.dumps(result, indent=1))
+    write_results(out_dir / "bench_dense.json", result)
     plot(result, out_dir / "bench_dense.png")
     report(result)
 
