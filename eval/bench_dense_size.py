@@ -18,7 +18,6 @@ Prints a table; writes eval/results/bench_dense_size.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RTV_SILENT", "1")
 
 from bench_ivf import write_recipe
-from provenance import provenance
+from provenance import provenance, write_results
 
 INT8 = {"store": "int8", "store_scale": "vector"}
 PQ4FS = {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "nprobe": 32,
@@ -136,7 +135,7 @@ def main() -> None:
             row["hybrid_p50_ms"] = round(float(np.percentile(np.array(lat) * 1000, 50)), 2)
             out["layouts"][name] = row
             print(f"{name}: {row}", file=sys.stderr, flush=True)
-            Path(args.out).write_text(json.dumps(out, indent=1))
+            write_results(Path(args.out), out, announce=False)  # a checkpoint after each layout
     base = out["layouts"].get(args.layouts[0], {})
     print(f"\nSciFact train, {n} passages; {out['machine']['cpu']}, {out['machine']['cores']} cores")
     print(f"{'layout':<38}{'B/vec':>8}{'x corpus':>9}{'recall@10':>10}{'dense nDCG':>11}{'hybrid nDCG':>12}"
@@ -145,8 +144,7 @@ def main() -> None:
         print(f"{name:<38}{r['bytes_per_vector']:>8}{r['dense_per_corpus_byte']:>9}"
               f"{r['dense_recall@10_vs_float32']:>10}{r['dense_ndcg@10']:>11}{r['hybrid_ndcg@10']:>12}"
               f"{r['hybrid_ndcg@10'] - base.get('hybrid_ndcg@10', 0):>+9.4f}{r['hybrid_p50_ms']:>11}")
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(Path(args.out), out)
 
 
 if __name__ == "__main__":
