@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 DATA = ROOT / "eval" / "data" / "retrieval-eval"
 SELECTIVITIES = (0.01, 0.1, 0.5)
@@ -194,8 +194,7 @@ def main() -> None:
               "index": str(Path(args.index).relative_to(ROOT)) if Path(args.index).is_relative_to(ROOT) else args.index,
               "documents": index.n_documents, "passages": len(x), "queries": len(q), "k": K,
               "dense": dense, "exact_lexical": exact}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(Path(args.out), result)
 
     print(f"\nDense search under a document filter (recall@10 vs exact top 10 of the allowed passages; "
           f"p50/p90 ms per single query; {dense['pq_factory']} {dense['pq_params']})")
