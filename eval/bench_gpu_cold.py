@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 
 def log(*a) -> None:
@@ -179,8 +179,7 @@ def main() -> None:
            "args": {k: str(v) for k, v in vars(args).items()}}
 
     def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=1))
+        write_results(args.out, res, announce=False)  # a checkpoint after each step
 
     queries = [json.loads(line)["text"] for line in args.queries.read_text().splitlines() if line.strip()]
     qs = json.dumps(queries[:args.warm + 1])
