@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 try:
     import retrieval  # noqa: F401
@@ -583,12 +583,8 @@ def main() -> None:
                "floor": {"flop_per_query": 2 * args.n * args.dim,
                          "note": "compute floor = flop_per_query * QPS / the matmul rate; cublas_matmul_only "
                                  "also writes the float16 score matrix (2 n bytes a query)"}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-
     def save():
-        tmp = args.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.out)
+        write_results(args.out, results, announce=False)  # a checkpoint after each step
 
     # the fused path at every batch size (the engine's default takes it from FUSED_MIN_QUERIES
     # queries a batch, the torch path below): both columns of the batch table are measured
