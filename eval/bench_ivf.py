@@ -287,13 +287,14 @@ def main() -> None:
     if args.collect and not args.model:
         ap.error("--collect needs --model DIR")
     path = Path(args.out) / f"bench_ivf{args.tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def save(result: dict) -> None:
         if args.commit and not result.get("commit"):
             result["commit"] = args.commit  # the source tree was copied without its .git
         result["command"] = "python " + " ".join(sys.argv)
-        path.write_text(json.dumps(result, indent=1))
+        from provenance import write_results
+
+        write_results(path, result, announce=False)  # also a checkpoint during the run
 
     r = run(args, save)
     save(r)
