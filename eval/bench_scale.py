@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "eval"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RTV_SILENT", "1")
 
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 DATA = ROOT / "eval" / "data" / "real-200mb.jsonl"
 WORK = ROOT / "eval" / "data" / "bench-scale"
@@ -351,11 +351,10 @@ def main() -> None:
                "build": {**corpora[first], "shards": runs[first][0]["shards"], "corpora": corpora,
                          "budget_bytes_per_text_byte": BUILD_BYTES_PER_TEXT_BYTE, "runs": runs} if runs else None,
                "query": query}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     if runs:
         plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out}" + (f" and {args.out.with_suffix('.png')}" if runs else ""))
+        print(f"wrote {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
