@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -31,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 RESULTS = ROOT / "eval" / "results"
 OPS = ("count", "find", "dense", "hybrid")
@@ -289,12 +288,11 @@ def main() -> None:
         "targets_p50_ms_at_1_client": {op: {"target": t, "measured": one[op]["p50_ms"], "met": one[op]["p50_ms"] <= t}
                                        for op, t in TARGETS_P50_MS.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     print("cold CLI: " + ", ".join(f"{op} {v['median_s']} s" for op, v in cold.items()))
     print(f"server RSS {result['server']['rss_start_mib']} -> {result['server']['rss_end_mib']} MiB; "
-          f"wrote {args.out} and {args.out.with_suffix('.png')}")
+          f"wrote {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
