@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
 
 from bench_dense import recall_at  # noqa: E402
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 SCIFACT = ROOT / "eval" / "data" / "scifact"
 SHARED_SCIFACT = Path("/work/shared/data/scifact")
@@ -270,8 +270,7 @@ def main() -> None:
             result["model"] = model
             print(f"{cname}: {len(x):,} vectors, {len(q)} queries", file=sys.stderr)
             result["corpora"][cname] = {**info, **run_corpus(cname, x, q, judged, args, Path(tmp))}
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(result, indent=1))
+            write_results(Path(args.out), result)  # after each corpus
     report(result)
 
 
