@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 CORPUS = ROOT / "eval" / "data" / "real-200mb.jsonl"
 
@@ -223,8 +223,7 @@ def main() -> None:
     out = {**provenance(), "command": " ".join(["python"] + sys.argv), "corpus": str(CORPUS.relative_to(ROOT)),
            "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
            "seconds": round(time.time() - started, 1), "update": update, "segments": segs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_results(Path(args.out), out)
 
     print(f"\nadd vs full rebuild (load {load_before[0]:.1f})")
     print(f"{'parts':<22}{'base MB':>8}{'added':>7}{'add s':>9}{'rebuild s':>11}{'speedup':>9}{'add MB written':>16}"
