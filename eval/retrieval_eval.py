@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "eval"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 DATA = ROOT / "eval" / "data" / "retrieval-eval"
 RESULTS = ROOT / "eval" / "results"
@@ -454,11 +454,8 @@ def main() -> None:
 
     if args.fusion_study:
         study = {b.name: fusion_study(b, args) for b in benches}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        js = RESULTS / f"retrieval_fusion{args.tag}.json"
-        js.write_text(json.dumps({**provenance(), "benchmarks": study,
-                                  "command": " ".join(["python"] + sys.argv)}, indent=1))
-        print(f"wrote {js}")
+        write_results(f"retrieval_fusion{args.tag}.json",
+                      {**provenance(), "benchmarks": study, "command": " ".join(["python"] + sys.argv)})
         return
 
     from retrieval.hybrid.rerank import Reranker
@@ -480,11 +477,10 @@ def main() -> None:
         "benchmarks": results,
         "command": " ".join(["python"] + sys.argv),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    js, png = RESULTS / f"retrieval_eval{args.tag}.json", RESULTS / f"retrieval_eval{args.tag}.png"
-    js.write_text(json.dumps(out, indent=1))
+    write_results(f"retrieval_eval{args.tag}.json", out)
+    png = RESULTS / f"retrieval_eval{args.tag}.png"
     plot(results, png)
-    print(f"wrote {js} and {png}")
+    print(f"wrote {png}")
 
 
 def plot(results: dict, path: Path) -> None:
