@@ -308,7 +308,6 @@ def cmd_compare(args) -> None:
               f"buckets {b['buckets']}")
     print(f"  speedup {result['speedup']}x wall, {result['speedup_per_cpu_s']}x per CPU-s; load average "
           f"{result['load_average']['before']} -> {result['load_average']['after']}")
-    print(f"wrote {out}")
 
 
 def cmd_humaneval(args) -> None:
