@@ -97,7 +97,7 @@ def get_index(corpus: Path, name: str):
     from retrieval.errors import IndexFormatError
 
     path = DATA / name
-    if (path / "manifest.json").exists():
+    if path.exists():
         try:
             idx = Index.open(path, verify=False)
             return idx, idx.manifest.get("build_seconds")
