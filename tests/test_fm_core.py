@@ -273,6 +273,67 @@ def test_sliding_windows_of_long_text(tmp_path):
             assert shard.count_windows(text, starts, lengths, False, group, 3).tolist() == counts.tolist()
 
 
+@st.composite
+def windows_in_text_order(draw, text_len):
+    """(starts, lengths) with starts and ends nondecreasing: sliding windows of one width, or
+    windows of varying lengths (as UTF-8 character or token windows are), with gaps between runs."""
+    if draw(st.booleans()):
+        width = draw(st.integers(1, min(12, text_len)))
+        starts = np.arange(0, text_len - width + 1, dtype=np.int64)
+        return starts, np.full(len(starts), width, dtype=np.int64)
+    starts, ends = [], []
+    s, e = 0, 0
+    for _ in range(draw(st.integers(1, 40))):
+        s = draw(st.integers(s, text_len - 1))
+        e = draw(st.integers(max(e, s + 1), min(text_len, max(e, s + 1) + 15)))
+        starts.append(s)
+        ends.append(e)
+    return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64) - np.array(starts, dtype=np.int64)
+
+
+@SETTINGS
+@given(corpora, st.data(), st.sampled_from([1, 2, 3, 0]))
+def test_windows_present_equals_scan(docs, data, threads):
+    """Windows decided by maximal matches (windows_present) are the ones a naive scan finds, on
+    texts of copied pieces and noise, for sliding and varying windows, on any number of threads."""
+    pieces = data.draw(st.lists(st.one_of(st.sampled_from(docs), st.binary(max_size=30)), min_size=1, max_size=6))
+    text = b"zq".join(pieces) + b"\xff" * data.draw(st.integers(0, 1))
+    assume(len(text) > 0)
+    starts, lengths = data.draw(windows_in_text_order(len(text)))
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = build(docs, directory=tmp)
+        got = shard.windows_present(text, starts, lengths, threads).tolist()
+    patterns = [text[s : s + n] for s, n in zip(starts, lengths)]
+    assert got == [SEP not in p and len(naive_occurrences(docs, p)) > 0 for p in patterns]
+
+
+def test_windows_present_on_long_copies(tmp_path):
+    """Long copied stretches between noise (the doubling and bisecting searches) against
+    count_windows, for several widths and segment layouts."""
+    rng = np.random.default_rng(1)
+    docs = [bytes(rng.choice(list(b"abcdefgh"), size=int(rng.integers(0, 2000))).astype(np.uint8)) for _ in range(30)]
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(np.frombuffer(make_text(docs), dtype=np.uint8), path)
+    shard = fm.Shard(path)
+    text = b""
+    while len(text) < 20000:
+        d = docs[int(rng.integers(len(docs)))]
+        if len(d) > 10 and rng.random() < 0.6:
+            a = int(rng.integers(len(d) - 5))
+            text += d[a : a + int(rng.integers(5, 700))]
+        else:
+            text += bytes(rng.choice(list(b"abcdefghij"), size=int(rng.integers(1, 80))).astype(np.uint8))
+    for w in (1, 7, 50, 200):
+        for seg in (len(text), 500, w + 30):  # texts laid end to end: windows never cross a segment
+            starts = np.concatenate([np.arange(a, min(a + seg, len(text)) - w + 1) for a in range(0, len(text), seg)])
+            starts = starts.astype(np.int64)
+            lengths = np.full(len(starts), w, dtype=np.int64)
+            want = shard.count_windows(text, starts, lengths, True, 1, 1).astype(bool).tolist()
+            assert any(want) and not all(want)
+            for threads in (1, 2):
+                assert shard.windows_present(text, starts, lengths, threads).tolist() == want, (w, seg)
+
+
 # ---------------------------------------------------------------- argument errors
 
 
@@ -292,6 +353,12 @@ def test_invalid_arguments(tmp_path):
         shard.count_windows(b"abc", np.array([2]), np.array([5]))
     with pytest.raises(ValueError):
         shard.count_windows(b"abc", np.array([0]), np.array([0]))
+    with pytest.raises(ValueError):
+        shard.windows_present(b"abc", np.array([2]), np.array([5]))
+    with pytest.raises(ValueError, match="text order"):
+        shard.windows_present(b"abcd", np.array([1, 0]), np.array([1, 1]))
+    with pytest.raises(ValueError, match="text order"):
+        shard.windows_present(b"abcd", np.array([0, 1]), np.array([3, 1]))
     with pytest.raises(IndexError, match="not a suffix-array row"):
         shard.locate_rows(np.array([shard.text_bytes + 1]))
     with pytest.raises(IndexError, match="not a suffix-array row"):
@@ -395,6 +462,23 @@ def test_sais_on_long_repetitive_text(tmp_path, text):
         d_, o_ = shard.locate(p, 0, 10**9)
         assert list(zip(d_.tolist(), o_.tolist())) == naive_occurrences(docs, p)
     assert [shard.extract(i) for i in range(2)] == docs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(st.one_of(no_sep(b"ab"), no_sep(b"abcd"), no_sep(ALL_BUT_FF),
+                               st.tuples(no_sep(b"abc"), st.integers(1, 12)).map(lambda t: t[0] * t[1])),
+                     min_size=1, max_size=6))
+def test_suffix_array_is_the_sorted_suffixes(tmp_path, docs):
+    """SA-IS derives suffix types from the text and its own marks (no type bits): with every row
+    sampled, the rows' text positions are exactly the suffixes of the shard text in sorted order
+    (the end of the text smallest, as Python orders bytes); small alphabets and repeats recurse."""
+    text = make_text(docs)
+    path = str(tmp_path / "s.fm")
+    fm.build_shard(text, path, sa_sample=1, isa_sample=1)
+    shard = fm.Shard(path)
+    d, o = shard.locate_rows(np.arange(1, len(text) + 1, dtype=np.int64))
+    starts = np.cumsum([0] + [len(x) + 1 for x in docs[:-1]])
+    assert (starts[d] + o).tolist() == sorted(range(len(text)), key=lambda i: text[i:])
 
 
 def test_build_takes_no_suffix_array(tmp_path):

@@ -44,6 +44,7 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   };
 
   std::vector<uint32_t> doc_starts;
+  doc_starts.reserve(static_cast<size_t>(std::count(text, text + n, kSeparator)));  // no growth slack at the peak
   for (const uint8_t* p = text; p < text + n;) {
     doc_starts.push_back(static_cast<uint32_t>(p - text));
     p = static_cast<const uint8_t*>(std::memchr(p, kSeparator, static_cast<size_t>(text + n - p))) + 1;
@@ -61,7 +62,8 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   // sa[(r - 1) / 4], already read when row r reads sa[r - 1] and then writes byte r - 1.
   // Behind the pass, the suffix array's bytes past the BWT written so far are dead: every
   // `release_every` rows their pages go back to the system, so the suffix array shrinks as the
-  // samples grow and only the BWT's n bytes are left of it afterwards.
+  // samples grow and only the BWT's n bytes are left of it afterwards. Releasing often keeps the
+  // samples taken before the first release (8 bytes per sa_sample rows) from raising the peak.
   const uint64_t rows = n + 1;
   uint8_t* const bwt = reinterpret_cast<uint8_t*>(sa);
   const uint8_t first_byte = text[n - 1];
@@ -75,7 +77,7 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   sa_values.reserve(n / sa_sample + 2);
   uint64_t primary = 0;
   const uint64_t step = std::max<uint64_t>(rows / 100, 1 << 20);
-  constexpr uint64_t release_every = uint64_t{1} << 22;
+  constexpr uint64_t release_every = uint64_t{1} << 18;
   uint8_t pending = first_byte;  // bwt[r - 1], written once sa[r - 1] has been read
   for (uint64_t r = 1; r < rows; ++r) {
     const auto p = static_cast<uint32_t>(sa[r - 1]);

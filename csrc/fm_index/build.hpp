@@ -13,8 +13,8 @@ using BuildProgress = std::function<void(const char* stage, uint64_t done, uint6
 // text: documents, each followed by a 0xFF byte (the text must end with one); 1 <= n < 2^31.
 // Writes one shard file at path. The suffix array comes from our SA-IS (sais.hpp); the BWT is
 // built in its memory, whose pages past the BWT go back to the system as the pass consumes them.
-// Peak memory is the suffix array's construction: about 4.2 bytes per text byte besides the text
-// (the 32-bit suffix array and its type bits; later stages hold the BWT, samples and output).
+// Peak memory is the 32-bit suffix array, 4 bytes per text byte besides the text: its
+// construction needs no type bits (sais.cpp) and later stages hold the BWT, samples and output.
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample = 32,
                  uint32_t isa_sample = 32, const BuildProgress& progress = nullptr);
 

@@ -6,17 +6,25 @@
 namespace rtv {
 namespace {
 
-// S/L suffix types, one bit each (1 = S); position n is the virtual sentinel (S).
-class SuffixTypes {
- public:
-  explicit SuffixTypes(int64_t n) : words_(static_cast<size_t>(n / 64 + 2), 0) {}
-  void set_s(int64_t i) { words_[i >> 6] |= uint64_t{1} << (i & 63); }
-  bool s(int64_t i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
-  bool lms(int64_t i) const { return i > 0 && s(i) && !s(i - 1); }
+// No S/L type bitvector (it was n/8 bytes at the top level plus n1/8 at each recursion level,
+// ~0.19 bytes per text byte on real text, which kept the build above text + suffix array). Types
+// come from the text instead:
+// - right to left, the type of i follows from s[i], s[i + 1] and the type of i + 1 (LMS scans);
+// - in the left-to-right induce scan the array holds only LMS seeds and L-type suffixes, so for an
+//   entry p, suffix p - 1 is L-type exactly when s[p - 1] >= s[p];
+// - the right-to-left induce scan marks every suffix it places (S-type) with kPlacedS, so for an
+//   entry p, suffix p - 1 is S-type when s[p - 1] < s[p], or s[p - 1] == s[p] and p is marked;
+// - LMS substrings are named by their lengths (stored in the free half of the array) and their
+//   bytes: same length and bytes means same types too, as both end at an (S-type) LMS position.
+// Working memory beyond text and suffix array is then one bucket array of k ints, held in free
+// suffix-array space when it fits.
+constexpr int32_t kEmpty = -1;
+constexpr uint32_t kPlacedS = 0x80000000u;  // values are < n < 2^31, so the sign bit is free
+constexpr uint32_t kValue = 0x7FFFFFFFu;
 
- private:
-  std::vector<uint64_t> words_;
-};
+inline int32_t mark_s(int32_t p) { return static_cast<int32_t>(static_cast<uint32_t>(p) | kPlacedS); }
+inline bool marked_s(int32_t v) { return v != kEmpty && (static_cast<uint32_t>(v) & kPlacedS) != 0; }
+inline int32_t value(int32_t v) { return static_cast<int32_t>(static_cast<uint32_t>(v) & kValue); }
 
 // Bucket starts or ends per symbol (bkt[0, k)). Recounted on every call instead of keeping a
 // count array so the recursion holds one array of k ints, not two.
@@ -31,39 +39,41 @@ void fill_buckets(const Char* s, int32_t n, int32_t* bkt, int32_t k, bool ends) 
   }
 }
 
-// Types come from the text where possible instead of the type bitvector, whose lookups would be a
-// second random memory access per suffix (s[j] and s[j + 1] share a cache line):
-// - left-to-right, the array holds only LMS seeds and L-type suffixes, so for an entry j + 1,
-//   suffix j is L-type exactly when s[j] >= s[j + 1];
-// - right-to-left over a byte text, entry i is S-type exactly when it lies past the L-type part of
-//   its bucket, whose end the first scan leaves in bkt (kept in l_end; 256 entries).
+// fn(p) for every LMS position p (S-type, after an L-type one), from the last to the first.
+// Suffix n - 1 is L-type: the virtual sentinel after it is smaller than every symbol.
+template <class Char, class Fn>
+void for_each_lms_descending(const Char* s, int32_t n, const Fn& fn) {
+  bool next_s = false;
+  for (int64_t i = static_cast<int64_t>(n) - 2; i >= 0; --i) {
+    const bool is_s = s[i] < s[i + 1] || (s[i] == s[i + 1] && next_s);
+    if (next_s && !is_s) fn(static_cast<int32_t>(i + 1));
+    next_s = is_s;
+  }
+}
+
+// Induces L-type suffixes from the seeds in sa (LMS suffixes at their buckets' ends, kEmpty
+// elsewhere), then S-type suffixes from those. Every entry placed by the second scan is left
+// marked with kPlacedS (the LMS suffixes among them are what stage 1 collects).
 template <class Char>
-void induce(const Char* s, const SuffixTypes& t, int32_t* sa, int32_t n, int32_t* bkt, int32_t k) {
+void induce(const Char* s, int32_t* sa, int32_t n, int32_t* bkt, int32_t k) {
   constexpr int64_t kAhead = 16;  // prefetch distance for the random text reads
   fill_buckets(s, n, bkt, k, false);
-  // Suffix n-1 follows the virtual sentinel: it is L-type and the smallest of its bucket.
   sa[bkt[s[n - 1]]++] = n - 1;
   for (int64_t i = 0; i < n; ++i) {
     if (i + kAhead < n && sa[i + kAhead] > 0) __builtin_prefetch(s + sa[i + kAhead] - 1);
-    const int32_t j = sa[i] - 1;
-    if (sa[i] > 0 && s[j] >= s[j + 1]) sa[bkt[s[j]]++] = j;
+    const int32_t p = sa[i];
+    if (p > 0 && s[p - 1] >= s[p]) sa[bkt[s[p - 1]]++] = p - 1;
   }
-  constexpr bool kBytes = sizeof(Char) == 1;
-  std::vector<int32_t> l_end;
-  if (kBytes) l_end.assign(bkt, bkt + k);
   fill_buckets(s, n, bkt, k, true);
   for (int64_t i = n - 1; i >= 0; --i) {
-    if (i >= kAhead && sa[i - kAhead] > 0) __builtin_prefetch(s + sa[i - kAhead] - 1);
-    const int32_t j = sa[i] - 1;
-    if (sa[i] <= 0) continue;
-    bool j_is_s;
-    if (kBytes) {
-      const auto c = s[j + 1];
-      j_is_s = s[j] < c || (s[j] == c && i >= l_end[c]);
-    } else {
-      j_is_s = t.s(j);
-    }
-    if (j_is_s) sa[--bkt[s[j]]] = j;
+    if (i >= kAhead && sa[i - kAhead] != kEmpty && value(sa[i - kAhead]) > 0)
+      __builtin_prefetch(s + value(sa[i - kAhead]) - 1);
+    const int32_t v = sa[i];
+    if (v == kEmpty) continue;
+    const int32_t p = value(v);
+    if (p == 0) continue;
+    const auto before = s[p - 1], at = s[p];
+    if (before < at || (before == at && marked_s(v))) sa[--bkt[before]] = mark_s(p - 1);
   }
 }
 
@@ -77,43 +87,44 @@ void sais(const Char* s, int32_t* sa, int32_t n, int32_t k, int32_t* space, int6
     sa[0] = 0;
     return;
   }
-  SuffixTypes t(n + 1);
-  t.set_s(n);
-  for (int64_t i = n - 2; i >= 0; --i)
-    if (s[i] < s[i + 1] || (s[i] == s[i + 1] && t.s(i + 1))) t.set_s(i);
-
   // Stage 1: sort the LMS substrings by inducing from LMS positions at bucket ends.
   const bool own_bkt = k > space_len;
   std::vector<int32_t> own(own_bkt ? static_cast<size_t>(k) : 0);
   int32_t* bkt = own_bkt ? own.data() : space;
   fill_buckets(s, n, bkt, k, true);
-  std::fill(sa, sa + n, -1);
-  for (int32_t i = 1; i < n; ++i)
-    if (t.lms(i)) sa[--bkt[s[i]]] = i;
-  induce(s, t, sa, n, bkt, k);
+  std::fill(sa, sa + n, kEmpty);
+  for_each_lms_descending(s, n, [&](int32_t p) { sa[--bkt[s[p]]] = p; });
+  induce(s, sa, n, bkt, k);
 
+  // The LMS suffixes in sorted order: marked (S-type) entries after an L-type position.
   int32_t n1 = 0;
-  for (int32_t i = 0; i < n; ++i)
-    if (t.lms(sa[i])) sa[n1++] = sa[i];
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t v = sa[i];
+    if (!marked_s(v)) continue;
+    const int32_t p = value(v);
+    if (p > 0 && s[p - 1] > s[p]) sa[n1++] = p;
+  }
 
   // Name the sorted LMS substrings; LMS positions are >= 2 apart, so pos/2 slots are unique.
-  std::fill(sa + n1, sa + n, -1);
+  // First each slot holds its substring's length, up to and including the next LMS position;
+  // the last substring reaches the virtual sentinel (length n - p + 1), so it equals no other.
+  std::fill(sa + n1, sa + n, kEmpty);
+  int64_t next_lms = n;
+  for_each_lms_descending(s, n, [&](int32_t p) {
+    sa[n1 + p / 2] = static_cast<int32_t>(next_lms - p + 1);
+    next_lms = p;
+  });
   int32_t names = 0;
-  int64_t prev = -1;
+  int64_t prev = -1, prev_len = 0;
   for (int32_t i = 0; i < n1; ++i) {
     const int64_t pos = sa[i];
-    bool diff = false;
-    for (int64_t d = 0;; ++d) {
-      if (prev < 0 || pos + d == n || prev + d == n || s[pos + d] != s[prev + d] ||
-          t.s(pos + d) != t.s(prev + d)) {
-        diff = true;
-        break;
-      }
-      if (d > 0 && (t.lms(pos + d) || t.lms(prev + d))) break;
-    }
-    if (diff) {
+    const int64_t len = sa[n1 + pos / 2];
+    const bool same = prev >= 0 && len == prev_len && pos + len <= n && prev + len <= n &&
+                      std::equal(s + pos, s + pos + len, s + prev);
+    if (!same) {
       ++names;
       prev = pos;
+      prev_len = len;
     }
     sa[n1 + pos / 2] = names - 1;
   }
@@ -136,16 +147,17 @@ void sais(const Char* s, int32_t* sa, int32_t n, int32_t k, int32_t* space, int6
 
   // Stage 3: place the sorted LMS suffixes at bucket ends and induce the rest.
   fill_buckets(s, n, bkt, k, true);
-  for (int32_t i = 1, j = 0; i < n; ++i)
-    if (t.lms(i)) s1[j++] = i;
+  int32_t j = n1;
+  for_each_lms_descending(s, n, [&](int32_t p) { s1[--j] = p; });
   for (int32_t i = 0; i < n1; ++i) sa[i] = s1[sa[i]];
-  std::fill(sa + n1, sa + n, -1);
+  std::fill(sa + n1, sa + n, kEmpty);
   for (int32_t i = n1 - 1; i >= 0; --i) {
-    int32_t j = sa[i];
-    sa[i] = -1;
-    sa[--bkt[s[j]]] = j;
+    const int32_t p = sa[i];
+    sa[i] = kEmpty;
+    sa[--bkt[s[p]]] = p;
   }
-  induce(s, t, sa, n, bkt, k);
+  induce(s, sa, n, bkt, k);
+  for (int32_t i = 0; i < n; ++i) sa[i] = value(sa[i]);
 }
 
 }  // namespace
