@@ -60,7 +60,17 @@ def test_exact_and_lexical_commands_import_nothing_heavy(dense_index, tmp_path, 
     assert imported([a.format(idx=dense_index) for a in args], tmp_path) == []
 
 
-def test_the_check_sees_a_dense_query_load_the_model(dense_index, tmp_path):
-    """The same wrapper on a dense query: it must see torch and FAISS (else the check above is blind)."""
-    got = imported(["query", str(dense_index), "protein", "--mode", "dense", "-k", "2"], tmp_path)
-    assert {"faiss", "torch"} <= set(got)
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_a_dense_query_on_cpu_imports_no_torch(dense_index, tmp_path, mode):
+    """Built with a CPU runtime installed, the index's model was exported at `rtv index` time: a dense
+    (or hybrid) query embeds with ONNX Runtime / OpenVINO and searches with FAISS, and never imports
+    torch, transformers or sentence-transformers. The same wrapper sees the runtime and FAISS
+    imported late, so it is not blind."""
+    from retrieval.dense.embedder import _runtime
+
+    if _runtime() is None:
+        pytest.skip("neither onnxruntime nor openvino installed: dense queries run sentence-transformers")
+    got = set(imported(["query", str(dense_index), "protein binds", "--mode", mode, "--no-rerank", "-k", "2",
+                        "--device", "auto"], tmp_path))
+    assert "faiss" in got and got & {"onnxruntime", "openvino"}, got
+    assert not got & {"torch", "transformers", "sentence_transformers"}, got

@@ -449,11 +449,13 @@ def build_index(sources: Iterable[str | Path], path: str | Path, settings: Build
     embedder = None
     if "dense" in parts:
         from .dense import load_embedder, load_recipe
+        from .dense.embedder import prepare_query_encoder
 
         if settings.recipe is not None:
             load_recipe(settings.recipe)  # fail on an unknown recipe before reading the corpus
         embedder = load_embedder(settings.model, settings.device)
         settings.passage_tokens = min(settings.passage_tokens, embedder.max_tokens)
+        prepare_query_encoder(embedder)  # exported now (torch is loaded): dense queries then need no torch
     started = time.time()
     with _sigterm_as_exit(), _output_errors(path), build_lock(path):
         target = Target(path, overwrite)

@@ -27,6 +27,9 @@ Everything here runs on any torch device; ``device="cpu"`` runs the torch path (
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from . import gpu_fused
@@ -336,6 +339,8 @@ def cuda_device(device: str) -> str | None:
     device = (device or "auto").lower()
     if device == "cpu":
         return None
+    if device == "auto" and "torch" not in sys.modules and not _nvidia_gpu_present():
+        return None  # importing torch to learn there is no GPU costs seconds of a CPU machine's cold start
     try:
         import torch
     except ImportError:
@@ -343,6 +348,20 @@ def cuda_device(device: str) -> str | None:
     if not torch.cuda.is_available():
         return None
     return "cuda" if device == "auto" else device
+
+
+def _nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver shows a GPU this process may use (a cheap look at /proc and /dev, no
+    import): false means torch would find no CUDA device either."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    try:
+        if any(os.scandir("/proc/driver/nvidia/gpus")):
+            return True
+    except OSError:
+        pass
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
 
 
 def fits(n: int, dim: int, device: str, tile_bytes: int = DEFAULT_TILE_BYTES,

@@ -390,9 +390,11 @@ class DenseIndex:
     @property
     def embedder(self):
         if self._embedder is None:
-            from .embedder import load_embedder
+            # queries without torch where the model allows (ONNX Runtime / OpenVINO on the CPU cores,
+            # also beside a GPU: one query is cheap there); else sentence-transformers
+            from .embedder import load_query_embedder
 
-            self._embedder = load_embedder(self.section["model"], "cpu" if self.device == "cpu" else "auto")
+            self._embedder = load_query_embedder(self.section["model"], self.device)
             check_model(self.section, self._embedder)
         return self._embedder
 

@@ -2,8 +2,8 @@
 
 rerank.py decides which backend runs (its `resolve_backend`); this module exports a model and runs it.
 
-Export happens once per model, offline, from the model directory's own files, and is cached next
-to the model (`<model>/onnx/`, `<model>/openvino/`; a read-only model directory is cached under
+Export happens once per model, offline, from the model directory's own files (retrieval/onnx_export.py,
+shared with the query embedder), and is cached next to the model (`<model>/onnx/`, `<model>/openvino/`; a read-only model directory is cached under
 $XDG_CACHE_HOME/rtv/rerankers/ instead). A `source.json` beside the files records the weights'
 size and mtime, so retrained weights are exported again.
 
@@ -25,7 +25,6 @@ another), so every backend returns the same kind of number.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -34,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import onnx_export
 from ..errors import ModelError
+from ..onnx_export import cpu_threads, export_lock as _export_lock
 
 EXPORTED = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 # the module each backend needs at query time, and the pip install that brings it
@@ -44,7 +45,7 @@ INSTALL = "pip install 'rtv[rerank-cpu]' (onnxruntime, openvino, nncf)"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx",
           "openvino": "onnx/model.onnx", "openvino-int8": "openvino/model_qint8.xml"}
-_export_lock = threading.Lock()
+_CACHE = "rerankers"  # $XDG_CACHE_HOME/rtv/rerankers/ for a read-only model directory
 
 
 def available(backend: str) -> str | None:
@@ -57,77 +58,25 @@ def available(backend: str) -> str | None:
     return None
 
 
-def cpu_threads() -> int:
-    """The cores this process may run on (its affinity), not the host's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def export_dir(model_dir: str | os.PathLike) -> Path:
     """Where a model's exports live: beside it when writable, else in the user's cache."""
-    model_dir = Path(model_dir).resolve()
-    if os.access(model_dir, os.W_OK):
-        return model_dir
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtv" / "rerankers"
-    return base / hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]
-
-
-def _source_stamp(model_dir: Path) -> dict:
-    weights = [p for p in sorted(model_dir.iterdir()) if p.suffix in (".safetensors", ".bin")]
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}
+    return onnx_export.export_dir(model_dir, _CACHE)
 
 
 def exported_file(model_dir: str | os.PathLike, backend: str) -> Path | None:
     """The cached export for `backend`, or None when missing or made from other weights."""
-    model_dir = Path(model_dir)
-    path = export_dir(model_dir) / _FILES[backend]
-    stamp = path.parent / "source.json"
-    try:
-        if path.is_file() and json.loads(stamp.read_text()) == _source_stamp(model_dir):
-            return path
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _publish(tmp: Path, final: Path, model_dir: Path) -> None:
-    """Move finished export files into place, the stamp last, so a crash leaves no valid-looking half."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, final.parent / f.name)
-    (final.parent / "source.json").write_text(json.dumps(_source_stamp(model_dir)))
+    return onnx_export.exported_file(model_dir, _FILES[backend], _CACHE)
 
 
 def export_onnx(model_dir: str | os.PathLike) -> Path:
     """<export dir>/onnx/model.onnx from the model directory's files (never the network)."""
-    import tempfile
+    def load():
+        from transformers import AutoModelForSequenceClassification
 
-    from ..progress import note
+        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
 
-    model_dir = Path(model_dir)
-    done = exported_file(model_dir, "onnx")
-    if done:
-        return done
-    final = export_dir(model_dir) / _FILES["onnx"]
-    note(f"exporting the cross-encoder {model_dir} to ONNX (once; cached in {final.parent})")
-    os.environ["HF_HUB_OFFLINE"] = "1"  # a local directory: nothing to fetch, and nothing may be
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
-    dummy = {n: torch.ones((2, 16), dtype=torch.long) for n in _INPUTS}
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
-        with torch.inference_mode():
-            torch.onnx.export(model, (dummy["input_ids"], dummy["attention_mask"], dummy["token_type_ids"]),
-                              str(Path(tmp) / final.name), dynamo=False, input_names=list(_INPUTS),
-                              output_names=["logits"], opset_version=17, external_data=False,
-                              dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in _INPUTS},
-                                            "logits": {0: "batch"}})
-        _publish(Path(tmp), final, model_dir)
-    return final
+    return onnx_export.export_onnx(model_dir, _FILES["onnx"], _CACHE, what="cross-encoder", load=load,
+                                   inputs=_INPUTS, outputs={"logits": {0: "batch"}})
 
 
 def export_onnx_int8(model_dir: str | os.PathLike) -> Path:
@@ -147,7 +96,7 @@ def export_onnx_int8(model_dir: str | os.PathLike) -> Path:
     note(f"quantizing the cross-encoder {model_dir} to int8 (ONNX Runtime, dynamic; once)")
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         quantize_dynamic(str(src), str(Path(tmp) / final.name), weight_type=QuantType.QInt8, per_channel=True)
-        _publish(Path(tmp), final, model_dir)
+        onnx_export.publish(Path(tmp), final, model_dir)
     return final
 
 
@@ -177,7 +126,7 @@ def export_openvino_int8(model_dir: str | os.PathLike, calibration: list[dict]) 
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         ov.save_model(quantized, str(Path(tmp) / final.name))
-        _publish(Path(tmp), final, model_dir)
+        onnx_export.publish(Path(tmp), final, model_dir)
     return final
 
 
@@ -223,24 +172,14 @@ class ExportedCrossEncoder:
 
     def _load(self, calibration: list[dict] | None = None) -> None:
         if self.backend in ("onnx", "onnx-int8"):
-            import onnxruntime as ort
-
             path = export_onnx(self.model_dir) if self.backend == "onnx" else export_onnx_int8(self.model_dir)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            self._run = lambda feeds: session.run(["logits"], feeds)[0]
+            self._run = onnx_export.onnxruntime_runner(path, "logits", self.threads)
             return
-        import openvino as ov
-
         if self.backend == "openvino":
             path = export_onnx(self.model_dir)
         else:
             path = exported_file(self.model_dir, "openvino-int8") or export_openvino_int8(self.model_dir, calibration)
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": self.threads})
-        request = compiled.create_infer_request()
-        self._run = lambda feeds: request.infer(feeds)[0].copy()
+        self._run = onnx_export.openvino_runner(path, self.threads)
 
     def _encode(self, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode_batch([(q, p) for q, p in pairs])
