@@ -246,6 +246,26 @@ PYBIND11_MODULE(_fm_index, m) {
           "one walk per range, one thread); threads: 0 = the machine's, for large requests. Same bytes "
           "either way.")
       .def(
+          "windows_present",
+          [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,
+             unsigned threads) {
+            if (starts.ndim() != 1 || lengths.ndim() != 1 || starts.size() != lengths.size())
+              throw py::value_error("starts and lengths must be 1-D arrays of equal length");
+            std::string t = bytes_arg(text);
+            std::vector<uint8_t> out;
+            {
+              py::gil_scoped_release release;
+              out = s.windows_present(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()), threads);
+            }
+            py::array_t<bool> found(static_cast<py::ssize_t>(out.size()));
+            std::copy(out.begin(), out.end(), found.mutable_data());
+            return found;
+          },
+          py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("threads") = Shard::kAutoThreads,
+          "Whether each window text[start, start + length) occurs (as count_windows with existence_only), "
+          "for windows in text order (starts and ends nondecreasing, e.g. sliding windows): overlapping "
+          "windows are decided by maximal matches, about one search step a byte where the text occurs.")
+      .def(
           "count_windows",
           [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,
              bool existence_only, size_t group, unsigned threads) {

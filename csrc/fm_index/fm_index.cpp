@@ -34,6 +34,16 @@ void run_on_threads(size_t n, const Fn& fn) {
 
 unsigned hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
+// Every window [starts[i], starts[i] + lengths[i]) must be non-empty and inside the text.
+void check_windows(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t n_windows) {
+  for (size_t i = 0; i < n_windows; ++i) {
+    if (starts[i] < 0 || lengths[i] <= 0 || static_cast<uint64_t>(starts[i]) > text.size() ||
+        static_cast<uint64_t>(lengths[i]) > text.size() - static_cast<uint64_t>(starts[i]))
+      throw std::invalid_argument("window " + std::to_string(i) + " (start " + std::to_string(starts[i]) +
+                                  ", length " + std::to_string(lengths[i]) + ") is empty or outside the text");
+  }
+}
+
 }  // namespace
 
 Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
@@ -537,12 +547,7 @@ void Shard::window_ranges(std::string_view text, const int64_t* starts, const in
 
 std::vector<Shard::Range> Shard::search_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
                                                 size_t n_windows, size_t group, unsigned threads) const {
-  for (size_t i = 0; i < n_windows; ++i) {
-    if (starts[i] < 0 || lengths[i] <= 0 || static_cast<uint64_t>(starts[i]) > text.size() ||
-        static_cast<uint64_t>(lengths[i]) > text.size() - static_cast<uint64_t>(starts[i]))
-      throw std::invalid_argument("window " + std::to_string(i) + " (start " + std::to_string(starts[i]) +
-                                  ", length " + std::to_string(lengths[i]) + ") is empty or outside the text");
-  }
+  check_windows(text, starts, lengths, n_windows);
   // Group windows by end and extend one backward search per end, shortest window first.
   SortedWindows w{text, starts, std::vector<int64_t>(n_windows), std::vector<size_t>(n_windows), {}};
   for (size_t i = 0; i < n_windows; ++i) w.ends[i] = starts[i] + lengths[i];
@@ -722,6 +727,99 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_beg
       }
       ++i;
     }
+  }
+}
+
+std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t* starts, const int64_t* lengths,
+                                            size_t n_windows, unsigned threads) const {
+  check_windows(text, starts, lengths, n_windows);
+  for (size_t i = 1; i < n_windows; ++i)
+    if (starts[i] < starts[i - 1] || starts[i] + lengths[i] < starts[i - 1] + lengths[i - 1])
+      throw std::invalid_argument("window " + std::to_string(i) + " starts or ends before window " +
+                                  std::to_string(i - 1) + ": windows_present needs windows in text order");
+  // Runs of overlapping windows (the next one starts before this one ends): a backward search
+  // never needs to cross from one run into another.
+  std::vector<size_t> runs{0};
+  for (size_t i = 1; i < n_windows; ++i)
+    if (starts[i] >= starts[i - 1] + lengths[i - 1]) runs.push_back(i);
+  runs.push_back(n_windows);
+  const size_t n_runs = runs.size() - 1;
+  // Threads take contiguous shares of runs, balanced by the text they cover (about one search
+  // step a byte where the text occurs).
+  std::vector<uint64_t> work(n_runs + 1, 0);
+  for (size_t r = 0; r < n_runs; ++r) {
+    const size_t last = runs[r + 1] - 1;
+    work[r + 1] = work[r] + static_cast<uint64_t>(starts[last] + lengths[last] - starts[runs[r]]);
+  }
+  uint64_t n_threads = threads == kAutoThreads ? std::min<uint64_t>(hardware_threads(), 1 + work[n_runs] / kStepsPerThread)
+                                               : threads;
+  n_threads = std::max<uint64_t>(1, std::min<uint64_t>(n_threads, n_runs));
+  std::vector<size_t> cuts{0};
+  for (size_t r = 1; r < n_runs && cuts.size() < n_threads; ++r)
+    if (work[r] * n_threads >= work[n_runs] * cuts.size()) cuts.push_back(r);
+  cuts.push_back(n_runs);
+  std::vector<uint8_t> out(n_windows, 2);
+  if (n_windows == 0) return out;
+  run_on_threads(cuts.size() - 1, [&](size_t t) {
+    for (size_t r = cuts[t]; r < cuts[t + 1]; ++r) present_run(text, starts, lengths, runs[r], runs[r + 1], out.data());
+  });
+  if (std::find(out.begin(), out.end(), uint8_t{2}) != out.end()) throw std::logic_error("windows_present: a window left undecided");
+  return out;
+}
+
+// One backward search from the end of window j, stopped at the start of window i (the first
+// window not decided yet), either gets there, and then text[start i, end j) occurs and so do the
+// windows i..j inside it; or it stops at p with text[p + 1, end j) occurring and text[p, end j)
+// absent: the windows inside the first occur, and every window that starts at or before p and
+// ends at or after end j (window j and later ones starting by p) contains the second and is
+// absent. Each search decides window i or window j at least. How far ahead j is (`ahead`
+// windows) adapts: it doubles after a search got back to window i (text copied verbatim: about
+// one step a byte, not one a byte and window), halves after one that stopped short in a run being
+// bisected, and is 0 in text that does not occur (each search then rules out the windows up to
+// p, as count_windows' absent shortcut does). The first search of a run covers all of it, so a
+// run copied whole costs one step a byte.
+void Shard::present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin,
+                        size_t end, uint8_t* out) const {
+  constexpr uint8_t kUndecided = 2;
+  auto end_of = [&](size_t k) { return starts[k] + lengths[k]; };
+  const Range all{0, C_[256]};
+  size_t ahead = end - begin - 1;
+  bool first = true;
+  for (size_t i = begin; i < end;) {
+    if (out[i] != kUndecided) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j + 1 < end && j - i < ahead && out[j + 1] == kUndecided) ++j;
+    const int64_t stop = starts[i], last_end = end_of(j);
+    Range r = all;
+    int64_t pos = last_end;  // text[pos, last_end) occurs (rows r)
+    while (pos > stop) {
+      const Range next = extend(r, static_cast<uint8_t>(text[pos - 1]));
+      if (next.empty()) break;
+      r = next;
+      --pos;
+    }
+    if (r.hi > all.hi) corrupt("suffix-array range out of range");
+    if (pos == stop) {
+      std::fill(out + i, out + j + 1, uint8_t{1});
+      i = j + 1;
+      ahead = 2 * ahead + 1;
+      first = false;
+      continue;
+    }
+    const int64_t p = pos - 1;  // text[p, last_end) is absent
+    size_t k = j + 1;           // windows k..j lie inside text[pos, last_end)
+    while (k > i && starts[k - 1] >= pos) out[--k] = 1;
+    if (k <= j) {
+      ahead = (k - i) / 2;  // windows i..k-1 left: bisect towards where the match begins
+    } else {
+      for (size_t m = j; m < end && starts[m] <= p; ++m) out[m] = 0;
+      for (size_t m = j; m > i && end_of(m - 1) >= last_end;) out[--m] = 0;  // starts[m - 1] <= starts[j] <= p
+      ahead = first ? 0 : (j - i) / 2;
+    }
+    first = false;
   }
 }
 

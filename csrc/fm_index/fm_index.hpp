@@ -79,6 +79,13 @@ class Shard {
   // The occurrence of each suffix-array row (out_of_range past the last row). Walks to the
   // nearest suffix-array samples run `group` at a time in lockstep, as extract_ranges' walks.
   std::vector<Occurrence> locate_rows(const int64_t* rows, size_t n, size_t group = kDefaultGroup) const;
+  // 1 where window i = text[starts[i], starts[i] + lengths[i]) occurs, else 0 (as count_windows
+  // with existence_only), for windows in text order: starts and ends both nondecreasing (e.g. the
+  // sliding windows of texts laid end to end; invalid_argument otherwise). Overlapping windows
+  // are decided by maximal matches instead of one search each (see present_run); threads as
+  // count_windows, each taking whole runs of overlapping windows.
+  std::vector<uint8_t> windows_present(std::string_view text, const int64_t* starts, const int64_t* lengths,
+                                       size_t n_windows, unsigned threads = kAutoThreads) const;
   // count() of every pattern, through count_windows (so interleaved and threaded as above).
   std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup,
                                    unsigned threads = kAutoThreads) const;
@@ -100,6 +107,9 @@ class Shard {
   std::vector<Range> search_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
                                     size_t n_windows, size_t group, unsigned threads) const;
   static size_t auto_group(const SortedWindows& w);
+  // windows_present on the run of overlapping windows [begin, end); out[k] is 2 until decided.
+  void present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin, size_t end,
+                   uint8_t* out) const;
   // Both take the end groups [g_begin, g_end) (ids into bounds).
   void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
   void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;

@@ -241,6 +241,18 @@ class ExactIndex:
             return np.zeros((0, len(starts)), dtype=np.int64)
         return np.stack(self.map_shards(lambda s: np.asarray(s.count_windows(text, starts, lengths, existence_only))))
 
+    def windows_present(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Whether each window text[start, start + length) occurs in some shard (bool), for windows
+        in text order (starts and ends nondecreasing, as sliding windows are): the shards decide
+        overlapping windows by maximal matches (Shard.windows_present), one batched call each."""
+        starts, lengths = _window_args("windows_present", text, starts, lengths)
+        if len(starts) > 1 and (np.any(np.diff(starts) < 0) or np.any(np.diff(starts + lengths) < 0)):
+            raise InputError("windows_present: windows must be in text order (starts and ends nondecreasing)")
+        found = np.zeros(len(starts), dtype=bool)
+        for present in self.map_shards(lambda s: np.asarray(s.windows_present(text, starts, lengths))):
+            found |= present
+        return found
+
     def window_ranges(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Suffix-array rows [lo, hi) of each window text[start, start + length) in each shard,
         two arrays of shape (shards, windows): hi - lo are the counts, and locate_rows turns rows

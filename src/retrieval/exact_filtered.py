@@ -165,6 +165,17 @@ class FilteredExact:
                 out[i] = self._allowed_occurrences(w, int(totals[i]), 1 if existence_only else None)
         return np.minimum(out, 1) if existence_only else out
 
+    def windows_present(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Whether each window occurs in an allowed document (windows in text order): only the
+        windows the whole index holds (decided by maximal matches) are counted one by one."""
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        found = self.exact.windows_present(text, starts, lengths)
+        live = np.flatnonzero(found)
+        if len(live):
+            found[live] = self.count_windows(text, starts[live], lengths[live], existence_only=True) > 0
+        return found
+
     def count_windows_per_shard(self, text: bytes, starts: np.ndarray, lengths: np.ndarray,
                                 existence_only: bool = False) -> np.ndarray:
         """count_windows as one row (the filtered index answers as one shard)."""

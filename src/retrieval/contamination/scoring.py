@@ -2,8 +2,9 @@
 
 Score of an entry = (windows found verbatim in the corpus) / (windows of the entry), pooled over
 all its checked fields; windows never span two fields (or two elements of a list field). The
-windows of many entries are packed into one buffer and counted in one batched C++ call
-(`Index.count_windows(..., existence_only=True)`).
+windows of many entries are packed into one buffer and decided in one batched C++ call
+(`ExactIndex.windows_present`: overlapping windows by maximal matches, about one backward-search
+step a byte of text that occurs, instead of one a byte and window).
 
 Buckets follow infini-gram mini (Xu et al., 2025, "Infini-gram mini: Exact n-gram Search at the
 Internet Scale with FM-Index", benchmark contamination section): with eta the fraction of an
@@ -84,9 +85,7 @@ class ContaminationConfig:
     worst: int = 20  # entries kept for the "worst entries" part of reports
     batch_bytes: int = 1 << 20  # text packed into one count_windows call
     max_span_bytes: int = 1000  # longest matched span searched with find()
-    group: int = 64  # windows first searched together as one span (1: every window on its own)
-    coarse_group: int = 512  # a first, coarser pass of the same kind (<= group: no coarse pass)
-    fine_group: int = 8  # a last, finer pass, only in segments with a span found (< 2 or >= group: none)
+    maximal_matches: bool = True  # False: every window counted on its own (the slow reference)
     snippet_context: int = 40  # bytes of context on each side of a match at least
     where: str | None = None  # count only documents matching this retrieval.filters expression (--where)
 
@@ -306,8 +305,7 @@ class Scorer:
         if starts:
             s = np.concatenate(starts)
             ln = np.concatenate(lengths)
-            segs = [(w0, nw) for p in pending for _, w0, nw, _ in p.segs if nw]
-            found = self._existence(data, s, ln, segs)
+            found = self._existence(data, s, ln)
         else:
             s = ln = np.zeros(0, dtype=np.int64)
             found = np.zeros(0, dtype=bool)
@@ -319,61 +317,12 @@ class Scorer:
             self.semantic.annotate(results, [p.entry for p in pending])
         yield from results
 
-    def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray, segs: list[tuple[int, int]]) -> np.ndarray:
-        """found[i]: does window i occur in the corpus?
-
-        Runs of consecutive windows of one segment are first searched as single spans (the union
-        of the windows), coarse runs of `coarse_group` windows, then runs of `group` windows in what
-        is not found yet: if a span occurs, so do all of its windows. Verbatim-contaminated text
-        costs about one search step per byte instead of one per byte and window. Only windows of
-        spans that do not occur are then counted one by one (the C++ side skips windows that
-        contain a string already found absent). The per-shard counts (and suffix-array rows) of
-        found spans are kept (`self._known`) so that the matches of an entry need not search its
-        span again.
-        """
-        cfg = self.config
-        found = np.zeros(len(s), dtype=bool)
-        levels = [] if cfg.group <= 1 else [cfg.coarse_group, cfg.group] if cfg.coarse_group > cfg.group else [cfg.group]
-        if levels and 1 < cfg.fine_group < cfg.group:
-            levels.append(cfg.fine_group)
-        for g in levels:
-            level_segs = segs
-            if g == cfg.fine_group and g != levels[0]:
-                # the finest runs only in segments where a coarser span was found: partly copied
-                # text. In clean text every such run fails, at about the cost of the window pass.
-                done = np.concatenate(([0], np.cumsum(found)))
-                level_segs = [(w0, nw) for w0, nw in segs if done[w0 + nw] > done[w0]]
-                if not level_segs:
-                    continue
-            firsts, lasts = [], []
-            for w0, nw in level_segs:
-                f = np.arange(w0, w0 + nw, g, dtype=np.int64)
-                firsts.append(f)
-                lasts.append(np.minimum(f + g, w0 + nw) - 1)
-            first = np.concatenate(firsts)
-            last = np.concatenate(lasts)
-            keep = last > first  # single-window groups go straight to the window pass
-            if found.any():  # skip runs already covered by a found coarser span
-                done = np.concatenate(([0], np.cumsum(found)))
-                keep &= (done[last + 1] - done[first]) < (last + 1 - first)
-            first, last = first[keep], last[keep]
-            if not len(first):
-                continue
-            span_start = s[first]
-            span_len = s[last] + ln[last] - span_start
-            counts, rows = self._search(data, span_start, span_len)
-            hit = counts.sum(axis=0) > 0
-            cover = np.zeros(len(s) + 1, dtype=np.int64)  # mark windows of found spans
-            np.add.at(cover, first[hit], 1)
-            np.add.at(cover, last[hit] + 1, -1)
-            found |= np.cumsum(cover[:-1]) > 0
-            for k in np.flatnonzero(hit).tolist():
-                self._known[(int(span_start[k]), int(span_len[k]))] = (counts[:, k], _column(rows, k))
-        todo = np.flatnonzero(~found)
-        if len(todo):
-            counts = self.exact.count_windows_per_shard(data, s[todo], ln[todo], existence_only=True)
-            found[todo] = counts.max(axis=0) > 0
-        return found
+    def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray) -> np.ndarray:
+        """found[i]: does window i occur in the corpus? The windows are in text order, so the
+        index decides them by maximal matches; with maximal_matches off, each is counted alone."""
+        if self.config.maximal_matches:
+            return self.exact.windows_present(data, s, ln)
+        return self.exact.count_windows(data, s, ln, existence_only=True) > 0
 
     def _result(self, p: _Pending, data: bytes, s, ln, found) -> EntryResult:
         cfg = self.config
@@ -421,8 +370,8 @@ class Scorer:
         return self.exact.count_windows_per_shard(data, starts, lengths, existence_only=False), None
 
     def _lookup(self, data: bytes, windows: list[tuple[int, int]]) -> list[tuple]:
-        """(per-shard counts, rows or None) of each window (start, length) of data: known ones from
-        the span passes, the others searched in one batched call."""
+        """(per-shard counts, rows or None) of each window (start, length) of data: the ones not
+        searched yet in this batch in one batched call."""
         need = sorted({w for w in windows if w not in self._known})
         if need:
             counts, rows = self._search(data, np.array([w[0] for w in need], dtype=np.int64),
