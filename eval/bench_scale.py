@@ -75,18 +75,21 @@ done.set()
 if res.exit_code:
     sys.stderr.write(res.output); sys.exit(res.exit_code)
 usage = resource.getrusage(resource.RUSAGE_SELF)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, reaped by now
 me = usage.ru_maxrss * 1024
-kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+kids = children.ru_maxrss * 1024
 print(json.dumps({"wall_s": wall, "driver_peak_bytes": me, "worker_peak_bytes": kids, "tree_peak_bytes": tree_peak[0],
-                  "driver_cpu_s": usage.ru_utime + usage.ru_stime}))
+                  "driver_cpu_s": usage.ru_utime + usage.ru_stime,
+                  "workers_cpu_s": children.ru_utime + children.ru_stime}))
 """
 
 
 # the driver's part of a build with --workers N alone: read the corpus (its JSONL parsed by N
-# worker processes from N = 2 on, as `rtv index` does: readers/ranges.py), plan the shards, pickle
-# each shard as the process pool does to send it to a worker (no shard is built)
+# worker processes from N = 2 on, as `rtv index` does: readers/ranges.py; without the texts where
+# the tree's shard workers read them again), plan the shards, pickle each shard as the process
+# pool does to send it to a worker (no shard is built)
 DRIVER = r"""
-import json, pickle, sys, time
+import inspect, json, pickle, sys, time
 from retrieval.build import plan_shards
 from retrieval.corpus import ReadOptions, read_documents
 try:
@@ -96,12 +99,63 @@ except ImportError:  # a tree from before it (for a before/after run): the drive
         return read_documents(sources, opts)
 if __name__ == "__main__":
     t, cpu = time.perf_counter(), time.process_time()
-    n = 0
-    for shard in plan_shards(read_documents_parallel([sys.argv[1]], ReadOptions(), int(sys.argv[3])), int(sys.argv[2])):
+    n, workers = 0, int(sys.argv[3])
+    textless = workers > 1 and "text" in inspect.signature(read_documents_parallel).parameters
+    docs = read_documents_parallel([sys.argv[1]], ReadOptions(), workers, **({"text": False} if textless else {}))
+    for shard in plan_shards(docs, int(sys.argv[2])):
         n += len(pickle.dumps(shard))
     # cpu_s: this process only (not its parse workers): what caps a build however many cores build
     print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu, "pickled_bytes": n}))
 """
+
+
+# one shard's build alone, started at a given time (argv: text file, out dir, start time): the
+# probe runs k of these at once to see how k concurrent suffix sorts share the machine
+PROBE = r"""
+import json, sys, time
+from pathlib import Path
+from retrieval.exact import write_shard
+text = bytearray(Path(sys.argv[1]).read_bytes())
+while time.time() < float(sys.argv[3]):
+    time.sleep(0.002)
+t, cpu = time.perf_counter(), time.process_time()
+write_shard(text, Path(sys.argv[2]), "probe.fmi", 32, 32, progress=False)
+print(json.dumps({"build_s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu}))
+"""
+
+
+def probe(corpus: Path, shard_size: int, counts: list[int]) -> dict:
+    """k identical shard builds at once in k processes (no driver, no reading, no IPC), for each k
+    in `counts`: their throughput over one build alone is the ceiling that the machine's memory
+    system and cores put on k workers' speed-up, whatever the driver does."""
+    from retrieval.build import plan_shards
+    from retrieval.corpus import ReadOptions, read_documents
+
+    text_file = WORK / "probe-shard.bin"
+    shard = next(iter(plan_shards(read_documents([corpus], ReadOptions()), shard_size)))
+    text_file.write_bytes(shard.text)
+    path = os.pathsep.join([str(ROOT / "src")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = {**os.environ, "RTV_SILENT": "1", "PYTHONPATH": path}
+    rows = []
+    for k in counts:
+        outs = [WORK / f"probe-{i}" for i in range(k)]
+        start_at = time.time() + 1.5 + 0.05 * k  # every process has imported rtv by then
+        procs = [subprocess.Popen([sys.executable, "-c", PROBE, str(text_file), str(o), str(start_at)],
+                                  stdout=subprocess.PIPE, text=True, env=env) for o in outs]
+        got = [json.loads(pr.communicate()[0].strip().splitlines()[-1]) for pr in procs]
+        if any(pr.returncode for pr in procs):
+            raise SystemExit("probe build failed")
+        for o in outs:
+            shutil.rmtree(o, ignore_errors=True)
+        times = [g["build_s"] for g in got]
+        rows.append({"concurrent": k, "build_s_mean": round(sum(times) / k, 3), "build_s_max": round(max(times), 3),
+                     "cpu_s_mean": round(sum(g["cpu_s"] for g in got) / k, 3)})
+    one = rows[0]["build_s_max"] if rows[0]["concurrent"] == 1 else None
+    for r in rows:  # k builds in the time of the slowest, against one build alone
+        r["throughput_x"] = round(r["concurrent"] * one / r["build_s_max"], 3) if one else None
+        print(f"probe: {r['concurrent']:2d} shard builds at once: mean {r['build_s_mean']:.2f} s, slowest "
+              f"{r['build_s_max']:.2f} s, throughput {r['throughput_x']}x one build", flush=True)
+    return {"shard_bytes": len(shard.text), "rows": rows}
 
 
 def subset(mb: float, data: Path = DATA) -> tuple[Path, int]:
@@ -233,6 +287,11 @@ def plot(results: dict, path: Path) -> None:
     ax1.set_title(f"build, {results['build']['shards']} shards ({where})")
     ax1.legend(fontsize=8)
     q = results["query"]
+    if q is None:
+        ax2.set_axis_off()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return
     ops = list(q["latency"])
     modes = list(q["latency"][ops[0]])
     x = np.arange(len(ops))
@@ -263,6 +322,8 @@ def main() -> None:
     ap.add_argument("--label", default=None, help="what the machine is, recorded in the JSON (e.g. 'GPU machine')")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out's JSON")
     ap.add_argument("--queries-only", action="store_true", help="only the query latencies (no builds, no plot)")
+    ap.add_argument("--no-queries", action="store_true", help="only the builds (and the probe)")
+    ap.add_argument("--no-probe", action="store_true", help="skip the concurrent shard builds without a driver")
     args = ap.parse_args()
     if args.plot_only:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
@@ -272,6 +333,7 @@ def main() -> None:
     from retrieval.build import BUILD_BYTES_PER_TEXT_BYTE, default_max_memory, shard_build_memory
 
     workers_list = [int(w) for w in args.workers_list.split(",")]
+    load_at_start = os.getloadavg()
     runs: dict[str, list] = {}
     corpora: dict[str, dict] = {}
     for parts in [] if args.queries_only else args.parts.split(","):
@@ -298,8 +360,10 @@ def main() -> None:
             out = WORK / f"build-{parts}-w{w}"
             r = build(corpus, out, flag, shard_size, w)
             r.update(workers=w, mb_per_s=round(n_text / 1e6 / r["wall_s"], 2), wall_s=round(r["wall_s"], 2),
-                     driver_cpu_s=round(r["driver_cpu_s"], 2),
+                     driver_cpu_s=round(r["driver_cpu_s"], 2), workers_cpu_s=round(r["workers_cpu_s"], 2),
                      driver_mb_per_cpu_s=round(n_text / 1e6 / r["driver_cpu_s"], 2))
+            # the whole build's CPU-seconds over the cores' time it had: how busy the workers kept them
+            r["cores_busy"] = round((r["driver_cpu_s"] + r["workers_cpu_s"]) / (r["wall_s"] * w), 3)
             r["identical_to_workers_1"] = True if w == workers_list[0] else same_files(WORK / f"build-{parts}-w{workers_list[0]}", out)
             manifest = json.loads((out / (out / "CURRENT").read_text().strip() / "manifest.json").read_text())
             r["shards"] = len(manifest["exact"]["shards"])
@@ -310,7 +374,8 @@ def main() -> None:
             r["tree_peak_within_default_budget"] = r["tree_peak_bytes"] <= r["default_budget_bytes"]
             rows.append(r)
             print(f"{parts:14s} workers {w:2d}: {r['wall_s']:7.2f} s  {r['mb_per_s']:7.2f} MB/s  driver CPU "
-                  f"{r['driver_cpu_s']:.2f} s ({r['driver_mb_per_cpu_s']:.1f} MB/CPU-s)  driver peak "
+                  f"{r['driver_cpu_s']:.2f} s ({r['driver_mb_per_cpu_s']:.1f} MB/CPU-s)  workers CPU "
+                  f"{r['workers_cpu_s']:.2f} s  cores busy {r['cores_busy']:.2f}  driver peak "
                   f"{r['driver_peak_bytes'] / 1e9:.2f} GB  worker peak {r['worker_peak_bytes'] / 1e9:.2f} GB  tree peak "
                   f"{r['tree_peak_bytes'] / 1e9:.2f} GB (reserved {r['reserved_bytes'] / 1e9:.2f})  "
                   f"identical {r['identical_to_workers_1']}", flush=True)
@@ -319,38 +384,45 @@ def main() -> None:
             r["speedup"] = round(r["mb_per_s"] / base, 3)
         runs[parts] = rows
 
-    qcorpus, qcopies = subset(args.query_mb, args.data)
-    q_text = text_bytes(qcorpus)
-    qdir = WORK / f"query-{args.query_mb:g}mb-{args.query_shards}"
-    if not qdir.exists():
-        Index.build([qcorpus], qdir, parts="exact", shard_size=q_text // args.query_shards + 1,
-                    workers=max(workers_list)).close()
-    idx = Index.open(qdir)
-    pats = patterns(qcorpus, args.patterns)
-    default_threads = idx.exact.threads
-    modes = {"serial": 1, f"parallel ({default_threads} threads)": default_threads}
-    idx.exact.threads = 1  # identical answers first
-    serial = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
-    idx.exact.threads = default_threads
-    parallel = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
-    lat = latency(idx.exact, pats, modes)
-    query = {"corpus_mb": q_text / 1e6, "copies_of_data": qcopies, "shards": len(idx.exact.shards), "patterns": len(pats),
-             "threads": default_threads, "answers_identical": serial == parallel, "latency": lat}
-    idx.close()
-    for op, by_mode in lat.items():
-        for mode, v in by_mode.items():
-            print(f"{op:5s} {mode:24s} p50 {v['p50_us']:9.1f} us  p90 {v['p90_us']:9.1f} us  mean {v['mean_us']:9.1f} us")
+    probed = None
+    if runs and not args.no_probe:
+        exact = corpora.get("exact", corpora[next(iter(corpora))])
+        probed = probe(ROOT / exact["corpus"], exact["shard_size"], workers_list)
+
+    query = None
+    if not args.no_queries:
+        qcorpus, qcopies = subset(args.query_mb, args.data)
+        q_text = text_bytes(qcorpus)
+        qdir = WORK / f"query-{args.query_mb:g}mb-{args.query_shards}"
+        if not qdir.exists():
+            Index.build([qcorpus], qdir, parts="exact", shard_size=q_text // args.query_shards + 1,
+                        workers=max(workers_list)).close()
+        idx = Index.open(qdir)
+        pats = patterns(qcorpus, args.patterns)
+        default_threads = idx.exact.threads
+        modes = {"serial": 1, f"parallel ({default_threads} threads)": default_threads}
+        idx.exact.threads = 1  # identical answers first
+        serial = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
+        idx.exact.threads = default_threads
+        parallel = [(idx.exact.count(p), [a.tolist() for a in idx.exact.find(p, 0, 10)]) for p in pats]
+        lat = latency(idx.exact, pats, modes)
+        query = {"corpus_mb": q_text / 1e6, "copies_of_data": qcopies, "shards": len(idx.exact.shards), "patterns": len(pats),
+                 "threads": default_threads, "answers_identical": serial == parallel, "latency": lat}
+        idx.close()
+        for op, by_mode in lat.items():
+            for mode, v in by_mode.items():
+                print(f"{op:5s} {mode:24s} p50 {v['p50_us']:9.1f} us  p90 {v['p90_us']:9.1f} us  mean {v['mean_us']:9.1f} us")
 
     prov = provenance()
     if args.commit:  # the copy on the GPU machine may carry no (or a stale) .git
         prov["commit"] = args.commit
     first = next(iter(runs), None)
     results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0)), "label": args.label,
-                                   "load_average_at_end": os.getloadavg()},
+                                   "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "data": str(args.data),
                "build": {**corpora[first], "shards": runs[first][0]["shards"], "corpora": corpora,
                          "budget_bytes_per_text_byte": BUILD_BYTES_PER_TEXT_BYTE, "runs": runs} if runs else None,
-               "query": query}
+               "query": query, "probe": probed}
     write_results(args.out, results)
     if runs:
         plot(results, args.out.with_suffix(".png"))

@@ -187,3 +187,24 @@ def test_workers_with_the_real_dense_model_are_byte_identical(tmp_path):
     manifest = json.loads((_generation(tmp_path / "w2") / "manifest.json").read_text())
     assert len(manifest["exact"]["shards"]) >= 3 and manifest["passages"]["tokenizer"] != "words"
     assert manifest["corpus"]["passages"] > 40  # several passages a document: the model's tokens, 24 at most
+
+
+@pytest.mark.model
+def test_the_manifest_names_the_device_the_runner_embedded_on(tmp_path, corpus):
+    """A runner whose own actors embedded (Ray's GPU actors) names their device in the manifest;
+    otherwise the manifest names the driver's embedder's device."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("faiss")
+
+    class ActorRunner:  # run_serial, as a runner that reports where its actors embedded
+        embed_device = "cuda:0"
+
+        def __call__(self, step, shards):
+            return run_serial(step, shards)
+
+    settings = dict(parts="exact,dense", device="cpu", shard_size=corpus.stat().st_size // 2)
+    build_index([corpus], tmp_path / "actors", BuildSettings(**settings), runner=ActorRunner())
+    build_index([corpus], tmp_path / "driver", BuildSettings(**settings), runner=run_serial)
+    devices = [json.loads((_generation(tmp_path / d) / "manifest.json").read_text())["dense"]["embed_device"]
+               for d in ("actors", "driver")]
+    assert devices == ["cuda:0", "cpu"]

@@ -88,11 +88,14 @@ def big(tmp_path_factory):
     return corpus, size, d / "local"
 
 
-def test_cluster_build_is_byte_identical_to_a_local_build(tmp_path, cluster):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cluster_build_is_byte_identical_to_a_local_build(tmp_path, cluster, workers):
+    """workers 2: the driver parses the JSONL for the plan only (documents without their text) and
+    each shard's lines travel to its task as raw bytes, which the task parses again."""
     corpus = _corpus(tmp_path / "c.jsonl")
     size = corpus.stat().st_size // 6
     _build(corpus, tmp_path / "local", size)
-    _build(corpus, tmp_path / "ray", size, ray=cluster.address)
+    _build(corpus, tmp_path / "ray", size, ray=cluster.address, workers=workers)
     shards = json.loads((_generation(tmp_path / "ray") / "manifest.json").read_text())["exact"]["shards"]
     assert len(shards) >= 5
     _assert_same_index(tmp_path / "local", tmp_path / "ray")
@@ -195,6 +198,7 @@ def test_gpu_nodes_embed_in_actors_as_the_driver_would(tmp_path, cluster):
     finally:
         cluster.remove_node(gpu_node)
     assert runner.embedding_actors == 1
+    assert runner.embed_device == "cpu"  # the actor's device (this machine has no CUDA), for the manifest
     assert len(local) == len(remote) >= 3
     for a, b in zip(local, remote):
         assert (a.number, a.passages, a.texts, a.exact) == (b.number, b.passages, b.texts, b.exact)

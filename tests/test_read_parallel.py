@@ -108,3 +108,48 @@ def test_a_bad_line_fails_the_build_with_the_serial_error_and_stops_the_parse_wo
         Index.build([root], tmp_path / "two", parts="exact", shard_size=900, workers=2)
     assert str(parallel.value) == str(serial.value) and "invalid JSON" in str(serial.value)
     assert not (tmp_path / "two").exists() and not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("parse_bytes", [1, 300, 1 << 20])
+def test_documents_without_text_point_at_lines_that_give_the_text_again(tmp_path, parse_bytes):
+    """text=False (a build whose shard workers read the text): each JSONL document comes without its
+    text, with the byte length of that text and its line, whose parse gives the serial reader's
+    document; the documents of other formats (read here) keep their text."""
+    from dataclasses import replace
+
+    from retrieval.readers.documents import range_documents
+
+    root = _corpus(tmp_path / "corpus")
+    want = list(read_documents([root], ReadOptions()))
+    got = list(read_documents_parallel([root], ReadOptions(), 2, parse_bytes=parse_bytes, text=False))
+    assert len(got) == len(want) > 100
+    spans = 0
+    for g, w in zip(got, want):
+        if g.span is None:  # b.csv: read by this process, with its text
+            assert g == w and w.source.endswith("b.csv")
+            continue
+        spans += 1
+        assert g.text == "" and g.length == len(w.text.encode("utf-8")) > 0
+        assert replace(g, text=w.text, length=None, span=None) == w
+        again = [d for d in range_documents(g.span, ReadOptions()) if d.text]
+        assert again == [w]  # the line alone, with its own line number (ids of last resort)
+    assert spans == len(want) - 2
+
+
+def test_a_shard_planned_from_spans_reads_its_text_and_notices_a_changed_file(tmp_path):
+    from retrieval.build import plan_shards
+
+    root = _corpus(tmp_path / "corpus")
+    want = list(plan_shards(read_documents([root], ReadOptions()), 900))
+    got = list(plan_shards(read_documents_parallel([root], ReadOptions(), 2, parse_bytes=300, text=False), 900))
+    assert len(got) == len(want) > 3
+    assert any(len(s.parts) > 1 for s in got)  # shards that mix spans of a.jsonl with b.csv's text, or files
+    for g, w in zip(got, want):
+        assert (g.number, g.first_doc, g.docs, g.size) == (w.number, w.first_doc, w.docs, len(w.text))
+        assert g.read(ReadOptions()) == w.text
+    a = root / "a.jsonl"
+    a.write_bytes(a.read_bytes().replace(b'"w\xc3\xb6rd7 "', b'"w\xc3\xb6rd7  "'))  # a document one byte longer
+    changed = [s for s in got if any(getattr(p, "path", None) == a for p, _ in s.parts)]
+    with pytest.raises(InputError, match="a.jsonl: changed while being indexed"):
+        for s in changed:
+            s.read(ReadOptions())

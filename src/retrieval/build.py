@@ -13,6 +13,8 @@ halves: `ShardStep.build` (the exact shard file and the passages, chunked with t
 tokenizer, which pickles) runs wherever the runner puts it; `ShardStep.embed` (the passages'
 vectors) runs in the driver, which holds the model once (torch already uses every core there)
 and embeds each shard's passages as its output comes back, while the workers build the next.
+The driver need not hold the corpus's text: JSONL documents can be planned by their texts' lengths
+alone, and a shard then names its documents' lines, which its worker reads (`ShardInput.read`).
 
 Publishing (manifest.py describes the layout): one build per index path at a time (a lock that
 names its holder); the build writes a new generation beside the live one and makes it live with
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,7 @@ import numpy as np
 from . import __version__
 from .corpus import ReadOptions
 from .readers.documents import as_paths
-from .readers.ranges import read_documents_parallel
+from .readers.ranges import FileRange, read_documents_parallel
 from .errors import InputError, RtvError
 from .exact import MAX_SHARD_BYTES, SEPARATOR, write_shard
 from .manifest import (CURRENT, FORMAT_NAME, FORMAT_VERSION, MANIFEST, file_entry, fsync_dir, generation_name,
@@ -173,16 +175,84 @@ def _size(n: int) -> str:
 
 @dataclass
 class ShardInput:
-    """One shard's documents: their UTF-8 bytes joined by 0xFF, and their rows for the store."""
+    """One shard's documents: their rows for the store, and their text (UTF-8, each document
+    followed by 0xFF) as `parts`, in document order: [bytearray, n] is the text of n documents read
+    by the driver, [FileRange, n] the lines of a JSONL file whose n non-empty documents the shard's
+    worker reads again (`read`), so a build's driver need not hold or send the corpus's text."""
 
     number: int
     first_doc: int
-    text: bytearray
+    parts: list[list] = field(default_factory=list)
     docs: list[dict] = field(default_factory=list)  # ext_id, source, length, metadata
+    size: int = 0  # bytes of the shard's text (the documents' bytes and a separator each)
 
     @property
     def file(self) -> str:
         return f"exact/shard-{self.number:05d}.fmi"
+
+    def add(self, data: bytes | None, span: FileRange | None, length: int) -> None:
+        """Append a document: its UTF-8 `data`, or the `span` to read it from (`length` bytes)."""
+        last = self.parts[-1] if self.parts else None
+        if span is not None:
+            if last and isinstance(last[0], FileRange) and last[0].path == span.path and last[0].end == span.start:
+                last[0] = replace(last[0], end=span.end)  # the next line of the same file
+                last[1] += 1
+            else:
+                self.parts.append([span, 1])
+        else:
+            if not (last and isinstance(last[0], bytearray)):
+                last = [bytearray(), 0]
+                self.parts.append(last)
+            last[0] += data
+            last[0] += SEPARATOR
+            last[1] += 1
+        self.size += length + 1
+
+    @property
+    def text(self) -> bytearray:
+        """The text of a shard whose documents were all read by the driver (else `read`)."""
+        if any(isinstance(part, FileRange) for part, _ in self.parts):
+            raise RtvError(f"shard {self.number}: its text is in the corpus's files; read it with ShardInput.read")
+        return self.parts[0][0] if len(self.parts) == 1 else bytearray().join(part for part, _ in self.parts)
+
+    def read(self, opts: ReadOptions) -> bytearray:
+        """The shard's text, its JSONL lines parsed again (with the options that planned it); a
+        document whose text is not what the plan saw means the file changed since."""
+        from .readers.documents import range_documents
+
+        if not any(isinstance(part, FileRange) for part, _ in self.parts):
+            return self.text
+        text, rows = bytearray(), iter(self.docs)
+        for part, n in self.parts:
+            if not isinstance(part, FileRange):
+                text += part
+                for _ in range(n):
+                    next(rows)
+                continue
+            got = 0
+            try:
+                for doc in range_documents(part, opts):
+                    if not doc.text:
+                        continue
+                    data = doc.text.encode("utf-8")
+                    row = next(rows, None) if got < n else None
+                    if row is None or len(data) != row["length"]:
+                        got = -1
+                        break
+                    got += 1
+                    text += data
+                    text += SEPARATOR
+            except InputError:  # the lines parsed when the shards were planned: the file changed since
+                got = -1
+            if got != n:
+                raise InputError(f"{part.path}: changed while being indexed (lines {part.first_line}- no longer hold "
+                                 "the documents read before); run the build again on a file that does not change")
+        return text
+
+    def portable(self) -> "ShardInput":
+        """The shard with its file ranges' bytes read into it, for a builder on another machine."""
+        parts = [[replace(part, data=part.read()) if isinstance(part, FileRange) else part, n] for part, n in self.parts]
+        return replace(self, parts=parts)
 
 
 @dataclass
@@ -204,22 +274,23 @@ def plan_shards(documents: Iterable, shard_size: int, first_number: int = 0,
     the index's numbering)."""
     seen_ids: set[str] = set()
     n_docs = first_doc
-    shard = ShardInput(first_number, n_docs, bytearray())
+    shard = ShardInput(first_number, n_docs)
     for doc in documents:
         if doc.id_field is not None:
             if doc.ext_id in seen_ids:
                 raise InputError(f"{doc.source}: duplicate id {doc.ext_id!r} in field {doc.id_field!r}; "
                                  "ids must be unique (or pass --id-field to choose another field)")
             seen_ids.add(doc.ext_id)
-        data = doc.text.encode("utf-8")
-        if len(data) + 1 > MAX_SHARD_BYTES:
-            raise InputError(f"{doc.source}: a document of {len(data)} bytes exceeds the 2 GiB shard limit; split it")
-        if shard.docs and len(shard.text) + len(data) + 1 > shard_size:
+        # a document without its text (read_documents_parallel(text=False)) is planned by its length
+        data = doc.text.encode("utf-8") if doc.span is None else None
+        length = len(data) if data is not None else doc.length
+        if length + 1 > MAX_SHARD_BYTES:
+            raise InputError(f"{doc.source}: a document of {length} bytes exceeds the 2 GiB shard limit; split it")
+        if shard.docs and shard.size + length + 1 > shard_size:
             yield shard
-            shard = ShardInput(shard.number + 1, n_docs, bytearray())
-        shard.text += data
-        shard.text += SEPARATOR
-        shard.docs.append({"id": n_docs, "ext_id": doc.ext_id, "source": doc.source, "length": len(data),
+            shard = ShardInput(shard.number + 1, n_docs)
+        shard.add(data, doc.span, length)
+        shard.docs.append({"id": n_docs, "ext_id": doc.ext_id, "source": doc.source, "length": length,
                            "metadata": doc.metadata})
         n_docs += 1
     if shard.docs:
@@ -254,14 +325,15 @@ class ShardStep:
         from .chunking import chunk_spans
 
         s = self.settings
-        exact = write_shard(shard.text, self.directory, shard.file, s.sa_sample, s.isa_sample,
+        text = shard.read(ReadOptions(text_field=s.text_field, id_field=s.id_field, errors=s.errors))
+        exact = write_shard(text, self.directory, shard.file, s.sa_sample, s.isa_sample,
                             desc=f"shard {shard.number}", progress=not self.quiet)
         passages: list[tuple[int, int, int]] = []
         texts: list[str] = []
         if "lexical" in self.parts or "dense" in self.parts:
             at = 0
             for row in shard.docs:  # the shard's text is the documents' bytes, each followed by 0xFF
-                data = bytes(shard.text[at:at + row["length"]])
+                data = bytes(text[at:at + row["length"]])
                 at += row["length"] + 1
                 for start, end in chunk_spans(data.decode("utf-8"), s.passage_tokens, s.passage_overlap,
                                               self.tokenizer):
@@ -315,26 +387,62 @@ class ProcessRunner:
     explicit --max-memory); otherwise it runs alone. A corpus of one shard is built in this process
     (no pool is started)."""
 
+    reads_ranges = True  # its workers read shards' text from the corpus's files (ShardInput.read)
+
     def __init__(self, workers: int, max_memory: int, strict: bool = True):
         self.workers = workers
         self.max_memory = max_memory
         self.strict = strict
         self.peak_reserved = 0  # the most memory reserved by shard builds at once (tests, benchmarks)
+        self._pool = None
+        self._pool_step: ShardStep | None = None
+
+    def executor(self, step: ShardStep):
+        """The worker processes (started on the first call), for `step`'s shards and for the
+        reader's parse tasks before them (read_documents_parallel(executor=)): one set of spawned
+        interpreters per build. Stopped when the build's call ends."""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                             initargs=(step.for_workers(),))
+            self._pool_step = step
+        elif self._pool_step is not step:
+            raise RtvError("ProcessRunner: its workers were started for another build's step")
+        return self._pool
+
+    def close(self, ok: bool = False) -> None:
+        """Stop the workers: wait for them after a build that completed, else terminate them."""
+        pool, self._pool, self._pool_step = self._pool, None, None
+        if pool is None:
+            return
+        if ok:
+            pool.shutdown(wait=True)
+        else:  # an error or an abandoned build: stop the workers before the directory goes
+            _stop_workers(pool)
 
     def _need(self, shard: ShardInput) -> int:
-        need = shard_build_memory(len(shard.text))
+        need = shard_build_memory(shard.size)
         if need > self.max_memory:
             if self.strict:
-                raise InputError(f"--max-memory {_size(self.max_memory)}: shard {shard.number} ({_size(len(shard.text))} "
+                raise InputError(f"--max-memory {_size(self.max_memory)}: shard {shard.number} ({_size(shard.size)} "
                                  f"of text) needs about {_size(need)} to build ({BUILD_BYTES_PER_TEXT_BYTE} bytes per "
                                  "text byte); raise --max-memory or lower --shard-size")
             return self.max_memory  # runs alone
         return need
 
     def __call__(self, step: ShardStep, shards: Iterable[ShardInput]) -> Iterator[ShardOutput]:
-        import multiprocessing as mp
+        ok = False
+        try:
+            yield from self._run(step, shards)
+            ok = True
+        finally:
+            self.close(ok)
+
+    def _run(self, step: ShardStep, shards: Iterable[ShardInput]) -> Iterator[ShardOutput]:
         from collections import deque
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
         shards = iter(shards)
@@ -343,15 +451,13 @@ class ProcessRunner:
             return
         self._need(first)
         second = next(shards, None)
-        if second is None:  # one shard: no pool to start
+        if second is None:  # one shard: built here (no pool to start, unless the reader started it)
             yield step(first)
             return
-        pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                   initargs=(step.for_workers(),))
+        pool = self.executor(step)
         pending: deque = deque()  # (future, memory reserved), in shard order
         running: dict = {}  # future -> memory reserved, until it completes
         progress = bar(desc="shards built", unit="shard")
-        ok = False
 
         def collect():
             fut, _ = pending.popleft()
@@ -394,13 +500,8 @@ class ProcessRunner:
                     yield collect()
             while pending:
                 yield collect()
-            ok = True
         finally:
             progress.close()
-            if ok:
-                pool.shutdown(wait=True)
-            else:  # an error or an abandoned build: stop the workers before the directory goes
-                _stop_workers(pool)
 
 
 def _stop_workers(pool) -> None:
@@ -514,10 +615,19 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
     progress = bar(desc="reading corpus", unit="doc")
 
     id_fields: set[str] = set()  # the fields ids came from (chosen per file when not given)
+    step = ShardStep(tmp, s, parts, embedder)
+    # A runner whose workers read their shards' text from the corpus's files (`reads_ranges`: the
+    # process pool, Ray) gets JSONL documents without their text: the driver plans the shards by
+    # the texts' lengths (the same plan) and never holds or sends the text. The process pool's
+    # workers parse the JSONL for the plan too (`executor`), so they start once.
+    reads_ranges = getattr(runner, "reads_ranges", False)
+    executor = getattr(runner, "executor", None)
 
     def read():
         # JSONL files are parsed in worker processes (readers/ranges.py); the plan is the same
-        corpus = read_documents_parallel(sources, opts, s.resolve_workers()) if documents is None else documents
+        corpus = documents if documents is not None else read_documents_parallel(
+            sources, opts, s.resolve_workers(), text=not reads_ranges,
+            executor=(lambda: executor(step)) if executor is not None else None)
         for doc in corpus:
             progress.update()
             if doc.id_field is not None:
@@ -526,9 +636,11 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
 
     reader = read()
     try:
-        got = collect_outputs(runner(ShardStep(tmp, s, parts, embedder), plan_shards(reader, s.shard_size)), store)
+        got = collect_outputs(runner(step, plan_shards(reader, s.shard_size)), store)
     finally:
         reader.close()  # its parse workers stop now, on an error too
+        if executor is not None:
+            runner.close()  # where the runner never started (no shards), the pool the reader started
     shards, vectors, n_docs, n_bytes = got.shards, got.vectors, got.n_docs, got.n_bytes
     progress.close()
     if n_docs == 0:
@@ -556,7 +668,8 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
         manifest["dense"] = build_from_vectors(np.concatenate(vectors), tmp / "dense", s.recipe,
                                                model_id=embedder.model_id,
                                                device=getattr(embedder, "device", s.device))
-        manifest["dense"]["embed_device"] = getattr(embedder, "device", "cpu")
+        # where the vectors were computed: the runner's embedding actors (Ray GPU actors), else here
+        manifest["dense"]["embed_device"] = getattr(runner, "embed_device", None) or getattr(embedder, "device", "cpu")
         manifest["dense"]["requested_recipe"] = s.recipe  # what `rtv compact` builds again (None: by size)
     files: dict = {}
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):

@@ -25,7 +25,8 @@ to a `--workers 1` build of the same corpus.
   its actors (and reload the model) every shard, and one dataset of every passage would wait for
   the last shard and hold every text at once.
 - The driver reads the corpus (its uncompressed JSONL parsed by a pool of processes on the
-  driver's node: readers/ranges.py), plans the shards, writes the store and, once every shard is
+  driver's node for the plan, readers/ranges.py; each shard's lines then travel to its task as raw
+  bytes, which the task parses again), plans the shards, writes the store and, once every shard is
   in place, the manifest; it shows one progress bar for the whole job. A failure or Ctrl-C cancels
   the tasks still running (force: their workers are killed) and waits for them before the
   caller removes the temporary directory, so nothing is written at `-o` afterwards.
@@ -90,6 +91,9 @@ class _Embedder:
 
     def embed(self, out: ShardOutput) -> ShardOutput:
         return self.step.embed(out)
+
+    def device(self) -> str:
+        return str(getattr(self.step.embedder, "device", "cpu"))
 
 
 def connect(address: str):
@@ -156,12 +160,17 @@ class RayRunner:
     """Shards built as Ray tasks on the cluster at `address` (module docstring); outputs in shard
     order. `max_retries`: runs of a task after its worker or node died."""
 
+    # the build plans JSONL documents without their text; each shard's lines are read here as raw
+    # bytes (no parsing) and travel with its task, which parses them (ShardInput.portable / read)
+    reads_ranges = True
+
     def __init__(self, address: str = "auto", max_retries: int = MAX_RETRIES):
         _ray()  # a missing ray is reported before the corpus is read
         self.address = address
         self.max_retries = max_retries
         self.nodes = 0  # nodes that build shards (set when the build starts; tests, benchmarks)
         self.embedding_actors = 0  # GPU actors that embedded (0: the driver did)
+        self.embed_device: str | None = None  # the actors' device(s), for the manifest (None: the driver's)
 
     def __call__(self, step: ShardStep, shards: Iterable[ShardInput]) -> Iterator[ShardOutput]:
         ray, connected = connect(self.address)
@@ -186,12 +195,12 @@ class RayRunner:
                 return out if embedders else step.embed(out)
 
             for shard in shards:
-                need = shard_build_memory(len(shard.text))
+                need = shard_build_memory(shard.size)
                 if largest and need > largest:
-                    raise InputError(f"--shard-size: shard {shard.number} ({_size(len(shard.text))} of text) needs "
+                    raise InputError(f"--shard-size: shard {shard.number} ({_size(shard.size)} of text) needs "
                                      f"about {_size(need)} to build, more than any Ray node offers "
                                      f"({_size(int(largest))}); lower --shard-size")
-                built = build.options(num_cpus=1, memory=need).remote(step_ref, shard)
+                built = build.options(num_cpus=1, memory=need).remote(step_ref, shard.portable())
                 out = embedders[shard.number % len(embedders)].embed.remote(built) if embedders else built
                 pending.append((shard.number, built, out))
                 del shard  # the object store holds the text until the task has built it
@@ -199,6 +208,8 @@ class RayRunner:
                     yield collect()
             while pending:
                 yield collect()
+            if embedders:  # the device each actor embedded on (each sees its own GPU as cuda:0)
+                self.embed_device = ", ".join(sorted(set(ray.get([e.device.remote() for e in embedders]))))
             ok = True
         finally:
             if progress is not None:

@@ -38,6 +38,10 @@ class Document:
     # The record field ext_id came from; None when ext_id is a file name or file:line. Ids from a
     # field are the corpus's own names for its documents, so a builder can refuse duplicates.
     id_field: str | None = None
+    # A document whose text a shard's worker reads again (range_documents(..., text=False)): its
+    # text is "", `length` the bytes of its UTF-8 text and `span` its line of the JSONL file.
+    length: int | None = None
+    span: FileRange | None = None
 
 
 @dataclass
@@ -210,14 +214,32 @@ def _whole_range(path: Path, name: str, opts: ReadOptions) -> FileRange:
     return FileRange(path, name, 0, path.stat().st_size, 1, id_field, decided)
 
 
-def range_documents(piece: FileRange, opts: ReadOptions) -> Iterator[Document]:
+def range_documents(piece: FileRange, opts: ReadOptions, text: bool = True) -> Iterator[Document]:
     """The documents of a byte range of a JSONL file, empty ones included (the caller counts
-    them), with the ids, metadata and errors (file: line N) that reading the whole file gives."""
+    them), with the ids, metadata and errors (file: line N) that reading the whole file gives.
+    text=False: a non-empty document comes without its text, with its `length` and its line as
+    `span` instead (for the shard plan; the shard's worker reads the text again from the span)."""
     import io
+    from dataclasses import replace
 
     records = jsonl_records(io.BytesIO(piece.read()), piece.path, Decoding(opts.errors, UTF8_HINT),
                             piece.first_line, piece.start)
-    yield from _documents_of(records, piece.path, piece.name, "jsonl", opts, piece.id_field, piece.decided)
+    if text:
+        yield from _documents_of(records, piece.path, piece.name, "jsonl", opts, piece.id_field, piece.decided)
+        return
+    last = [None]  # the record of the document just made (_documents_of makes one per record, in turn)
+
+    def remembered():
+        for rec in records:
+            last[0] = rec
+            yield rec
+
+    for doc in _documents_of(remembered(), piece.path, piece.name, "jsonl", opts, piece.id_field, piece.decided):
+        if doc.text:
+            (start, end), line = last[0].span, int(last[0].position)
+            doc.length, doc.text = len(doc.text.encode("utf-8")), ""
+            doc.span = replace(piece, start=start, end=end, first_line=line, data=None)
+        yield doc
 
 
 def _documents_of(records: Iterator, path: Path, name: str, fmt: str, opts: ReadOptions,

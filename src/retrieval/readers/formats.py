@@ -37,6 +37,7 @@ class Record:
     data: object  # a dict for well-formed input; callers check
     where: str  # "line 3", "item 0", "row 5", "key 'k1'": names it in messages, after "<file>: "
     position: str  # its place for an id of last resort: line (JSONL, CSV), index (JSON, parquet), key
+    span: tuple[int, int] | None = None  # JSONL: the bytes [start, end) of its line in the file
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,14 @@ def decode(data: bytes, path: Path, decoding: Decoding, line_base: int = 0, offs
 
 def _decoded_lines(stream, path: Path, decoding: Decoding, first_line: int = 1,
                    first_offset: int = 0) -> Iterator[tuple[int, str]]:
-    """(line number, text with its line end) of each line; a leading BOM is dropped. A stream
-    that starts inside the file (a byte range) starts at line `first_line`, byte `first_offset`."""
+    """(line number, text with its line end, its bytes [start, end) in the file) of each line; a
+    leading BOM is dropped. A stream that starts inside the file (a byte range) starts at line
+    `first_line`, byte `first_offset`."""
     offset = first_offset
     for lineno, line in enumerate(stream, start=first_line):
         text = decode(line, path, decoding, lineno - 1, offset)
+        yield lineno, (text.removeprefix(BOM) if lineno == 1 else text), (offset, offset + len(line))
         offset += len(line)
-        yield lineno, (text.removeprefix(BOM) if lineno == 1 else text)
 
 
 def _decoded_chunks(stream, path: Path, decoding: Decoding) -> Iterator[str]:
@@ -152,7 +154,7 @@ def _jsonl(path: Path, compression: str | None, decoding: Decoding) -> Iterator[
 def jsonl_records(stream, path: Path, decoding: Decoding, first_line: int = 1, first_offset: int = 0) -> Iterator[Record]:
     """The records of JSONL lines from `stream` (binary), which starts at line `first_line`, byte
     `first_offset` of `path` (a byte range of the file, cut at a line end: readers/ranges.py)."""
-    for lineno, text in _decoded_lines(stream, path, decoding, first_line, first_offset):
+    for lineno, text, span in _decoded_lines(stream, path, decoding, first_line, first_offset):
         if not text.strip():
             continue
         try:
@@ -161,7 +163,7 @@ def jsonl_records(stream, path: Path, decoding: Decoding, first_line: int = 1, f
             raise InputError(f"{path}: line {lineno}: invalid JSON ({exc.msg}); fix or remove the line") from None
         except RecursionError:
             raise InputError(f"{path}: line {lineno}: {TOO_DEEP}") from None
-        yield Record(obj, f"line {lineno}", str(lineno))
+        yield Record(obj, f"line {lineno}", str(lineno), span)
 
 
 def _csv(path: Path, compression: str | None, decoding: Decoding, delimiter: str) -> Iterator[Record]:
@@ -169,7 +171,7 @@ def _csv(path: Path, compression: str | None, decoding: Decoding, delimiter: str
     with open_binary(path, compression) as stream:
         # csv wants lines with their line ends (newline="" semantics), which binary lines keep
         # strict: a quote that is never closed is an error, not the rest of the file as one cell
-        reader = csv.DictReader((text for _, text in _decoded_lines(stream, path, decoding)), delimiter=delimiter,
+        reader = csv.DictReader((text for _, text, _ in _decoded_lines(stream, path, decoding)), delimiter=delimiter,
                                 strict=True)
         last = 1  # the last line of the previous row
         try:

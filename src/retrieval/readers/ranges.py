@@ -10,7 +10,13 @@ process takes their documents back in order. Compressed files, JSON, CSV (a quot
 a line end), parquet and plain text cannot be cut like this and are read here as before.
 
 The shard plan is made from the documents as before (by their text's size), so an index is the
-same whichever reader made it; only the parsing moved off the build's driver process.
+same whichever reader made it; only the parsing moved off the build's driver process. A build
+whose shards are built elsewhere (`rtv index --workers N`, `--ray`) reads with text=False: the
+parse tasks send back each document without its text, with the text's length and the document's
+line (`Document.span`); the driver plans the shards by those lengths, and each shard's worker
+parses its lines again for the text (`build.ShardInput.read`), so no text passes through the
+driver (parsing twice costs the workers a few percent: JSON parsing is ~5 ms a MB, a shard's
+build ~150). The parse tasks run on the build's own shard workers (`executor`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import mmap
 import os
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -40,6 +47,8 @@ class FileRange:
     first_line: int
     id_field: str | None  # the file's id field, decided by its first record (as the reader decides)
     decided: bool  # False: the first record could not decide (range 0 then fails on it, as the reader does)
+    # the range's bytes, read ahead where its reader cannot open the file (a Ray task on another node)
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -47,6 +56,8 @@ class FileRange:
 
     def read(self) -> bytes:
         """The range's bytes (a file that changed since it was cut is an error)."""
+        if self.data is not None:
+            return self.data
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.start)
@@ -104,11 +115,18 @@ def _newlines(mm: mmap.mmap, start: int, end: int, chunk: int = 1 << 26) -> int:
     return sum(mm[at:min(at + chunk, end)].count(b"\n") for at in range(start, end, chunk))
 
 
-def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None = None) -> Iterator:
+def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None = None, *, text: bool = True,
+                            executor: Callable[[], Executor] | None = None) -> Iterator:
     """The documents of read_documents(sources, opts), in the same order and with the same
     notices and errors (the first in document order), the uncompressed JSONL files parsed by
     `workers` spawned processes in tasks of about `parse_bytes` (PARSE_BYTES). The pool starts
-    only once there are two tasks to run at once; workers <= 1 is read_documents itself."""
+    only once there are two tasks to run at once; workers <= 1 is read_documents itself.
+
+    text=False: the documents of those JSONL files come without their text, with its length and
+    their line (`Document.span`) instead: a build's shard workers read the text themselves, so
+    this process never holds it. executor: where to run the parse tasks instead of a pool of our
+    own (called once, when the first two tasks are there; the build's shard pool, whose workers
+    are then started once for both); it is left running, only our tasks still queued cancelled."""
     from .documents import note_skipped, read_documents
 
     if workers <= 1:
@@ -144,10 +162,11 @@ def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_quiet_worker)
-            pending.extend(pool.submit(_parse, t, opts) for t in held)
+            pool = executor() if executor is not None else ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_quiet_worker)
+            pending.extend(pool.submit(_parse, t, opts, text) for t in held)
             held.clear()
-        pending.append(pool.submit(_parse, task, opts))
+        pending.append(pool.submit(_parse, task, opts, text))
 
     def flush() -> Iterator:
         """Everything cut so far, parsed, in order."""
@@ -155,7 +174,7 @@ def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None
             submit(batch.copy())
             batch.clear()
         for task in held:  # one task alone: parsed here, no pool
-            docs, empty = _parse(task, opts)
+            docs, empty = _parse(task, opts, text)
             skipped["empty"] += empty
             yield from docs
         held.clear()
@@ -187,20 +206,24 @@ def read_documents_parallel(sources, opts, workers: int, parse_bytes: int | None
             raise error
         note_skipped(skipped)
     finally:
-        if pool is not None:
+        if pool is not None and executor is not None:
+            for fut in pending:
+                fut.cancel()
+        elif pool is not None:
             from ..build import _stop_workers
 
             _stop_workers(pool)
 
 
-def _parse(pieces: Iterable[FileRange], opts) -> tuple[list, int]:
-    """A parse task: the non-empty documents of `pieces`, and how many empty ones were left out."""
+def _parse(pieces: Iterable[FileRange], opts, text: bool = True) -> tuple[list, int]:
+    """A parse task: the non-empty documents of `pieces` (text=False: without their texts, see
+    range_documents), and how many empty ones were left out."""
     from .documents import range_documents
 
     docs, empty = [], 0
     for piece in pieces:
-        for doc in range_documents(piece, opts):
-            if doc.text:
+        for doc in range_documents(piece, opts, text):
+            if doc.text or doc.span is not None:
                 docs.append(doc)
             else:
                 empty += 1
