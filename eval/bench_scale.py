@@ -158,6 +158,17 @@ def probe(corpus: Path, shard_size: int, counts: list[int]) -> dict:
     return {"shard_bytes": len(shard.text), "rows": rows}
 
 
+def lscpu() -> dict:
+    """The CPU topology lines of lscpu (threads per core: whether 'cores' are hyperthreads; caches)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    keep = ("Model name", "Thread(s) per core", "Core(s) per socket", "Socket(s)", "NUMA node(s)", "L2 cache",
+            "L3 cache", "Hypervisor vendor", "CPU max MHz")
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines()) if k.strip() in keep}
+
+
 def subset(mb: float, data: Path = DATA) -> tuple[Path, int]:
     """The first `mb` MB of `data` in whole lines, and how many copies of `data` that took (a file
     shorter than `mb` is repeated; the k-th copy's ids get the suffix `#k`, so they stay unique)."""
@@ -324,6 +335,8 @@ def main() -> None:
     ap.add_argument("--queries-only", action="store_true", help="only the query latencies (no builds, no plot)")
     ap.add_argument("--no-queries", action="store_true", help="only the builds (and the probe)")
     ap.add_argument("--no-probe", action="store_true", help="skip the concurrent shard builds without a driver")
+    ap.add_argument("--fixed-mb", type=float, default=0,
+                    help="also build this small corpus (same shard count) at each --workers: the fixed costs of a build")
     args = ap.parse_args()
     if args.plot_only:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
@@ -384,6 +397,16 @@ def main() -> None:
             r["speedup"] = round(r["mb_per_s"] / base, 3)
         runs[parts] = rows
 
+    fixed = None
+    if args.fixed_mb and runs:  # start-up, spawning, per-shard hand-offs, the store and manifest: no real build work
+        corpus, _ = subset(args.fixed_mb, args.data)
+        n_text = text_bytes(corpus)
+        fixed = {"corpus_mb": n_text / 1e6, "shards": args.shards, "wall_s": {}}
+        for w in workers_list:
+            r = build(corpus, WORK / f"build-fixed-w{w}", "exact", n_text // args.shards + 1, w)
+            fixed["wall_s"][str(w)] = round(r["wall_s"], 2)
+            print(f"fixed costs: {n_text / 1e6:.1f} MB in {args.shards} shards, workers {w:2d}: {r['wall_s']:.2f} s", flush=True)
+
     probed = None
     if runs and not args.no_probe:
         exact = corpora.get("exact", corpora[next(iter(corpora))])
@@ -418,11 +441,12 @@ def main() -> None:
         prov["commit"] = args.commit
     first = next(iter(runs), None)
     results = {**prov, "machine": {**prov["machine"], "usable_cores": len(os.sched_getaffinity(0)), "label": args.label,
+                                   "lscpu": lscpu(),
                                    "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "data": str(args.data),
                "build": {**corpora[first], "shards": runs[first][0]["shards"], "corpora": corpora,
                          "budget_bytes_per_text_byte": BUILD_BYTES_PER_TEXT_BYTE, "runs": runs} if runs else None,
-               "query": query, "probe": probed}
+               "query": query, "probe": probed, "fixed_costs": fixed}
     write_results(args.out, results)
     if runs:
         plot(results, args.out.with_suffix(".png"))
