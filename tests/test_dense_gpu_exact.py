@@ -303,6 +303,52 @@ def test_triton_kernel_equals_reference_in_interpreter():
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
 
 
+def test_triton_second_stage_equals_torch_in_interpreter():
+    """The second stage (selection + float64 re-scoring in one Triton kernel) and a whole fused
+    search tile, in Triton's interpreter: the same top keys and rescan flags as ``select``, the same
+    scores and ids as GpuExact.rescore and as the torch engine (exact integer scores, ties, runs of
+    equal vectors that force rescans, masks, super-block keys read in several chunks)."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        from retrieval.dense import gpu_exact, gpu_fused
+        rng = np.random.default_rng(1)
+        for n, d, bn, sub, kc, k, chunk in ((2000, 16, 16, 2, 20, 10, 16), (700, 40, 16, 3, 5, 3, 2048),
+                                            (900, 24, 8, 1, 12, 12, 32)):
+            x = rng.integers(-2, 3, size=(n, d)).astype(np.float32)
+            x[100:140] = x[100]
+            q = rng.integers(-2, 3, size=(6, d)).astype(np.float32)
+            q[0] = x[100]
+            q32 = torch.from_numpy(q); q16 = q32.half(); x16 = torch.from_numpy(x).half()
+            eng = gpu_exact.GpuExact(x, "cpu", rescore_from="float32", fused=False)
+            for allowed in (None, torch.from_numpy(rng.random(n) < 0.3)):
+                sk, k1, k2 = gpu_fused.block_keys_reference(q16, x16, bn, sub, allowed)
+                top, flag, s, i = gpu_fused.select_rescore(sk, k1, k2, q32, eng.x32, kc, k, bn, sub, chunk=chunk)
+                flagged = torch.zeros(len(q), dtype=torch.int32)
+                def rescan(rows, t):
+                    flagged[rows] = 1
+                    return t
+                want = gpu_fused.select(sk, k1, k2, kc, bn, sub, rescan)
+                assert torch.equal(top, want) and torch.equal(flag, flagged), (n, d, bn, sub)
+                assert flag[0] == 1
+                ws, wi = eng.rescore(q32, gpu_fused.key_columns(want).masked_fill(want == gpu_fused.SENTINEL, -1), k)
+                assert torch.equal(s, ws) and torch.equal(i, wi)
+                for rescore in (True, False):
+                    kk = gpu_exact.candidates_for(k, n) if rescore else k
+                    gs, gi = gpu_fused.search_tile(q32, q16, x16, eng.x32, k, kk, bn, sub, allowed, rescore)
+                    es, ei = eng.search_tensor(q32, k, rescore=rescore, allowed=allowed)
+                    assert torch.equal(gi, ei) and torch.equal(gs, es), (n, d, bn, sub, rescore)
+        print("ok")
+    """)
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fused_kernel_on_gpu(monkeypatch):
     pytest.importorskip("triton")
@@ -322,6 +368,15 @@ def test_fused_kernel_on_gpu(monkeypatch):
         want = gpu_fused.block_keys_reference(qi[:bs], xg, bn, sub)
         for g, w in zip(got, want):
             assert torch.equal(g, w)
+    # the whole fused search (second stage in Triton, rescans) against the torch engine, exact scores
+    fused, plain = GpuExact(xi, "cuda", rescore_from="float32"), GpuExact(xi, "cuda", rescore_from="float32", fused=False)
+    allowed = torch.from_numpy(np.random.default_rng(34).random(len(xi)) < 0.2).cuda()
+    for mask in (None, allowed):
+        for rescore in (True, False):
+            for bs in (1, 7, 300):
+                a = fused.search_tensor(qi[:bs].float(), 10, rescore=rescore, allowed=mask)
+                b = plain.search_tensor(qi[:bs].float(), 10, rescore=rescore, allowed=mask)
+                assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
 
 
 # -- DenseIndex ---------------------------------------------------------------------------------------

@@ -300,9 +300,16 @@ class GpuExact:
             for lo in range(0, nq, per):
                 qt = q[lo:lo + per]
                 q16 = qt.to(torch.float16).contiguous()
-                vals, ids = (self._select_fused if fused else self._select_torch)(q16, kc, allowed)
-                if rescore:
-                    vals, ids = self.rescore(qt.float(), ids, k)
+                if fused and self.fused is True:  # Triton: block keys, then selection + re-scoring
+                    x = self.x32 if self.x32 is not None else self.x
+                    vals, ids = gpu_fused.search_tile(qt.float().contiguous(), q16, self.x, x, k, kc,
+                                                      self.fused_block, self.fused_sub, allowed, rescore)
+                else:
+                    vals, ids = (self._select_fused if fused else self._select_torch)(q16, kc, allowed)
+                    if rescore:
+                        vals, ids = self.rescore(qt.float(), ids, k)
+                if per >= nq:  # one tile: its answer as it is
+                    return vals[:, :k], ids[:, :k]
                 out_s[lo:lo + per] = vals[:, :k]
                 out_i[lo:lo + per] = ids[:, :k]
         return out_s, out_i
