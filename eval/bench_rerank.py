@@ -19,6 +19,15 @@ turn (so that the shared machine's noise falls on all alike; the first --warmup 
   torch's top 10 passages that the backend's top 10 holds, and the Pearson correlation of scores.
 `uptime`'s load is recorded before and after.
 
+Where the time goes: for the depth-20 calls, the p50 of each of search's own stage timings (dense
+query embedding + vector search, which runs beside lexical and exact; the part of it they did not
+hide; fusion; the rerank stage's passage-text fetch and its scoring; the hits), and for the
+exported backends the tokenisation of the pairs alone (its p50, timed apart) and the padding
+share of the batch (tokens that are padding to the longest pair).
+
+A backend may be given a pair length of its own, `NAME@MAX_LENGTH` (e.g. `openvino-int8@128`):
+eval/rerank_truncation.py measures what a shorter cap costs in quality; torch keeps --max-length.
+
 The OpenVINO int8 export is made afresh at the start (NNCF calibrates on the pairs of the first
 query reranked, the path a user's first query takes); the JSON names that query.
 
@@ -41,7 +50,7 @@ import retrieval_eval as rev  # noqa: E402  (sets HF_HUB_OFFLINE, sys.path; the 
 from provenance import provenance, write_results  # noqa: E402
 
 BACKENDS = ["torch", "onnx-int8", "openvino", "openvino-int8"]  # onnx fp32: --backends (= torch's numbers, slower than openvino)
-DEPTHS = [10, 20, 50]
+DEPTHS = [10, 20, 50]  # --depths; end to end at those <= TOP_N_CPU, quality from one call at the deepest
 
 
 from retrieval.hybrid.rerank import TOP_N_CPU  # noqa: E402
@@ -53,18 +62,34 @@ def load() -> list[float]:
 
 
 def rerankers(model: str, backends: list[str], max_length: int):
+    """{spec: Reranker} for specs "NAME" (at max_length) or "NAME@MAX_LENGTH"."""
     from retrieval.hybrid.rerank import Reranker
     from retrieval.hybrid.rerank_backends import export_dir
 
     shutil.rmtree(export_dir(model) / "openvino", ignore_errors=True)  # calibrate afresh (see above)
     out = {}
-    for b in backends:
-        rr = Reranker(model, backend=b, device="cpu", max_length=max_length, batch_size=64)
+    for spec in backends:
+        b, _, cap = spec.partition("@")
+        if cap and not cap.isdigit():
+            raise SystemExit(f"--backends {spec}: write NAME@MAX_LENGTH, e.g. openvino-int8@128")
+        rr = Reranker(model, backend=b, device="cpu", max_length=int(cap) if cap else max_length, batch_size=64)
         if rr.backend != b:
             print(f"{b}: not available here (fell back to {rr.backend}); left out", file=sys.stderr)
             continue
-        out[b] = rr
+        out[spec] = rr
     return out
+
+
+def tokenise_cost(rr, query: str, texts: list[str]) -> tuple[float, float] | None:
+    """(seconds to tokenise the pairs, padding share of one batch of them) for an exported
+    backend (its own tokenizer, truncation included); None for torch."""
+    tokenizer = getattr(rr.model, "tokenizer", None)
+    if not hasattr(tokenizer, "encode_batch"):
+        return None
+    t = time.perf_counter()
+    lens = [len(e.ids) for e in tokenizer.encode_batch([(query, x) for x in texts])]
+    seconds = time.perf_counter() - t
+    return seconds, 1.0 - sum(lens) / (len(lens) * max(lens))
 
 
 def rerank_order(fused: list[int], scores: np.ndarray, depth: int) -> list[tuple[int, float]]:
@@ -75,7 +100,7 @@ def rerank_order(fused: list[int], scores: np.ndarray, depth: int) -> list[tuple
     return [(fused[i], float(n - r)) for r, i in enumerate(head)] + [(p, float(-r)) for r, p in enumerate(rest)]
 
 
-def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: dict) -> dict:
+def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: dict, depths: list[int]) -> dict:
     """One pass over the queries; for each, every backend in turn:
     - the hybrid top 100 without rerank (computed once per query, untimed) and hybrid alone (k=10, timed);
     - depth 10 and 20: Index.search(k=10) with that backend's Reranker end to end, its rerank stage
@@ -90,12 +115,15 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
 
     queries = bench.queries[:n_queries]
     index = bench.index
-    runs = {(b, d): {} for b in rrs for d in DEPTHS}
+    deepest, timed_depths = max(depths), [d for d in depths if d <= TOP_N_CPU]
+    runs = {(b, d): {} for b in rrs for d in depths}
     runs[("none", 0)] = {}
     scores_of = {b: [] for b in rrs}
-    overlap = {(b, d): [] for b in rrs for d in DEPTHS}
-    alone = {(b, d): [] for b in rrs for d in DEPTHS}
-    e2e = {(b, d): [] for b in rrs for d in DEPTHS[:-1]}
+    overlap = {(b, d): [] for b in rrs for d in depths}
+    alone = {(b, d): [] for b in rrs for d in depths}
+    e2e = {(b, d): [] for b in rrs for d in timed_depths}
+    stage_ms = {b: {} for b in rrs}  # stage -> [ms] of the depth-TOP_N_CPU calls
+    padding = {b: [] for b in rrs}
     hybrid_only = []
     progress = bar(total=len(queries), desc=f"{bench.name}", unit="query")
     for i, q in enumerate(queries):
@@ -113,23 +141,31 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
                 rr.top_n = TOP_N_CPU
                 search(index, [text], mode="hybrid", k=10, reranker=rr)
                 calibration_note.update(query=text, benchmark=bench.name, pairs=min(len(fused), TOP_N_CPU))
-            for d in DEPTHS[:-1]:
+            for d in timed_depths:
                 rr.top_n, stages = d, {}
                 t, c = time.perf_counter(), time.process_time()
                 search(index, [text], mode="hybrid", k=10, reranker=rr, timings=stages)
                 if timed:
                     e2e[(b, d)].append((time.perf_counter() - t, time.process_time() - c))
                     alone[(b, d)].append((stages["rerank"], None))
-            t, c = time.perf_counter(), time.process_time()
-            texts = [r["text"] for r in index.passages(fused[:max(DEPTHS)])]
+                    if d == TOP_N_CPU:
+                        for name, sec in stages.items():
+                            stage_ms[b].setdefault(name, []).append(sec * 1000)
+            if timed and deepest not in timed_depths:
+                t, c = time.perf_counter(), time.process_time()
+            texts = [r["text"] for r in index.passages(fused[:deepest])]
             scores[b] = rr.score(text, texts)
-            if timed:
-                alone[(b, max(DEPTHS))].append((time.perf_counter() - t, time.process_time() - c))
+            if timed and deepest not in timed_depths:
+                alone[(b, deepest)].append((time.perf_counter() - t, time.process_time() - c))
+            cost = tokenise_cost(rr, text, texts[:TOP_N_CPU])
+            if timed and cost:
+                stage_ms[b].setdefault("rerank_tokenise", []).append(cost[0] * 1000)
+                padding[b].append(cost[1])
             scores_of[b].append(scores[b])
-            for d in DEPTHS:
+            for d in depths:
                 runs[(b, d)][q["qid"]] = rev.fold(rerank_order(fused, scores[b], d), P.doc_of) or {"-": 0.0}
         if "torch" in scores:
-            for d in DEPTHS:
+            for d in depths:
                 ref = {p for p, _ in rerank_order(fused, scores["torch"], d)[:10]}
                 for b in rrs:
                     got = {p for p, _ in rerank_order(fused, scores[b], d)[:10]}
@@ -156,14 +192,20 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
         if "torch" in scores_of:
             x, y = np.concatenate(scores_of["torch"]), np.concatenate(scores_of[b])
             corr = round(float(np.corrcoef(x, y)[0, 1]), 5)
-        for d in DEPTHS:
+        for d in depths:
             ov = overlap[(b, d)]
-            rows.append({"backend": b, "depth": d, "ndcg@10": ndcg[(b, d)],
-                         "ndcg@10_minus_torch": round(ndcg[(b, d)] - ndcg[("torch", d)], 4)
-                         if ("torch", d) in ndcg else None,
-                         "top10_agreement_with_torch": round(float(np.mean(ov)), 4) if ov else None,
-                         "score_pearson_with_torch": corr,
-                         "rerank": pct(alone[(b, d)]), "hybrid_plus_rerank": pct(e2e.get((b, d), []))})
+            row = {"backend": b, "max_length": rrs[b].model.max_length if hasattr(rrs[b].model, "max_length")
+                   else None, "depth": d, "ndcg@10": ndcg[(b, d)],
+                   "ndcg@10_minus_torch": round(ndcg[(b, d)] - ndcg[("torch", d)], 4)
+                   if ("torch", d) in ndcg else None,
+                   "top10_agreement_with_torch": round(float(np.mean(ov)), 4) if ov else None,
+                   "score_pearson_with_torch": corr,
+                   "rerank": pct(alone[(b, d)]), "hybrid_plus_rerank": pct(e2e.get((b, d), []))}
+            if d == TOP_N_CPU and stage_ms[b]:
+                row["stages_p50_ms"] = {k: round(float(np.median(v)), 2) for k, v in stage_ms[b].items()}
+                if padding[b]:
+                    row["padding_share_p50"] = round(float(np.median(padding[b])), 4)
+            rows.append(row)
     return {"queries": len(queries), "timed_queries": len(hybrid_only), "warmup": warmup,
             "hybrid_no_rerank": {"ndcg@10": ndcg[("none", 0)], **pct(hybrid_only)}, "rows": rows}
 
@@ -192,8 +234,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256, help="token cap of a pair (rtv's default)")
     ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime / OpenVINO threads")
     ap.add_argument("--dataset", choices=["all", "scifact", "manpage"], default="all")
+    ap.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="pairs reranked, comma-separated")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
+    depths = sorted({int(x) for x in args.depths.split(",")})
 
     import torch
 
@@ -208,7 +252,7 @@ def main() -> None:
     results = {}
     for bench in benches:
         P = rev.Passages(bench.index)
-        res = measure(bench, rrs, P, args.queries, args.warmup, calibration)
+        res = measure(bench, rrs, P, args.queries, args.warmup, calibration, depths)
         results[bench.name] = {"dataset": {"name": bench.name, "description": bench.description,
                                            "passages": len(P.texts), "reranker_note": bench.reranker_note},
                                "pair_tokens": pair_tokens(args.reranker, bench), **res}
@@ -216,15 +260,19 @@ def main() -> None:
         print(f"\n{bench.name}: {bench.description}; {len(P.texts)} passages; {res['queries']} queries "
               f"({res['timed_queries']} timed); hybrid without rerank: nDCG@10 {h['ndcg@10']}, p50 {h['p50_ms']} ms; "
               f"load {load()}")
-        print(f"{'backend':<15}{'depth':>6}{'nDCG@10':>9}{'vs torch':>9}{'top10 agr':>10}{'rerank p50':>11}"
+        print(f"{'backend':<19}{'depth':>6}{'nDCG@10':>9}{'vs torch':>9}{'top10 agr':>10}{'rerank p50':>11}"
               f"{'p95':>8}{'hyb+rr p50':>11}{'p95':>8}{'cpu p50':>9}")
         for r in res["rows"]:
             e = r["hybrid_plus_rerank"] or {"p50_ms": float("nan"), "p95_ms": float("nan"), "cpu_p50_ms": float("nan")}
-            print(f"{r['backend']:<15}{r['depth']:>6}{r['ndcg@10']:>9.4f}{r['ndcg@10_minus_torch'] or 0:>+9.4f}"
+            print(f"{r['backend']:<19}{r['depth']:>6}{r['ndcg@10']:>9.4f}{r['ndcg@10_minus_torch'] or 0:>+9.4f}"
                   f"{r['top10_agreement_with_torch'] or 0:>10.3f}{r['rerank']['p50_ms']:>11.1f}{r['rerank']['p95_ms']:>8.1f}"
                   f"{e['p50_ms']:>11.1f}{e['p95_ms']:>8.1f}{e['cpu_p50_ms']:>9.1f}")
+        for r in res["rows"]:
+            if "stages_p50_ms" in r:
+                parts = ", ".join(f"{k} {v}" for k, v in r["stages_p50_ms"].items())
+                print(f"  {r['backend']} at {r['depth']}, stage p50 ms: {parts}; padding {r.get('padding_share_p50')}")
     out = {**measured, "load_before": load_before, "load_after": load(),
-           "settings": {"reranker": args.reranker, "backends": list(rrs), "depths": DEPTHS, "threads": args.threads,
+           "settings": {"reranker": args.reranker, "backends": list(rrs), "depths": depths, "threads": args.threads,
                         "max_length": args.max_length, "openvino_int8_calibration": calibration or None,
                         "hybrid": "rtv defaults (weighted fusion, depth 100), k=10 end to end"},
            "benchmarks": results, "command": " ".join(["python"] + sys.argv)}

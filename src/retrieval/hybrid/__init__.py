@@ -62,9 +62,45 @@ class _Timer:
 def dense_stage(index, queries: list[str], depth: int, doc_filter=None) -> list[Ranked]:
     """Dense top-`depth` passages of every query (one batched embedding and search), among the
     passages of the documents a retrieval.filters.DocFilter allows when one is given."""
-    scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=index.allowed_passages(doc_filter))
+    return _dense_lists(index, queries, depth, index.allowed_passages(doc_filter))
+
+
+def _dense_lists(index, queries: list[str], depth: int, allowed) -> list[Ranked]:
+    scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=allowed)
     return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
             for row_scores, row_ids in zip(scores, ids)]
+
+
+class _Background:
+    """A call run in its own thread while the caller does other work; `result()` joins it (and
+    raises what it raised) and `seconds` is how long it ran. The dense stage (query embedding +
+    vector search) runs beside BM25 and the exact stage this way: torch, FAISS and SQLite all
+    release the GIL, so on a 2-core machine the hybrid stages cost about the slowest of them,
+    not their sum."""
+
+    def __init__(self, fn, *args):
+        import threading
+
+        self._out: list = []
+        self.seconds = 0.0
+
+        def run() -> None:
+            t = time.perf_counter()
+            try:
+                self._out.append((True, fn(*args)))
+            except BaseException as exc:  # handed to the caller by result()
+                self._out.append((False, exc))
+            self.seconds = time.perf_counter() - t
+
+        self._thread = threading.Thread(target=run, name="rtv-dense", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        ok, value = self._out[0]
+        if not ok:
+            raise value
+        return value
 
 
 def fuse_stages(lists: Mapping[str, Ranked], fusion: str, *, rrf_k: int,
@@ -81,13 +117,17 @@ def fuse_stages(lists: Mapping[str, Ranked], fusion: str, *, rrf_k: int,
     return order
 
 
-def rerank_stage(index, reranker, query: str, ranking: Ranking) -> list[tuple[int, float, dict]]:
+def rerank_stage(index, reranker, query: str, ranking: Ranking, timer: _Timer | None = None
+                 ) -> list[tuple[int, float, dict]]:
     """The cross-encoder's order for the first `reranker.top_n` candidates; the rest keep their
     order below them (scored below the lowest reranked score)."""
     order = ranking.order
     n = min(reranker.top_n, len(order))
     head = order[:n]
-    texts = {r["id"]: r["text"] for r in index.passages([o[0] for o in head])}
+    t = time.perf_counter()
+    texts = {r["id"]: r["text"] for r in index.passages([o[0] for o in head])}  # one batched extract
+    if timer is not None:  # a part of the "rerank" stage, which the caller ticks
+        timer.into["rerank_fetch"] = timer.into.get("rerank_fetch", 0.0) + time.perf_counter() - t
     head = [o for o in head if o[0] in texts]
     scores = reranker.score(query, [texts[o[0]] for o in head])
     ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
@@ -125,11 +165,13 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
     rerank_top_n: how many fused candidates the cross-encoder rescores (default: rerank.TOP_N_CPU / TOP_N_GPU).
     weights: per-stage weights overriding fusion's defaults (retrieval.options.DEFAULT_WEIGHTS for
     weighted, equal weights for rrf).
-    timings: if a dict is given, per-stage seconds are added to it.
+    timings: if a dict is given, per-stage seconds are added to it: "dense" runs beside "lexical" and
+    "exact" (its own seconds; "dense_wait" the part of them they did not hide); "rerank" (passage
+    texts + cross-encoder) follows "fusion", "rerank_fetch" is its first part.
     where: a retrieval.filters expression over document metadata; every stage searches only the
     passages of matching documents (deleted documents are always left out), so k come back
     whenever k such passages match."""
-    from .lexical import bm25, exact_candidates, parse_query
+    from .lexical import ParsedQuery, bm25, exact_candidates, parse_query
     from .rerank import resolve_reranker
 
     queries = check_queries(queries)
@@ -146,18 +188,19 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
     doc_filter = index.doc_filter(where)
     if doc_filter is not None:
         timer.tick("filter")
-    dense_lists = None
+    dense = None
     if mode in ("hybrid", "dense") and "dense" in index.parts:
-        dense_lists = dense_stage(index, queries, depth, doc_filter)
-        timer.tick("dense")
+        # in its own thread (see _Background); the filter's mask is made here, from the store
+        dense = _Background(_dense_lists, index, queries, depth, index.allowed_passages(doc_filter))
+        if mode == "dense":
+            dense.result()
+            timer.tick("dense")
 
-    results: list[list[Hit]] = []
-    for qi, q in enumerate(queries):
+    staged: list[tuple[ParsedQuery, dict[str, Ranked], Ranking]] = []
+    for q in queries:
         pq = parse_query(q)
         lists: dict[str, Ranked] = {}
         ranking = Ranking([])
-        if dense_lists is not None:
-            lists["dense"] = dense_lists[qi]
         if mode == "lexical" or (mode == "hybrid" and "lexical" in index.parts):
             lists["lexical"] = bm25(index.store, q, depth, doc_filter)
             timer.tick("lexical")
@@ -166,10 +209,21 @@ def search(index, queries: Sequence[str] | str, mode: str = "hybrid", k: int | N
             lists["exact"] = ex.ranked
             ranking.exact_spans, ranking.phrase_count = ex.spans, (ex.phrases_matched if pq.phrases else {})
             timer.tick("exact")
+        staged.append((pq, lists, ranking))
+    if dense is not None:
+        dense_lists = dense.result()
+        if mode != "dense":
+            timer.tick("dense_wait")  # the part of the dense stage that lexical + exact did not hide
+            timer.into["dense"] = timer.into.get("dense", 0.0) + dense.seconds
+        staged = [(pq, {"dense": ranked, **lists}, ranking)  # the stages in fusion's usual order
+                  for (pq, lists, ranking), ranked in zip(staged, dense_lists)]
+
+    results: list[list[Hit]] = []
+    for q, (pq, lists, ranking) in zip(queries, staged):
         ranking.order = ranking.constrain_phrases(fuse_stages(lists, fusion, rrf_k=rrf_k, weights=weights))
         timer.tick("fusion")
         if rr is not None and ranking.order:
-            ranking.order = rerank_stage(index, rr, q, ranking)
+            ranking.order = rerank_stage(index, rr, q, ranking, timer)
             timer.tick("rerank")
         patterns = pq.phrases if pq.phrases else ([q.strip()] if mode == "exact" else [])
         results.append(to_hits(index, ranking, k, patterns))
