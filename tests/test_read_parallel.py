@@ -77,12 +77,17 @@ def test_invalid_utf8_and_the_first_error_in_document_order(tmp_path):
     assert str(parallel.value) == str(serial.value) and "invalid UTF-8 at line" in str(serial.value)
 
 
-@pytest.mark.parametrize("parts", ["exact", "exact,lexical"])
-def test_a_build_parsing_in_workers_is_byte_identical_to_workers_1(tmp_path, monkeypatch, parts):
+@pytest.mark.parametrize("parts,errors", [("exact", "strict"), ("exact,lexical", "strict"), ("exact", "replace")])
+def test_a_build_parsing_in_workers_is_byte_identical_to_workers_1(tmp_path, monkeypatch, parts, errors):
+    """The workers parse the JSONL for the plan and again for each shard's text (errors=replace:
+    invalid UTF-8 and a lone surrogate replaced the same way both times)."""
     root = _corpus(tmp_path / "corpus")
-    one = Index.build([root], tmp_path / "one", parts=parts, shard_size=900, workers=1)
+    if errors == "replace":
+        a = root / "a.jsonl"
+        a.write_bytes(a.read_bytes().replace(b'"x100"', b'"x\xff00"').replace(b'"w\xc3\xb6rd33 ', b'"\\ud800w\xff '))
+    one = Index.build([root], tmp_path / "one", parts=parts, shard_size=900, workers=1, errors=errors)
     monkeypatch.setattr(ranges, "PARSE_BYTES", 300)  # many parse tasks, so the pool runs
-    two = Index.build([root], tmp_path / "two", parts=parts, shard_size=900, workers=2)
+    two = Index.build([root], tmp_path / "two", parts=parts, shard_size=900, workers=2, errors=errors)
     try:
         assert len(one.manifest["exact"]["shards"]) > 3
         ga, gb = one.root, two.root
