@@ -295,16 +295,20 @@ def windows_in_text_order(draw, text_len):
 @given(corpora, st.data(), st.sampled_from([1, 2, 3, 0]))
 def test_windows_present_equals_scan(docs, data, threads):
     """Windows decided by maximal matches (windows_present) are the ones a naive scan finds, on
-    texts of copied pieces and noise, for sliding and varying windows, on any number of threads."""
+    texts of copied pieces and noise, for sliding and varying windows, on any number of threads;
+    each match it reports holds a window and its rows count its occurrences."""
     pieces = data.draw(st.lists(st.one_of(st.sampled_from(docs), st.binary(max_size=30)), min_size=1, max_size=6))
     text = b"zq".join(pieces) + b"\xff" * data.draw(st.integers(0, 1))
     assume(len(text) > 0)
     starts, lengths = data.draw(windows_in_text_order(len(text)))
     with tempfile.TemporaryDirectory() as tmp:
         shard = build(docs, directory=tmp)
-        got = shard.windows_present(text, starts, lengths, threads).tolist()
+        got, matches = shard.windows_present(text, starts, lengths, threads)
     patterns = [text[s : s + n] for s, n in zip(starts, lengths)]
-    assert got == [SEP not in p and len(naive_occurrences(docs, p)) > 0 for p in patterns]
+    assert got.tolist() == [SEP not in p and len(naive_occurrences(docs, p)) > 0 for p in patterns]
+    for a, n, lo, hi in matches.tolist():
+        assert any(a <= s and s + w <= a + n for s, w in zip(starts.tolist(), lengths.tolist()))
+        assert hi - lo == len(naive_occurrences(docs, text[a : a + n])) > 0
 
 
 def test_windows_present_on_long_copies(tmp_path):
@@ -331,7 +335,10 @@ def test_windows_present_on_long_copies(tmp_path):
             want = shard.count_windows(text, starts, lengths, True, 1, 1).astype(bool).tolist()
             assert any(want) and not all(want)
             for threads in (1, 2):
-                assert shard.windows_present(text, starts, lengths, threads).tolist() == want, (w, seg)
+                found, matches = shard.windows_present(text, starts, lengths, threads)
+                assert found.tolist() == want, (w, seg)
+                counts = shard.count_windows(text, matches[:, 0].copy(), matches[:, 1].copy(), False, 1, 1)
+                assert (counts == matches[:, 3] - matches[:, 2]).all() and (counts > 0).all()
 
 
 # ---------------------------------------------------------------- argument errors

@@ -253,18 +253,30 @@ PYBIND11_MODULE(_fm_index, m) {
               throw py::value_error("starts and lengths must be 1-D arrays of equal length");
             std::string t = bytes_arg(text);
             std::vector<uint8_t> out;
+            std::vector<Shard::Match> matches;
             {
               py::gil_scoped_release release;
-              out = s.windows_present(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()), threads);
+              out = s.windows_present(t, starts.data(), lengths.data(), static_cast<size_t>(starts.size()), threads,
+                                      &matches);
             }
             py::array_t<bool> found(static_cast<py::ssize_t>(out.size()));
             std::copy(out.begin(), out.end(), found.mutable_data());
-            return found;
+            Int64Array rows({static_cast<py::ssize_t>(matches.size()), py::ssize_t{4}});
+            auto* p = rows.mutable_data();
+            for (const Shard::Match& m : matches) {
+              *p++ = m.start;
+              *p++ = m.end - m.start;
+              *p++ = static_cast<int64_t>(m.lo);
+              *p++ = static_cast<int64_t>(m.hi);
+            }
+            return py::make_tuple(found, rows);
           },
           py::arg("text"), py::arg("starts"), py::arg("lengths"), py::arg("threads") = Shard::kAutoThreads,
-          "Whether each window text[start, start + length) occurs (as count_windows with existence_only), "
-          "for windows in text order (starts and ends nondecreasing, e.g. sliding windows): overlapping "
-          "windows are decided by maximal matches, about one search step a byte where the text occurs.")
+          "(found, matches): whether each window text[start, start + length) occurs (as count_windows "
+          "with existence_only), for windows in text order (starts and ends nondecreasing, e.g. sliding "
+          "windows), decided by maximal matches (about one search step a byte where the text occurs); "
+          "matches: int64 rows (start, length, lo, hi) of strings found to occur that hold a window, "
+          "with their suffix-array rows [lo, hi).")
       .def(
           "count_windows",
           [](const Shard& s, const py::bytes& text, const Int64Array& starts, const Int64Array& lengths,

@@ -731,7 +731,7 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_beg
 }
 
 std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                            size_t n_windows, unsigned threads) const {
+                                            size_t n_windows, unsigned threads, std::vector<Match>* matches) const {
   check_windows(text, starts, lengths, n_windows);
   for (size_t i = 1; i < n_windows; ++i)
     if (starts[i] < starts[i - 1] || starts[i] + lengths[i] < starts[i - 1] + lengths[i - 1])
@@ -760,9 +760,15 @@ std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t
   cuts.push_back(n_runs);
   std::vector<uint8_t> out(n_windows, 2);
   if (n_windows == 0) return out;
+  std::vector<std::vector<Match>> found(cuts.size() - 1);
   run_on_threads(cuts.size() - 1, [&](size_t t) {
-    for (size_t r = cuts[t]; r < cuts[t + 1]; ++r) present_run(text, starts, lengths, runs[r], runs[r + 1], out.data());
+    for (size_t r = cuts[t]; r < cuts[t + 1]; ++r)
+      present_run(text, starts, lengths, runs[r], runs[r + 1], out.data(), matches ? &found[t] : nullptr);
   });
+  if (matches) {
+    matches->clear();
+    for (const auto& f : found) matches->insert(matches->end(), f.begin(), f.end());
+  }
   if (std::find(out.begin(), out.end(), uint8_t{2}) != out.end()) throw std::logic_error("windows_present: a window left undecided");
   return out;
 }
@@ -779,7 +785,7 @@ std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t
 // p, as count_windows' absent shortcut does). The first search of a run covers all of it, so a
 // run copied whole costs one step a byte.
 void Shard::present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin,
-                        size_t end, uint8_t* out) const {
+                        size_t end, uint8_t* out, std::vector<Match>* matches) const {
   constexpr uint8_t kUndecided = 2;
   auto end_of = [&](size_t k) { return starts[k] + lengths[k]; };
   const Range all{0, C_[256]};
@@ -802,6 +808,7 @@ void Shard::present_run(std::string_view text, const int64_t* starts, const int6
       --pos;
     }
     if (r.hi > all.hi) corrupt("suffix-array range out of range");
+    if (matches && (pos == stop || starts[j] >= pos)) matches->push_back({pos, last_end, r.lo, r.hi});
     if (pos == stop) {
       std::fill(out + i, out + j + 1, uint8_t{1});
       i = j + 1;

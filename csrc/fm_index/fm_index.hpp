@@ -83,9 +83,16 @@ class Shard {
   // with existence_only), for windows in text order: starts and ends both nondecreasing (e.g. the
   // sliding windows of texts laid end to end; invalid_argument otherwise). Overlapping windows
   // are decided by maximal matches instead of one search each (see present_run); threads as
-  // count_windows, each taking whole runs of overlapping windows.
+  // count_windows, each taking whole runs of overlapping windows. With `matches`, it receives
+  // the strings the searches found to occur that hold a window, with their suffix-array rows (so
+  // a match need not be searched again), in text order.
+  struct Match {
+    int64_t start, end;  // text[start, end) occurs
+    uint64_t lo, hi;     // its rows
+  };
   std::vector<uint8_t> windows_present(std::string_view text, const int64_t* starts, const int64_t* lengths,
-                                       size_t n_windows, unsigned threads = kAutoThreads) const;
+                                       size_t n_windows, unsigned threads = kAutoThreads,
+                                       std::vector<Match>* matches = nullptr) const;
   // count() of every pattern, through count_windows (so interleaved and threaded as above).
   std::vector<uint64_t> count_many(const std::vector<std::string>& patterns, size_t group = kDefaultGroup,
                                    unsigned threads = kAutoThreads) const;
@@ -109,7 +116,7 @@ class Shard {
   static size_t auto_group(const SortedWindows& w);
   // windows_present on the run of overlapping windows [begin, end); out[k] is 2 until decided.
   void present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin, size_t end,
-                   uint8_t* out) const;
+                   uint8_t* out, std::vector<Match>* matches) const;
   // Both take the end groups [g_begin, g_end) (ids into bounds).
   void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
   void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;

@@ -241,17 +241,29 @@ class ExactIndex:
             return np.zeros((0, len(starts)), dtype=np.int64)
         return np.stack(self.map_shards(lambda s: np.asarray(s.count_windows(text, starts, lengths, existence_only))))
 
-    def windows_present(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def windows_present(self, text: bytes, starts: np.ndarray, lengths: np.ndarray, with_rows: bool = False):
         """Whether each window text[start, start + length) occurs in some shard (bool), for windows
         in text order (starts and ends nondecreasing, as sliding windows are): the shards decide
-        overlapping windows by maximal matches (Shard.windows_present), one batched call each."""
+        overlapping windows by maximal matches (Shard.windows_present), one batched call each.
+        with_rows: (found, rows), rows mapping (start, length) of strings that hold a window and
+        that every shard found to occur to their suffix-array rows (lo, hi), arrays by shard."""
         starts, lengths = _window_args("windows_present", text, starts, lengths)
         if len(starts) > 1 and (np.any(np.diff(starts) < 0) or np.any(np.diff(starts + lengths) < 0)):
             raise InputError("windows_present: windows must be in text order (starts and ends nondecreasing)")
         found = np.zeros(len(starts), dtype=bool)
-        for present in self.map_shards(lambda s: np.asarray(s.windows_present(text, starts, lengths))):
-            found |= present
-        return found
+        per_shard = self.map_shards(lambda s: s.windows_present(text, starts, lengths))
+        for present, _ in per_shard:
+            found |= np.asarray(present)
+        if not with_rows:
+            return found
+        rows = {}
+        if per_shard:
+            keyed = [dict(zip(zip(m[:, 0].tolist(), m[:, 1].tolist()), zip(m[:, 2].tolist(), m[:, 3].tolist())))
+                     for _, m in per_shard]
+            for key in set(keyed[0]).intersection(*keyed[1:]):
+                rows[key] = (np.array([k[key][0] for k in keyed], dtype=np.int64),
+                             np.array([k[key][1] for k in keyed], dtype=np.int64))
+        return found, rows
 
     def window_ranges(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Suffix-array rows [lo, hi) of each window text[start, start + length) in each shard,

@@ -319,10 +319,16 @@ class Scorer:
 
     def _existence(self, data: bytes, s: np.ndarray, ln: np.ndarray) -> np.ndarray:
         """found[i]: does window i occur in the corpus? The windows are in text order, so the
-        index decides them by maximal matches; with maximal_matches off, each is counted alone."""
-        if self.config.maximal_matches:
+        index decides them by maximal matches; with maximal_matches off, each is counted alone.
+        An unfiltered exact part also gives the rows of the strings its searches found, kept
+        (`self._known`) so that a match equal to one (a copied entry's text) is not searched again."""
+        if not self.config.maximal_matches:
+            return self.exact.count_windows(data, s, ln, existence_only=True) > 0
+        if not self._by_rows:
             return self.exact.windows_present(data, s, ln)
-        return self.exact.count_windows(data, s, ln, existence_only=True) > 0
+        found, rows = self.exact.windows_present(data, s, ln, with_rows=True)
+        self._known = {w: (hi - lo, (lo, hi)) for w, (lo, hi) in rows.items()}
+        return found
 
     def _result(self, p: _Pending, data: bytes, s, ln, found) -> EntryResult:
         cfg = self.config
