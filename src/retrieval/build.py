@@ -185,6 +185,8 @@ class ShardInput:
     parts: list[list] = field(default_factory=list)
     docs: list[dict] = field(default_factory=list)  # ext_id, source, length, metadata
     size: int = 0  # bytes of the shard's text (the documents' bytes and a separator each)
+    # while planning: the range being extended ([its first line's span, documents, end byte])
+    _open: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def file(self) -> str:
@@ -192,14 +194,17 @@ class ShardInput:
 
     def add(self, data: bytes | None, span: FileRange | None, length: int) -> None:
         """Append a document: its UTF-8 `data`, or the `span` to read it from (`length` bytes)."""
-        last = self.parts[-1] if self.parts else None
         if span is not None:
-            if last and isinstance(last[0], FileRange) and last[0].path == span.path and last[0].end == span.start:
-                last[0] = replace(last[0], end=span.end)  # the next line of the same file
-                last[1] += 1
+            o = self._open
+            if o is not None and o[2] == span.start and (o[0].path is span.path or o[0].path == span.path):
+                o[1] += 1  # the next line of the same file
+                o[2] = span.end
             else:
-                self.parts.append([span, 1])
+                self._close_range()
+                self._open = [span, 1, span.end]
         else:
+            self._close_range()
+            last = self.parts[-1] if self.parts else None
             if not (last and isinstance(last[0], bytearray)):
                 last = [bytearray(), 0]
                 self.parts.append(last)
@@ -207,6 +212,17 @@ class ShardInput:
             last[0] += SEPARATOR
             last[1] += 1
         self.size += length + 1
+
+    def _close_range(self) -> None:
+        if self._open is not None:
+            span, n, end = self._open
+            self.parts.append([span if end == span.end else replace(span, end=end), n])
+            self._open = None
+
+    def close(self) -> "ShardInput":
+        """The shard once planned (its last range in `parts`)."""
+        self._close_range()
+        return self
 
     @property
     def text(self) -> bytearray:
@@ -287,14 +303,14 @@ def plan_shards(documents: Iterable, shard_size: int, first_number: int = 0,
         if length + 1 > MAX_SHARD_BYTES:
             raise InputError(f"{doc.source}: a document of {length} bytes exceeds the 2 GiB shard limit; split it")
         if shard.docs and shard.size + length + 1 > shard_size:
-            yield shard
+            yield shard.close()
             shard = ShardInput(shard.number + 1, n_docs)
         shard.add(data, doc.span, length)
         shard.docs.append({"id": n_docs, "ext_id": doc.ext_id, "source": doc.source, "length": length,
                            "metadata": doc.metadata})
         n_docs += 1
     if shard.docs:
-        yield shard
+        yield shard.close()
 
 
 class ShardStep:
