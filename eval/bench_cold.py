@@ -2,7 +2,9 @@
 types them (cold: Python start, imports, index open, model load, the query), and the same call
 repeated inside one process that has everything open (warm). Then where a cold dense query's time
 goes: `python -X importtime` of that command (the heavy modules' cumulative import time) and the
-steps of a fresh process (imports, Index.open, first dense search = model + FAISS load, second).
+steps of a fresh process (imports, Index.open, FAISS, the query embedder, first and second search).
+The dense and hybrid rows are measured twice: with the torch-free query embedder (the default) and,
+in the same run, with sentence-transformers (RTV_QUERY_EMBEDDER=torch: the query path before).
 
 The OS page cache is warm in both cases (the machine is shared: caches are not dropped); `uptime`'s
 load is recorded before and after.
@@ -46,14 +48,25 @@ def commands(index: str, query: str, word: str, reranker: str | None) -> dict[st
     }
     if reranker:
         cases["query hybrid + rerank"] = ["query", index, query, "--reranker", reranker]
+    for name in ("query dense", "query hybrid (no rerank)"):  # the same commands, queries embedded as before
+        cases[name + BEFORE] = cases[name]
     return cases
 
 
-def warm_calls(idx, query: str, word: str, reranker):
+# rows measured with the query embedder of before (sentence-transformers with torch, forced by
+# RTV_QUERY_EMBEDDER=torch) in the same run as the torch-free one (ONNX Runtime / OpenVINO)
+BEFORE = " [before: torch query embedder]"
+
+
+def env_for(name: str) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **({"RTV_QUERY_EMBEDDER": "torch"} if name.endswith(BEFORE) else {})}
+
+
+def warm_calls(idx, query: str, word: str, reranker, before_idx):
     from retrieval.hybrid.rerank import Reranker
 
     rr = Reranker(reranker) if reranker else None
-    return {
+    calls = {
         "count": lambda: idx.count(word),
         "find": lambda: idx.find(word, limit=10),
         "query lexical": lambda: idx.search(query, mode="lexical"),
@@ -62,12 +75,15 @@ def warm_calls(idx, query: str, word: str, reranker):
         "query hybrid (no rerank)": lambda: idx.search(query, rerank=False),
         **({"query hybrid + rerank": lambda: idx.search(query, reranker=rr)} if rr else {}),
     }
+    calls["query dense" + BEFORE] = lambda: before_idx.search(query, mode="dense")
+    calls["query hybrid (no rerank)" + BEFORE] = lambda: before_idx.search(query, rerank=False)
+    return calls
 
 
 def cold(cases: dict, repeat: int) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = {}
     for name, args in cases.items():
+        env = env_for(name)
         subprocess.run(RTV + args + ["--silent"], capture_output=True, env=env)  # any first-time export
         times = []
         for _ in range(repeat):
@@ -85,8 +101,12 @@ def warm(index: str, query: str, word: str, reranker: str | None, repeat: int) -
     from retrieval import Index
 
     idx = Index.open(index)
+    before_idx = Index.open(index)
     out = {}
-    for name, fn in warm_calls(idx, query, word, reranker).items():
+    for name, fn in warm_calls(idx, query, word, reranker, before_idx).items():
+        os.environ.pop("RTV_QUERY_EMBEDDER", None)
+        if name.endswith(BEFORE):
+            os.environ["RTV_QUERY_EMBEDDER"] = "torch"  # read when before_idx loads its query embedder
         fn()  # opens what the command needs (model, FAISS index, reranker)
         times = []
         for _ in range(repeat):
@@ -94,14 +114,16 @@ def warm(index: str, query: str, word: str, reranker: str | None, repeat: int) -
             fn()
             times.append(time.perf_counter() - t)
         out[name] = {"median_ms": round(statistics.median(times) * 1000, 2), "min_ms": round(min(times) * 1000, 2)}
+    os.environ.pop("RTV_QUERY_EMBEDDER", None)
     idx.close()
+    before_idx.close()
     return out
 
 
-def importtime(args: list[str]) -> dict:
+def importtime(args: list[str], env: dict) -> dict:
     """Cumulative import time (ms) of the heavy top-level modules in one cold run of `args`."""
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "rtv_cli.main", *args, "--silent"],
-                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                       capture_output=True, text=True, env=env)
     got = {}
     for line in r.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line:
@@ -124,17 +146,22 @@ from retrieval import Index
 steps["import retrieval"] = time.perf_counter() - t0; t = time.perf_counter()
 idx = Index.open(sys.argv[1])
 steps["Index.open"] = time.perf_counter() - t; t = time.perf_counter()
+idx.dense
+steps["dense part open (FAISS import + read)"] = time.perf_counter() - t; t = time.perf_counter()
+steps["query embedder"] = repr(idx.dense.embedder)
+steps["query embedder load"] = time.perf_counter() - t; t = time.perf_counter()
 idx.search(sys.argv[2], mode="dense")
-steps["first dense search (model + FAISS load)"] = time.perf_counter() - t; t = time.perf_counter()
+steps["first dense search"] = time.perf_counter() - t; t = time.perf_counter()
 idx.search(sys.argv[2], mode="dense")
 steps["second dense search"] = time.perf_counter() - t
-print(json.dumps({k: round(v, 3) for k, v in steps.items()}))
+steps["torch imported"] = "torch" in sys.modules
+print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in steps.items()}))
 """
 
 
-def dense_steps(index: str, query: str) -> dict:
+def dense_steps(index: str, query: str, env: dict) -> dict:
     r = subprocess.run([sys.executable, "-c", STEPS, index, query], capture_output=True, text=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1", "RTV_SILENT": "1"})
+                       env={**env, "RTV_SILENT": "1"})
     if r.returncode:
         sys.exit(r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -164,13 +191,13 @@ def main() -> None:
     cases = commands(args.index, args.query, args.word, reranker)
     cold_res = cold(cases, args.repeat)
     warm_res = warm(args.index, args.query, args.word, reranker, args.repeat)
-    imports = {name: importtime(cases[name]) for name in ("count", "query dense")}
-    steps = dense_steps(args.index, args.query)
+    imports = {name: importtime(cases[name], env_for(name)) for name in ("count", "query dense", "query dense" + BEFORE)}
+    steps = {name: dense_steps(args.index, args.query, env_for(name)) for name in ("query dense", "query dense" + BEFORE)}
     print(f"index {args.index}; {args.repeat} runs each; load {load_before} -> {load()}; "
           f"python -c pass: {statistics.median(python_s):.3f} s")
-    print(f"{'command':<28}{'cold median s':>14}{'cold min s':>12}{'warm median ms':>16}")
+    print(f"{'command':<60}{'cold median s':>14}{'cold min s':>12}{'warm median ms':>16}")
     for name in cases:
-        print(f"{name:<28}{cold_res[name]['median_s']:>14.3f}{cold_res[name]['min_s']:>12.3f}"
+        print(f"{name:<60}{cold_res[name]['median_s']:>14.3f}{cold_res[name]['min_s']:>12.3f}"
               f"{warm_res[name]['median_ms']:>16.2f}")
     print("import ms (cumulative, one cold run):", json.dumps(imports))
     print("cold dense query, steps in one fresh process (s):", json.dumps(steps))

@@ -465,7 +465,8 @@ def load_query_embedder(model: str | None = None, device: str = "auto"):
     """The embedder dense queries use: ExportedEmbedder (no torch) when a CPU runtime is installed and
     the model is a local sentence-transformers directory it reproduces (exported on first use, with
     a notice), else sentence-transformers (``load_embedder``, on torch's GPU unless ``device`` is
-    "cpu", as before) with a one-line notice saying why. ``device`` is the index's."""
+    "cpu", as before) with a one-line notice saying why. ``device`` is the index's.
+    RTV_QUERY_EMBEDDER=torch asks for sentence-transformers (eval/bench_cold.py's "before" rows)."""
     from ..progress import note
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -473,6 +474,8 @@ def load_query_embedder(model: str | None = None, device: str = "auto"):
     device = (device or "auto").lower()
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"--device must be auto, cpu or cuda (got {device!r})")
+    if os.environ.get("RTV_QUERY_EMBEDDER", "auto").lower() == "torch":  # asked for (comparisons, debugging)
+        return load_embedder(model, "cpu" if device == "cpu" else "auto")
     if not Path(to_load).is_dir():
         why = "the model is not a local directory"
     elif _runtime() is None:

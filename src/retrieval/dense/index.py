@@ -99,8 +99,14 @@ class FloatCodec(_Codec):
     def write(self, index, path: str) -> None:
         _faiss().write_index(index, path)
 
-    def read(self, path: str):
-        return _faiss().read_index(path)
+    def read(self, path: str, mapped: bool = False):
+        """The index in ``path``; ``mapped``: a flat index's vectors memory-mapped in place, read only
+        (FAISS's IO_FLAG_MMAP_IFC: opening a 150 MB flat index took 0.08 s instead of 0.32 s; pages
+        come in as searches touch them). Only for search: ``rtv add`` reads its own copy to change."""
+        faiss = _faiss()
+        if mapped and self.factory == "Flat" and hasattr(faiss, "IO_FLAG_MMAP_IFC"):
+            return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+        return faiss.read_index(path)
 
     def file_bytes(self, index) -> int:
         """Bytes ``write`` would put on disk for ``index``."""
@@ -153,8 +159,8 @@ class BinaryCodec(_Codec):
     def write(self, index, path: str) -> None:
         _faiss().write_index_binary(index, path)
 
-    def read(self, path: str):
-        return _faiss().read_index_binary(path)
+    def read(self, path: str, mapped: bool = False):
+        return _faiss().read_index_binary(path)  # FAISS maps no binary index in place: always read
 
     def file_bytes(self, index) -> int:
         return int(_faiss().serialize_index_binary(index).size)
@@ -366,7 +372,7 @@ class DenseIndex:
         codec = codec_for(section["kind"], section["factory"], section.get("gpu_float16_lut", True))
         path = str(directory / INDEX_FILE)
         try:
-            index = codec.read(path)
+            index = codec.read(path, mapped=True)
         except RuntimeError as exc:
             raise IndexFormatError(f"{path}: unreadable FAISS index ({str(exc).splitlines()[0][:160]}); rebuild the index") from None
         dim = int(section["dim"])
