@@ -4,9 +4,13 @@ one (format 2) and infini-gram mini's published 0.44x, side by side in one run.
 Indexes measured (each built here by `Index.build`, parts as named):
 - exact-only: the real-text benchmark corpus (eval/data/real-200mb.jsonl, `--mb` of it), SA rate 32.
 - exact + lexical: the same corpus.
-- full hybrid (exact + lexical + dense pq + rescoring store): the man-page retrieval corpus with
-  its GPU-made embeddings (eval/data/retrieval-eval, built by eval/retrieval_eval.py --prepare),
-  recipe pq, so that the dense part is the compressed one users get at scale.
+- full hybrid (exact + lexical + dense pq + rescoring store), recipe pq (the compressed dense part
+  users get at scale), on two corpora: the first `--hybrid-mb` MB of the real-text corpus, embedded
+  here on the CPU once (the vectors are cached under eval/data/bench-size/, keyed by the passages'
+  text, so a re-run does not embed again), and the man-page retrieval corpus with its GPU-made
+  embeddings (eval/data/retrieval-eval, built by eval/retrieval_eval.py --prepare). For each, the
+  dense part is also rebuilt from the same vectors with each rescoring store of DENSE_LAYOUTS
+  (today's int8 store among them), and the whole index's bytes per corpus byte given with each.
 
 The previous layout (format 2) stored every passage's text in meta.sqlite and an FTS5 index with
 that text as external content, and a float16 rescoring store. Its bytes are measured by writing
@@ -22,13 +26,16 @@ passages, is timed here next to reading the text from SQLite (the previous layou
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
 import shutil
 import sqlite3
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,14 @@ os.environ.setdefault("RTV_SILENT", "1")
 RESULTS = ROOT / "eval" / "results"
 WORK = ROOT / "eval" / "data" / "bench-size"
 INFINIGRAM_MINI = 0.44  # infini-gram mini's index / text (its paper)
+# the pq recipe's first stage with other rescoring stores (recipe [dense] tables over indexes/pq.toml)
+DENSE_LAYOUTS = {
+    "pq + int8 store (before)": {"store": "int8", "store_scale": "vector"},
+    "pq + pq128x8 store": {"store": "pq", "store_pq_dims_per_code": 3},
+    "pq + pq96x8 store": {"store": "pq", "store_pq_dims_per_code": 4},
+    "pq + int4 store": {"store": "int4"},
+    "pq, no store": {"store": "none"},
+}
 
 
 def corpus_subset(mb: int) -> Path:
@@ -147,6 +162,73 @@ def measure(name: str, index, corpus_desc: str) -> dict:
     return row
 
 
+@contextmanager
+def cached_embeddings(cache: Path):
+    """While active, Index.build's passage embedding is looked up in `cache` (one .npy a call,
+    named by the SHA-256 of the passages' text) and computed (then saved) only when missing. Yields
+    the list of the vectors handed to the build, one array a call."""
+    import retrieval.dense.index as dense_index
+
+    embed = dense_index.embed_passages
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def lookup(texts, n, embedder):
+        texts = list(texts)
+        got.append(None)
+        digest = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        path = cache / f"{embedder.model_id.replace('/', '_')}-{n}-{digest}.npy"
+        if path.is_file():
+            print(f"  {n} passage vectors from {path}", file=sys.stderr)
+            got[-1] = np.load(path)
+            return got[-1]
+        t = time.time()
+        vecs = embed(texts, n, embedder)
+        print(f"  embedded {n} passages in {time.time() - t:.0f}s (load {os.getloadavg()[0]:.1f}); "
+              f"cached in {path}", file=sys.stderr)
+        np.save(path.with_suffix(".tmp.npy"), vecs)
+        path.with_suffix(".tmp.npy").rename(path)
+        got[-1] = vecs
+        return vecs
+
+    got: list[np.ndarray] = []  # what each call returned, in passage order
+    dense_index.embed_passages = lookup
+    try:
+        yield got
+    finally:
+        dense_index.embed_passages = embed
+
+
+def dense_layouts(index, vecs: np.ndarray, corpus_bytes: int) -> dict:
+    """The dense part rebuilt from the vectors `vecs` the index was built from, with each
+    DENSE_LAYOUTS store behind the pq recipe's first stage: its bytes and the whole index's bytes
+    per corpus byte with it."""
+    from bench_ivf import write_recipe
+
+    from retrieval.dense import build_from_vectors, load_recipe
+
+    dense = index.dense
+    vecs = np.asarray(vecs, dtype=np.float32)
+    vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    others = sum(v["bytes"] for k, v in index.info()["parts"].items() if k != "dense")
+    base = {k: v for k, v in load_recipe("pq").items() if k not in ("name", "description", "path")}
+    base = {k: v for k, v in base.items() if not k.startswith("store")}
+    out = {}
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        for i, (name, table) in enumerate(DENSE_LAYOUTS.items()):
+            d = Path(tmp) / str(i)
+            section = build_from_vectors(vecs, d, write_recipe(f"layout{i}", {**base, **table}, Path(tmp)),
+                                         model_id=dense.section["model"], device="cpu", quiet=True)
+            b = sum(f["bytes"] for f in section["files"].values())
+            store = sum(section["files"][f]["bytes"] for f in (section["store"] or {}).get("files", []))
+            out[name] = {"factory": section["factory"], "store": section["store"], "dense_bytes": b,
+                         "dense_bytes_per_passage": round(b / dense.n, 1),
+                         "store_bytes_per_passage": round(store / dense.n, 1),
+                         "dense_ratio": round(b / corpus_bytes, 4),
+                         "full_hybrid_ratio": round((others + b) / corpus_bytes, 4)}
+            shutil.rmtree(d)
+    return out
+
+
 def build(src: Path, path: Path, **kw):
     from retrieval import Index
 
@@ -159,22 +241,42 @@ def build(src: Path, path: Path, **kw):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=200, help="MB of the real-text corpus for the exact indexes")
-    ap.add_argument("--no-hybrid", action="store_true", help="skip the full hybrid index (needs eval/data/retrieval-eval)")
+    ap.add_argument("--hybrid-mb", type=int, default=20,
+                    help="MB of the real-text corpus for the full hybrid index (embedded on the CPU once, then cached)")
+    ap.add_argument("--rows", default="exact,lexical,hybrid-real,hybrid-manpages",
+                    help="indexes to build: exact, lexical (exact + lexical), hybrid-real, hybrid-manpages "
+                         "(needs eval/data/retrieval-eval)")
+    ap.add_argument("--no-hybrid", action="store_true", help="skip both full hybrid indexes")
+    ap.add_argument("--out", default="bench_size.json", help="results file (a bare name: under eval/results/)")
     args = ap.parse_args()
     from provenance import provenance, write_results
 
+    started = {**provenance(), "load_at_start": os.getloadavg()[0]}
+    todo = set(args.rows.split(","))
+    if args.no_hybrid:
+        todo -= {"hybrid-real", "hybrid-manpages"}
     WORK.mkdir(parents=True, exist_ok=True)
-    src = corpus_subset(args.mb)
     rows = []
-    exact = build(src, WORK / "exact", parts="exact")
-    rows.append(measure("exact-only", exact, f"real text, {args.mb} MB"))
-    exact.close()
-    shutil.rmtree(WORK / "exact")
-    lexical = build(src, WORK / "lexical", parts="exact,lexical")
-    rows.append(measure("exact + lexical", lexical, f"real text, {args.mb} MB"))
-    lexical.close()
-    shutil.rmtree(WORK / "lexical")
-    if not args.no_hybrid:
+    if "exact" in todo:
+        exact = build(corpus_subset(args.mb), WORK / "exact", parts="exact")
+        rows.append(measure("exact-only", exact, f"real text, {args.mb} MB"))
+        exact.close()
+        shutil.rmtree(WORK / "exact")
+    if "lexical" in todo:
+        lexical = build(corpus_subset(args.mb), WORK / "lexical", parts="exact,lexical")
+        rows.append(measure("exact + lexical", lexical, f"real text, {args.mb} MB"))
+        lexical.close()
+        shutil.rmtree(WORK / "lexical")
+    if "hybrid-real" in todo:
+        with cached_embeddings(WORK / f"vectors-real-{args.hybrid_mb}mb") as got:
+            full = build(corpus_subset(args.hybrid_mb), WORK / "hybrid-real", parts="exact,lexical,dense",
+                         recipe="pq", device="cpu")
+        row = measure("full hybrid (dense pq)", full, f"real text, {args.hybrid_mb} MB")
+        row["dense_layouts"] = dense_layouts(full, np.concatenate(got), row["corpus_bytes"])
+        rows.append(row)
+        full.close()
+        shutil.rmtree(WORK / "hybrid-real")
+    if "hybrid-manpages" in todo:
         import retrieval_eval
         from precomputed import precomputed_vectors
 
@@ -185,7 +287,9 @@ def main() -> None:
             full = build(retrieval_eval.DATA / "corpus.jsonl", WORK / "hybrid", parts="exact,lexical,dense",
                          recipe="pq", passage_tokens=retrieval_eval.PASSAGE_TOKENS,
                          passage_overlap=retrieval_eval.PASSAGE_OVERLAP, device="cpu")
-        rows.append(measure("full hybrid (dense pq)", full, "man pages + real distractors (retrieval eval)"))
+        row = measure("full hybrid (dense pq)", full, "man pages + real distractors (retrieval eval)")
+        row["dense_layouts"] = dense_layouts(full, vecs, row["corpus_bytes"])
+        rows.append(row)
         full.close()
         shutil.rmtree(WORK / "hybrid")
 
@@ -201,12 +305,16 @@ def main() -> None:
         if "text_fetch_ms_k10" in r:
             t = r["text_fetch_ms_k10"]
             print(f"{'':<24}text of 10 passages: FM-index {t['fm_index']:.2f} ms, SQLite {t['sqlite_text']:.2f} ms")
+        for name, lay in r.get("dense_layouts", {}).items():
+            print(f"{'':<24}{name:<28} dense {lay['dense_bytes_per_passage']:>6} B/passage "
+                  f"(store {lay['store_bytes_per_passage']:>5})  dense {lay['dense_ratio']:.3f}x  "
+                  f"whole index {lay['full_hybrid_ratio']:.3f}x")
     print(f"infini-gram mini: {INFINIGRAM_MINI}x")
-    out = {**provenance(), "mb": args.mb, "infini_gram_mini_ratio": INFINIGRAM_MINI,
-           "rows": rows, "command": " ".join(["python"] + sys.argv)}
-    write_results("bench_size.json", out)
-    plot(rows, RESULTS / "bench_size.png")
-    print(f"wrote {RESULTS / 'bench_size.png'}")
+    out = {**started, "load_at_end": os.getloadavg()[0], "mb": args.mb, "hybrid_mb": args.hybrid_mb,
+           "infini_gram_mini_ratio": INFINIGRAM_MINI, "rows": rows, "command": " ".join(["python"] + sys.argv)}
+    path = write_results(args.out, out)
+    plot(rows, path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.png')}")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -369,13 +369,18 @@ def test_binary_without_rescoring_is_hamming_order(data, built):
     np.testing.assert_array_equal(-scores, np.sort(ham, axis=1)[:, :K])
 
 
-# -- rescoring stores: float16, int8 (per vector / per dimension), PCA-reduced int8 -----------------
+# -- rescoring stores: float16, int8 (per vector / per dimension), PCA-reduced int8, int4, 8-bit PQ --
 STORE_OPTIONS = {
     "float16": {"dtype": "float16"},
     "int8-vector": {"dtype": "int8", "scale": "vector"},
     "int8-dimension": {"dtype": "int8", "scale": "dimension"},
     "pca-int8": {"dtype": "int8", "scale": "dimension", "pca_dim": 96},
+    "int4": {"dtype": "int4"},
+    "pca-int4": {"dtype": "int4", "pca_dim": 96},
+    "pq": {"dtype": "pq", "m": 32},
 }
+# how far a store's inner products may be from float32's on these unit vectors (D = 128)
+STORE_ERROR = {"float16": 2e-3, "int8-vector": 1e-2, "int8-dimension": 1e-2, "int4": 0.08, "pq": 0.15}
 
 
 def oracle_dequantise(d, spec: dict) -> np.ndarray:
@@ -384,7 +389,15 @@ def oracle_dequantise(d, spec: dict) -> np.ndarray:
     codes = np.load(d / "vectors.npy").astype(np.float64)
     if spec["dtype"] == "float16":
         return codes
-    if spec.get("scale", "vector") == "vector":
+    if spec["dtype"] == "pq":  # sub-vector j of row i: centroid codes[i, j] of sub-quantizer j
+        book = np.load(d / "codebook.npy").astype(np.float64)
+        return np.concatenate([book[j][codes[:, j].astype(int)] for j in range(spec["m"])], axis=1)
+    if spec["dtype"] == "int4":
+        raw = np.load(d / "vectors.npy").astype(np.int64)
+        nibbles = np.stack([raw // 16, raw % 16], axis=2).reshape(len(raw), -1)  # high nibble first
+        lo, step = np.load(d / "quant.npy").astype(np.float64)
+        y = lo + step * nibbles
+    elif spec.get("scale", "vector") == "vector":
         y = codes * np.load(d / "scales.npy").astype(np.float64)[:, None]
     else:
         lo, step = np.load(d / "quant.npy").astype(np.float64)
@@ -434,17 +447,18 @@ def test_store_rescoring_is_brute_force_on_the_dequantised_vectors(data, stores,
     assert np.all(np.isin(ids, cand))
     np.testing.assert_allclose(store.dequantize(np.arange(0, N, 97)), deq[::97], atol=1e-5)
     exact = np.take_along_axis(queries @ base.T, ids, 1)
-    if name != "pca-int8":  # PCA drops the variance beyond its axes: see the round-trip test
-        np.testing.assert_allclose(scores, exact, atol=2e-3 if name == "float16" else 1e-2)
+    if name in STORE_ERROR:  # PCA drops the variance beyond its axes: see the round-trip test
+        np.testing.assert_allclose(scores, exact, atol=STORE_ERROR[name])
 
 
 @pytest.mark.parametrize("name", list(STORE_OPTIONS))
 def test_store_bytes_on_disk(data, stores, name, tmp_path):
-    """The store's files are what the spec names; vectors.npy holds exactly n x r bytes (int8) or
-    2 n x d (float16) beyond its header; the manifest's file sizes are the files'."""
+    """The store's files are what the spec names; vectors.npy holds exactly n x r bytes (int8),
+    n x r / 2 (int4), n x m (pq) or 2 n x d (float16) beyond its header; the manifest's file sizes
+    are the files'."""
     d, spec = stores[name]
     r = spec.get("pca_dim", D)
-    want = N * r * (2 if spec["dtype"] == "float16" else 1)
+    want = N * {"float16": 2 * r, "int8": r, "int4": r // 2, "pq": spec.get("m")}[spec["dtype"]]
     assert _npy_body_bytes(d / "vectors.npy") == want
     section = build_from_vectors(data[0][:3000], tmp_path, _store_recipe(tmp_path, STORE_OPTIONS[name]),
                                  device="cpu", quiet=True)
@@ -460,6 +474,8 @@ def _store_recipe(tmp_path, opts: dict, first_stage: str = 'kind = "binary"\nfac
         lines.append(f'store_scale = "{opts["scale"]}"')
     if "pca_dim" in opts:
         lines.append(f"store_pca_dim = {opts['pca_dim']}")
+    if "m" in opts:
+        lines.append(f"store_pq_dims_per_code = {D // opts['m']}")
     p = tmp_path / "store-recipe.toml"
     p.write_text("\n".join(lines) + "\n")
     return str(p)
@@ -512,7 +528,7 @@ def test_pca_round_trip(tmp_path):
     assert np.abs(lost - x).max() > 10 * err
 
 
-@pytest.mark.parametrize("name", ["int8-dimension", "pca-int8"])
+@pytest.mark.parametrize("name", ["int8-dimension", "pca-int8", "int4", "pca-int4", "pq"])
 def test_torch_rescoring_matches_numpy_for_int8_stores(data, stores, name):
     pytest.importorskip("torch")
     _, queries, _ = data

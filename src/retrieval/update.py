@@ -14,7 +14,8 @@ its half-written generation).
   training, not a segment searched beside the old one: vector ids stay passage ids, and dense
   search, filters and rescoring need no merge of per-segment results; the cost is that index.faiss
   and the rescoring store are rewritten (a copy of their bytes) on each add, and that IVF centroids
-  or PCA axes are those fitted at the first build until `rtv compact` fits them again.
+  and the rescoring store's ranges, PCA axes or PQ codebook are those fitted at the first build
+  until `rtv compact` fits them again.
 - delete: tombstones: the store's `deleted` table, which every query stage honours through
   Index.doc_filter; the deleted passages also leave the full-text index (FTS5's 'delete' with the
   text they were indexed with, rebuilt from the FM-index), so BM25 statistics are those of the live

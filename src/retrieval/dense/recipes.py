@@ -2,8 +2,8 @@
 
 A recipe's ``[dense]`` table names a FAISS factory string with placeholders (``{nlist}``, ``{m}``,
 ``{M}``) and the search parameters (nprobe, ef_search, rescore_multiplier) and the rescoring store
-(``store`` = float16 | int8 | none; for int8, ``store_scale`` = vector | dimension and an optional
-``store_pca_dim``). The
+(``store`` = float16 | int8 | int4 | pq | none; for int8, ``store_scale`` = vector | dimension; for
+int8 and int4 an optional ``store_pca_dim``; for pq, ``store_pq_dims_per_code`` (m = dim / it sub-vectors, 8 bits each)). The
 placeholders are filled from the corpus size and the embedding dimension by ``plan``.
 """
 
@@ -109,22 +109,31 @@ def plan(name: str | None, n: int, dim: int, quiet: bool = False) -> dict:
     if kind not in ("float", "binary"):
         raise InputError(f"recipe {recipe['name']!r}: kind must be 'float' or 'binary' (got {kind!r})")
     store = recipe.get("store", "float16")
-    if store not in ("float16", "int8", "none"):
-        raise InputError(f"recipe {recipe['name']!r}: store must be float16, int8 or none (got {store!r})")
+    if store not in ("float16", "int8", "int4", "pq", "none"):
+        raise InputError(f"recipe {recipe['name']!r}: store must be float16, int8, int4, pq or none (got {store!r})")
     if kind == "binary" and store == "none":
-        raise InputError(f"recipe {recipe['name']!r}: binary codes need a rescoring store (float16 or int8)")
+        raise InputError(f"recipe {recipe['name']!r}: binary codes need a rescoring store (float16, int8, int4 or pq)")
     store_options = {}
+    # recipe key -> (write_store option, the stores it applies to)
+    for key, (option, applies) in {"store_scale": ("scale", ("int8",)),
+                                   "store_pca_dim": ("pca_dim", ("int8", "int4")),
+                                   "store_pq_dims_per_code": ("dims_per_code", ("pq",))}.items():
+        if key in recipe:
+            if store not in applies:
+                raise InputError(f"recipe {recipe['name']!r}: {key} is for store = {' or '.join(applies)}, not {store!r}")
+            store_options[option] = recipe[key]
     if store == "int8":
-        store_options["scale"] = recipe.get("store_scale", "vector")
-        if "store_pca_dim" in recipe:
-            store_options["pca_dim"] = recipe["store_pca_dim"]
-    elif "store_scale" in recipe or "store_pca_dim" in recipe:
-        raise InputError(f"recipe {recipe['name']!r}: store_scale / store_pca_dim are for store = \"int8\"")
-    if store_options:
+        store_options.setdefault("scale", "vector")
+    if store == "pq":  # m sub-vectors of about store_pq_dims_per_code dims each (m divides dim)
+        per = store_options.pop("dims_per_code", 4)
+        if isinstance(per, bool) or not isinstance(per, int) or not 1 <= per <= dim:
+            raise InputError(f"recipe {recipe['name']!r}: store_pq_dims_per_code must be a whole number in 1..{dim}, not {per!r}")
+        store_options["m"] = _pq_m(dim, per)
+    if store not in ("float16", "none"):
         from .vectors import check_store_options
 
         try:
-            check_store_options(store, store_options.get("scale"), store_options.get("pca_dim"), dim)
+            check_store_options(store, dim=dim, **store_options)
         except ValueError as exc:
             raise InputError(f"recipe {recipe['name']!r}: {exc}") from None
     params = {}
