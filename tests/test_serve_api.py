@@ -80,8 +80,11 @@ def naive_count(pattern: str) -> int:
 
 # -- server basics ---------------------------------------------------------------------------------
 def test_health_and_auth(server):
-    r = httpx.get(server.url + "/health")
+    r = httpx.get(server.url + "/health")  # no token
     assert r.status_code == 200 and r.json()["status"] == "ok" and "latency_ms" in r.json()
+    v1 = httpx.get(server.url + "/v1", headers=AUTH).json()
+    assert r.json()["generations"] == {row["name"]: row["generation"] for row in v1["indexes"]}
+    assert all(g.startswith("gen-") for g in r.json()["generations"].values())
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         r = httpx.post(server.url + "/v1/docs/count", json={"query": "cat"}, headers=headers)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"

@@ -66,8 +66,11 @@ def test_server_follows_add_and_delete(served):
     gen1 = _ok(c.get("/v1"))["indexes"][0]["generation"]
     info = _ok(c.get("/v1/idx/info"))
     assert gen1 != gen0 and info["generation"] == gen1 and info["documents"] == len(live)
+    assert _ok(c.get("/health"))["generations"] == {"idx": gen1}  # no token: this server has none either way
 
     delete(tmp / "idx", ["new1"])
+    gen2 = (tmp / "idx" / "CURRENT").read_text(encoding="utf-8").strip()
+    assert gen2 != gen1 and _ok(c.get("/health"))["generations"] == {"idx": gen2}  # the first request after it
     live = DOCS + NEW[1:2]
     assert _count(c, "ZEBRA_77") == _naive(live, "ZEBRA_77") == 1
     page = _ok(c.post("/v1/idx/find", json={"query": "ZEBRA_77", "limit": 10}))

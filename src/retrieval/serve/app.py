@@ -6,7 +6,7 @@
 
 Routes (every JSON answer carries `latency_ms`, the time spent in the server):
     GET  /                          the web page (static HTML + JS, no build step)
-    GET  /health                    {"status": "ok", "version"}; no token needed
+    GET  /health                    {"status": "ok", "version", "generations": {index: generation}}; no token needed
     GET  /docs, /openapi.json       OpenAPI (FastAPI)
     GET  /v1                        indexes (with the generation served), limits, version, reranker
     GET  /v1/{index}/info           rtv info's JSON (the server's directory left out)
@@ -547,8 +547,11 @@ def create_app(state: State) -> FastAPI:
 
     @app.get("/health", tags=["server"])
     async def health():
+        # the generation each index answers from now (following a change published since), so a
+        # deploy check can tell that `rtv add` / `delete` / `compact` reached the server
         t0 = time.perf_counter()
-        return answer({"status": "ok", "version": __version__}, t0)
+        generations = {name: (await state.index(name)).root.name for name in state.indexes}
+        return answer({"status": "ok", "version": __version__, "generations": generations}, t0)
 
     @app.get("/v1", tags=["server"], dependencies=guarded)
     async def server_info():
