@@ -30,8 +30,8 @@ class HybridBitvector {
   // Prefetch hints for interleaved searches: first the directory entry (and superblock) of bit
   // i, later, once that entry is likely cached, the payload lines a rank at i will read.
   void prefetch_directory(uint64_t i) const {
-    __builtin_prefetch(directory_ + i / kBlockBits);
-    __builtin_prefetch(supers_ + i / kBlockBits / kBlocksPerSuper);
+    prefetch_line(directory_ + i / kBlockBits);
+    prefetch_line(supers_ + i / kBlockBits / kBlocksPerSuper);
   }
   void prefetch_payload(uint64_t i) const {
     if (i > size_) return;  // a damaged rank: access_rank reports it
@@ -39,9 +39,17 @@ class HybridBitvector {
     const uint32_t entry = directory_[block];
     if ((entry & 3) < kPlain) return;  // all-zeros / all-ones blocks have no payload
     const uint8_t* p = payload_ + supers_[block / kBlocksPerSuper].offset + ((entry >> 2) & 0x3FFF);
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + kBlockBits / 8 - 1);  // a payload of up to 64 bytes may span two lines
+    prefetch_line(p);
+    prefetch_line(p + kBlockBits / 8 - 1);  // a payload of up to 64 bytes may span two lines
   }
+  // Ones before the block of bit i <= size(): rank1(i) lies in [block_ones(i), block_ones(i) +
+  // i % kBlockBits]. Reads only the directory entry and the superblock, so a rank walk can learn
+  // where its next level will rank before this level's payload has arrived.
+  uint64_t block_ones(uint64_t i) const {
+    const uint64_t block = i / kBlockBits;
+    return supers_[block / kBlocksPerSuper].ones + (directory_[block] >> 16);
+  }
+  static constexpr uint64_t kBlockBits = 512;
   // Returns rank1(i) (ones in [0, i)) and stores bit i into bit (0 when i == size).
   // Positions past size() (only a damaged file's ranks lead there) raise FormatError.
   uint64_t access_rank(uint64_t i, bool& bit) const {
@@ -66,10 +74,45 @@ class HybridBitvector {
       }
     }
   }
+  // rank1(i) and rank1(j), i <= j: when both fall in one block (a narrow suffix-array range),
+  // its directory entry is read once and a runs payload decoded once, up to j.
+  void rank1_pair(uint64_t i, uint64_t j, uint64_t& rank_i, uint64_t& rank_j) const {
+    const uint64_t block = i / kBlockBits;
+    if (block != j / kBlockBits || __builtin_expect(j > size_ || i > j, 0)) {  // rank1 reports damage
+      rank_i = rank1(i);
+      rank_j = rank1(j);
+      return;
+    }
+    const auto off_i = static_cast<uint32_t>(i % kBlockBits), off_j = static_cast<uint32_t>(j % kBlockBits);
+    const uint32_t entry = directory_[block];
+    const Super& sup = supers_[block / kBlocksPerSuper];
+    const uint64_t base = sup.ones + (entry >> 16);
+    bool bit;
+    switch (entry & 3) {
+      case kZeros:
+        rank_i = rank_j = base;
+        return;
+      case kOnes:
+        rank_i = base + off_i;
+        rank_j = base + off_j;
+        return;
+      case kPlain: {
+        const uint8_t* p = payload_ + sup.offset + ((entry >> 2) & 0x3FFF);
+        rank_i = base + plain_rank(p, off_i, bit);
+        rank_j = base + plain_rank(p, off_j, bit);
+        return;
+      }
+      default: {
+        const uint64_t at = sup.offset + ((entry >> 2) & 0x3FFF);  // < payload_bytes_ (checked on load)
+        RunsCursor runs(payload_ + at, static_cast<uint32_t>(std::min<uint64_t>(payload_bytes_ - at, kRunsReach)));
+        rank_i = base + runs.rank(off_i, bit);
+        rank_j = base + runs.rank(off_j, bit);
+      }
+    }
+  }
 
  private:
   enum : uint32_t { kZeros = 0, kOnes = 1, kPlain = 2, kRuns = 3 };
-  static constexpr uint64_t kBlockBits = 512;
   static constexpr uint64_t kBlocksPerSuper = 128;
   struct Super {
     uint64_t ones;    // ones before the superblock
@@ -91,45 +134,63 @@ class HybridBitvector {
   // A runs payload is < kBlockBits / 8 bytes and is followed by another payload or the 16 padding
   // bytes, so decoding a sound block never reads kRunsReach bytes past its start.
   static constexpr uint64_t kRunsReach = kBlockBits / 8 + 16;
-  // Decodes runs from the block start; while at a word boundary of the payload, a word whose 16
-  // nibbles are all single-nibble runs ending before off is skipped with two byte-sum multiplies.
-  // avail: bytes readable from p (at most kRunsReach); a damaged block that would decode past
-  // them raises FormatError instead of reading on.
-  static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit, uint32_t avail) {
-    constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0Full, kBytes = 0x0101010101010101ull;
-    uint32_t pos = 0, ones = 0, nib = 0, b = 0;
-    auto next = [&]() { const uint32_t v = (p[nib >> 1] >> ((nib & 1) * 4)) & 15; ++nib; return v; };
-    for (;;) {
-      if (__builtin_expect((nib >> 1) + 8 > avail, 0)) corrupt("bitvector runs overrun their block");
-      if ((nib & 15) == 0) {
-        uint64_t w;
-        std::memcpy(&w, p + (nib >> 1), 8);
-        const bool has_escape = ((w - 0x1111111111111111ull) & ~w & 0x8888888888888888ull) != 0;
-        if (!has_escape) {
-          const auto even = static_cast<uint32_t>(((w & kLowNibbles) * kBytes) >> 56);  // runs of bit b
-          const auto odd = static_cast<uint32_t>((((w >> 4) & kLowNibbles) * kBytes) >> 56);
-          if (pos + even + odd <= off) {
-            pos += even + odd;
-            ones += b ? even : odd;
-            nib += 16;
-            continue;
+  // Decodes a runs payload from the block start, for ranks at non-decreasing offsets. While at a
+  // word boundary of the payload, a word whose 16 nibbles are all single-nibble runs ending
+  // before off is skipped with two byte-sum multiplies. avail: bytes readable from the payload's
+  // start (at most kRunsReach); a damaged block that would decode past them raises FormatError
+  // instead of reading on.
+  class RunsCursor {
+   public:
+    RunsCursor(const uint8_t* p, uint32_t avail) : p_(p), avail_(avail) {}
+    // Ones before off in the block and the bit at off; off at least the previous call's.
+    uint32_t rank(uint32_t off, bool& bit) {
+      constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0Full, kBytes = 0x0101010101010101ull;
+      for (;;) {
+        if (__builtin_expect((nib_ >> 1) + 8 > avail_, 0)) corrupt("bitvector runs overrun their block");
+        if ((nib_ & 15) == 0) {
+          uint64_t w;
+          std::memcpy(&w, p_ + (nib_ >> 1), 8);
+          const bool has_escape = ((w - 0x1111111111111111ull) & ~w & 0x8888888888888888ull) != 0;
+          if (!has_escape) {
+            const auto even = static_cast<uint32_t>(((w & kLowNibbles) * kBytes) >> 56);  // runs of bit b
+            const auto odd = static_cast<uint32_t>((((w >> 4) & kLowNibbles) * kBytes) >> 56);
+            if (pos_ + even + odd <= off) {
+              pos_ += even + odd;
+              ones_ += b_ ? even : odd;
+              nib_ += 16;
+              continue;
+            }
           }
         }
+        const uint32_t run_start = nib_;
+        uint32_t len = next();
+        if (len == 0) {
+          len = next();
+          len |= next() << 4;
+          len |= next() << 8;
+        }
+        if (pos_ + len > off) {
+          nib_ = run_start;  // the run holding off: a later, larger off decodes it again
+          bit = b_;
+          return b_ ? ones_ + (off - pos_) : ones_;
+        }
+        pos_ += len;
+        ones_ += b_ ? len : 0;
+        b_ ^= 1;
       }
-      uint32_t len = next();
-      if (len == 0) {
-        len = next();
-        len |= next() << 4;
-        len |= next() << 8;
-      }
-      if (pos + len > off) {
-        bit = b;
-        return b ? ones + (off - pos) : ones;
-      }
-      pos += len;
-      ones += b ? len : 0;
-      b ^= 1;
     }
+
+   private:
+    uint32_t next() {
+      const uint32_t v = (p_[nib_ >> 1] >> ((nib_ & 1) * 4)) & 15;
+      ++nib_;
+      return v;
+    }
+    const uint8_t* p_;
+    uint32_t avail_, pos_ = 0, ones_ = 0, nib_ = 0, b_ = 0;  // runs decoded so far end at bit pos_
+  };
+  static uint32_t runs_rank(const uint8_t* p, uint32_t off, bool& bit, uint32_t avail) {
+    return RunsCursor(p, avail).rank(off, bit);
   }
 
   uint64_t size_ = 0;

@@ -18,8 +18,9 @@ class WaveletTree {
   void load(Reader& in);
 
   uint64_t size() const { return size_; }
-  // Occurrences of c in seq[0, lo) and seq[0, hi), in one walk so the two chains of cache
-  // misses overlap.
+  // Occurrences of c in seq[0, lo) and seq[0, hi), lo < hi, in one walk so the two chains of
+  // cache misses overlap. Each level first prefetches where the next level will rank (see
+  // prefetch_next), so the next level's directory and payload misses overlap this level's.
   void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi) const {
     const unsigned len = code_len_[c];
     if (len == 0) {
@@ -29,9 +30,17 @@ class WaveletTree {
     const uint64_t code = codes_[c];
     const Node* v = &nodes_[0];
     for (unsigned d = 0;;) {
-      const uint64_t ones_lo = bits_.rank1(v->offset + lo) - v->ones_before;
-      const uint64_t ones_hi = bits_.rank1(v->offset + hi) - v->ones_before;
-      if ((code >> d) & 1) {
+      const unsigned b = (code >> d) & 1;
+      if (d + 1 < len) {
+        const Node& next = nodes_[v->child[b]];  // internal: codes are checked against the tree on load
+        prefetch_next(*v, lo, b, next);
+        prefetch_next(*v, hi, b, next);
+      }
+      uint64_t ones_lo, ones_hi;
+      bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
+      ones_lo -= v->ones_before;
+      ones_hi -= v->ones_before;
+      if (b) {
         lo = ones_lo;
         hi = ones_hi;
       } else {
@@ -39,7 +48,7 @@ class WaveletTree {
         hi -= ones_hi;
       }
       if (lo >= hi || d + 1 == len) return;
-      v = &nodes_[v->child[(code >> d) & 1]];  // internal: codes are checked against the tree on load
+      v = &nodes_[v->child[b]];
       ++d;
     }
   }
@@ -73,8 +82,10 @@ class WaveletTree {
   // One level of the walk; true when it is over. Otherwise prefetches the next level's directory.
   bool walk_level(PairWalk& w) const {
     const Node& v = nodes_[w.node];
-    const uint64_t ones_lo = bits_.rank1(v.offset + w.lo) - v.ones_before;
-    const uint64_t ones_hi = bits_.rank1(v.offset + w.hi) - v.ones_before;
+    uint64_t ones_lo, ones_hi;
+    bits_.rank1_pair(v.offset + w.lo, v.offset + w.hi, ones_lo, ones_hi);
+    ones_lo -= v.ones_before;
+    ones_hi -= v.ones_before;
     const unsigned b = (w.code >> w.depth) & 1;
     if (b) {
       w.lo = ones_lo;
@@ -146,6 +157,19 @@ class WaveletTree {
     uint64_t ones_before;  // bits_.rank1(offset)
     int32_t child[2];      // node index, or ~symbol for a leaf
   };
+  // A rank at position i of node v, following branch b, moves to a position of node `next` that
+  // the directory entry alone bounds to one block's width: rank1 at v.offset + i lies in
+  // [block_ones, block_ones + (v.offset + i) % kBlockBits]. Prefetches the directory entries and
+  // payload lines at both ends of that window while this level's payload is on its way (rank
+  // walks of a search depend on each other, so this is the only overlap a single search has).
+  void prefetch_next(const Node& v, uint64_t i, unsigned b, const Node& next) const {
+    const uint64_t at = v.offset + i;
+    if (at > bits_.size()) return;  // a damaged rank: rank1_pair reports it
+    const uint64_t below = bits_.block_ones(at) - v.ones_before, spread = at % HybridBitvector::kBlockBits;
+    const uint64_t first = b ? below : i - below - spread;  // unsigned wrap on damage: only a hint
+    bits_.prefetch_payload(next.offset + first);
+    bits_.prefetch_payload(next.offset + first + spread);
+  }
   uint64_t size_ = 0;
   const Node* nodes_ = nullptr;
   size_t n_nodes_ = 0;
