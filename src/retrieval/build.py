@@ -598,23 +598,45 @@ class Collected:
     n_bytes: int = 0
 
 
+STORE_WRITES_AHEAD = 2  # shard outputs waiting for the store's writer thread at most (their texts are held)
+
+
 def collect_outputs(outputs: Iterator[ShardOutput], store: Store, first_number: int = 0) -> Collected:
     """Store each shard output's documents, passages and full-text rows as the runner yields them
-    (in shard order, so passage ids follow the shards), keeping its manifest entry and vectors."""
+    (in shard order, so passage ids follow the shards), keeping its manifest entry and vectors.
+
+    The store is written by one thread of its own, in shard order, while this thread goes back to
+    the runner: a runner that hands out the next shard only when asked for an output (the process
+    pool) keeps its workers busy while SQLite indexes a shard's passages (FTS5's tokenizing, in C,
+    runs without the GIL)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(out: ShardOutput) -> None:
+        store.add_documents(out.docs)
+        store.add_passages(out.passages, out.texts)
+
     got = Collected()
+    writer = ThreadPoolExecutor(1, thread_name_prefix="rtv-store")
+    writes: deque = deque()
     try:
         for out in outputs:
             if out.number != first_number + len(got.shards):
                 raise RtvError(f"the runner returned shard {out.number} where shard "
                                f"{first_number + len(got.shards)} belongs")
-            store.add_documents(out.docs)
-            store.add_passages(out.passages, out.texts)
+            writes.append(writer.submit(write, out))
             got.shards.append({**out.exact, "first_doc": out.first_doc})
             if out.vectors is not None:
                 got.vectors.append(out.vectors)
             got.n_docs += len(out.docs)
             got.n_bytes += sum(d["length"] for d in out.docs)
+            del out
+            while writes and (len(writes) > STORE_WRITES_AHEAD or writes[0].done()):
+                writes.popleft().result()  # a failed write fails the build here
+        while writes:
+            writes.popleft().result()
     finally:
+        writer.shutdown(wait=True, cancel_futures=True)  # the write under way ends before the store is closed
         close = getattr(outputs, "close", None)
         if close is not None:
             close()  # a runner's workers stop before the caller removes the directory they write in
@@ -764,25 +786,37 @@ _OUTPUT_FIXES = {errno.ENOSPC: "the disk is full; free space or write the index 
                  errno.EPERM: "not permitted; choose a writable -o or fix the permissions",
                  errno.ENOTDIR: "a path component is a file, not a directory; choose another -o",
                  errno.EEXIST: "it is a file, not a directory; choose another -o"}
+# The same for a change of an existing index (rtv add / delete / compact write its new generation
+# into the index directory itself): there is no -o to choose, the directory must take the write.
+_CHANGE_FIXES = {errno.ENOSPC: "the disk is full; free space on it and run the change again",
+                 errno.EDQUOT: "the disk quota is used up; free space and run the change again",
+                 errno.EFBIG: "a file-size limit was hit (ulimit -f); raise it and run the change again",
+                 errno.EROFS: "a read-only file system; remount it writable, or copy the index elsewhere and change the copy",
+                 errno.EACCES: "permission denied; make the index directory writable (or run as its owner)",
+                 errno.EPERM: "not permitted; make the index directory writable (or run as its owner)"}
 
 
 @contextmanager
-def _output_errors(path: Path) -> Iterator[None]:
+def _output_errors(path: Path, change: bool = False) -> Iterator[None]:
     """OS and SQLite write failures (disk full, permissions, read-only, a file in the way, /proc)
-    as one InputError naming -o and the fix; the build has removed its temporary files by then."""
+    as one InputError naming -o (or, for a change of the index at `path`, its directory) and the
+    fix; the build has removed its temporary files by then."""
     import sqlite3
 
+    where = f"index {path}" if change else f"-o {path}"
+    default = "check the index directory and the disk" if change else "choose another -o"
+    fixes = _CHANGE_FIXES if change else _OUTPUT_FIXES
     try:
         yield
     except OSError as exc:
-        fix = _OUTPUT_FIXES.get(exc.errno, "choose another -o")
-        if Path(os.path.abspath(path)).parts[1:2] in (("proc",), ("sys",)):
+        fix = fixes.get(exc.errno, default)
+        if not change and Path(os.path.abspath(path)).parts[1:2] in (("proc",), ("sys",)):
             fix = "/proc and /sys are kernel file systems that hold no index; choose another -o"
         what = f"cannot write {exc.filename}" if exc.filename else "cannot write"
-        raise InputError(f"-o {path}: {what} ({exc.strerror or exc}); {fix}") from None
+        raise InputError(f"{where}: {what} ({exc.strerror or exc}); {fix}") from None
     except sqlite3.Error as exc:
-        fix = _OUTPUT_FIXES[errno.ENOSPC] if "full" in str(exc) else "check the disk and choose another -o"
-        raise InputError(f"-o {path}: cannot write meta.sqlite ({exc}); {fix}") from None
+        fix = fixes[errno.ENOSPC] if "full" in str(exc) else default if change else "check the disk and choose another -o"
+        raise InputError(f"{where}: cannot write meta.sqlite ({exc}); {fix}") from None
 
 
 def _pid_alive(pid: int) -> bool:
