@@ -3,6 +3,7 @@ tree or skip without a word, and one-line errors (never a traceback) from the `r
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -284,6 +285,61 @@ def _disk_full_run(tmp_path, size: str, corpus: Path):
     if res.returncode == 99:
         pytest.skip("cannot mount a tmpfs here")
     return res
+
+
+def _in_tmpfs(tmp_path, size: str, script: str):
+    """`script` (sh; $RTV is the CLI, $MNT the mount) run in a tmpfs of `size` in a private mount
+    namespace; its stderr."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a tiny tmpfs")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f"mount -t tmpfs -o size={size} tmpfs {mnt} || exit 99; MNT={mnt}; RTV='{' '.join(RTV)}'; {script}"
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
+    if res.returncode == 99:
+        pytest.skip("cannot mount a tmpfs here")
+    return res.stderr
+
+
+def _errors_by_command(err: str) -> dict:
+    """{command: its `Error:` lines} from stderr where each command ran after `echo "== NAME" >&2`."""
+    out, name = {}, None
+    for line in err.splitlines():
+        if line.startswith("== "):
+            name = line[3:]
+            out[name] = []
+        elif line.startswith("Error:") and name:
+            out[name].append(line)
+    assert "Traceback" not in err, err
+    return out
+
+
+def test_changes_that_cannot_write_name_the_index_and_the_fix(tmp_path):
+    """rtv add / delete / compact on an index whose file system is read-only, and an add that fills
+    the disk: one line naming the index directory and what to do (no -o: a change has none)."""
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    _write(small, "juliet", n=20, size=1)
+    _write(big, "kilo", n=10000, size=2)
+    idx = "$MNT/idx"
+    err = _in_tmpfs(tmp_path, "1m", " ".join([
+        f"$RTV index {small} -o {idx} --no-dense --id-field id || exit 98;",
+        f'echo "== full" >&2; $RTV add {idx} {big} --id-field id; echo "rc=$?" >&2;',
+        f'echo "count=$($RTV count {idx} juliet)" >&2;',
+        "mount -o remount,ro $MNT || exit 97;",
+        f'echo "== add" >&2; $RTV add {idx} {big} --id-field id; echo "rc=$?" >&2;',
+        f'echo "== delete" >&2; $RTV delete {idx} --id juliet-1; echo "rc=$?" >&2;',
+        f'echo "== compact" >&2; $RTV compact {idx}; echo "rc=$?" >&2']))
+    assert "rc=1" in err and err.count("rc=1") == 4, err
+    errors = _errors_by_command(err)
+    mnt = str(tmp_path / "mnt")
+    assert len(errors["full"]) == 1 and "disk is full" in errors["full"][0], err
+    for cmd in ("add", "delete", "compact"):
+        assert len(errors[cmd]) == 1 and "read-only file system; remount it writable" in errors[cmd][0], (cmd, err)
+    for line in errors.values():
+        assert f"index {mnt}/idx:" in line[0] and " -o " not in line[0], line
+    assert re.search(r"^count=20\b", err, re.M), err  # the failed add left the index as it was
 
 
 @pytest.mark.parametrize("size", ["48k", "400k"])  # sqlite fills it first / the shard file does

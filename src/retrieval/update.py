@@ -60,7 +60,7 @@ def _new_generation(path: Path, verify: bool = False) -> Iterator[tuple]:
     from .manifest import live_generation
 
     live_generation(path)  # not an index: say so before taking a lock beside it
-    with _sigterm_as_exit(), _output_errors(path), build_lock(path):
+    with _sigterm_as_exit(), _output_errors(path, change=True), build_lock(path):
         live = Index.open(path, verify=verify)
         try:
             target = Target(path, overwrite=True)
