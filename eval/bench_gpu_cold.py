@@ -5,9 +5,11 @@ Builds a SciFact index on the GPU (or takes --index), then, each in a fresh Pyth
 - the floor a process pays whatever rtv does: interpreter start, `import torch`, the CUDA context,
   `import faiss` (GPU build) and its StandardGpuResources, `import sentence_transformers`;
 - cold: `Index.open(path, device="cuda")` and the first dense query, with where its time goes
-  (rtv's own steps timed by wrapping them: dense part opened, vectors moved to the GPU, model
-  loaded, query embedded, searched) and `python -X importtime`'s heaviest imports; then warm
-  dense queries (p50);
+  (rtv's own steps timed by wrapping them: dense part opened, vectors moved to the GPU, query
+  embedder loaded (ONNX Runtime, or sentence-transformers), query embedded, searched) and
+  `python -X importtime`'s heaviest imports; then warm dense queries (p50);
+- the fused Triton kernels' first query in a fresh process (GpuExact on --triton-n random
+  vectors), with an empty Triton cache (compiling) and then with the cache filled;
 - hybrid + rerank of the top 50 on the GPU: the first query (cold) and warm p50 over SciFact
   queries, with rtv's per-stage timings (dense, lexical, exact, fusion, rerank), and the
   cross-encoder alone on 50 pairs of 256 tokens.
@@ -51,11 +53,11 @@ def run_py(code: str, argv: list[str] = (), flags: tuple = ()) -> tuple[float, s
 FLOOR = {
     "python_start": "pass",
     "import_torch": "import torch",
-    "cuda_context": "import torch; torch.zeros(1, device='cuda'); torch.cuda.synchronize()",
     "cuda_context_cublas": "import torch; a = torch.ones(64, 64, device='cuda', dtype=torch.float16); (a @ a).sum().item()",
     "import_faiss": "import faiss",
     "faiss_gpu_resources": "import faiss; r = faiss.StandardGpuResources(); print(faiss.get_num_gpus())",
-    "import_sentence_transformers": "import sentence_transformers",
+    "import_onnxruntime": "import onnxruntime",
+    "import_sentence_transformers": "import sentence_transformers",  # --quick leaves it out
 }
 
 # the cold query, with rtv's own steps timed (wrappers installed before the first use)
@@ -80,7 +82,11 @@ wrap(gpu_exact.GpuExact, "__init__", "  of which GpuExact(vectors to GPU)")
 wrap(gpu_exact, "fits", "  of which fits (CUDA context, free memory)")
 wrap(dix, "load_embedder", "load_embedder (sentence-transformers import, model to GPU)") if hasattr(dix, "load_embedder") else None
 wrap(emb, "load_embedder", "load_embedder (sentence-transformers import, model to GPU)")
+if hasattr(emb, "load_query_embedder"):
+    wrap(emb, "load_query_embedder", "load_query_embedder (ONNX runtime session, or sentence-transformers)")
 wrap(emb.Embedder, "encode", "embed query")
+if hasattr(emb, "ExportedEmbedder"):
+    wrap(emb.ExportedEmbedder, "encode", "embed query")
 wrap(gpu_exact.GpuExact, "search", "engine search")
 path, queries, mode, device = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 t = time.perf_counter(); ix = Index.open(path, device=device); open_s = time.perf_counter() - t
@@ -91,7 +97,8 @@ for q in queries[1:]:
 print(json.dumps({"import_retrieval_seconds": round(import_s, 3), "index_open_seconds": round(open_s, 3),
                   "first_query_seconds": round(first_s, 3), "since_process_start_seconds": round(time.perf_counter() - T0 - sum(warm), 3),
                   "warm_seconds": [round(w, 5) for w in warm], "steps": marks, "first_hit": hits[0].passage_id if hits else None,
-                  "engine": repr(ix.dense.engine) if ix.dense is not None else None, "engine_why": ix.dense.engine_why}))
+                  "engine": repr(ix.dense.engine) if ix.dense is not None else None, "engine_why": ix.dense.engine_why,
+                  "embedder": type(ix.dense.embedder).__name__ if ix.dense is not None else None}))
 '''
 
 RERANK = r'''
@@ -142,6 +149,31 @@ print(json.dumps(out))
 '''
 
 
+# the fused kernels' first query in a fresh process (a set too large for the torch path's one-level
+# top-k): Triton compiles them into TRITON_CACHE_DIR once, later processes load them from there
+TRITON_FIRST = r'''
+import json, sys, time
+T0 = time.perf_counter()
+import torch
+from retrieval.dense import gpu_exact
+import_s = time.perf_counter() - T0
+n, d = int(sys.argv[1]), int(sys.argv[2])
+g = torch.Generator(device="cuda").manual_seed(0)
+x = torch.randn(n, d, device="cuda", generator=g)
+x /= x.norm(dim=1, keepdim=True)
+q = x[:64].clone()
+gpu_exact.FUSED_MIN_QUERIES = 1
+eng = gpu_exact.GpuExact(x, "cuda", rescore_from="float32")
+torch.cuda.synchronize()
+ts = []
+for bs in (1, 1, 64, 64):
+    t = time.perf_counter(); eng.search_tensor(q[:bs], 10); torch.cuda.synchronize(); ts.append(time.perf_counter() - t)
+print(json.dumps({"fused": eng.fused_ok(20), "import_torch_retrieval_seconds": round(import_s, 3),
+                  "first_query_seconds": round(ts[0], 4), "second_query_seconds": round(ts[1], 5),
+                  "first_batch64_seconds": round(ts[2], 4), "second_batch64_seconds": round(ts[3], 5)}))
+'''
+
+
 def importtime_top(stderr: str, n: int = 15) -> list:
     rows = []
     for line in stderr.splitlines():
@@ -166,6 +198,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="cold runs of each kind (the median is reported)")
     ap.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a check of the script)")
     ap.add_argument("--commit", default=None)
+    ap.add_argument("--quick", action="store_true", help="leave out the sentence-transformers import floor "
+                    "(no longer on the dense query path) to save device time")
+    ap.add_argument("--triton-n", type=int, default=200_000, help="vectors of the fused-kernel first-query run (0: skip)")
     ap.add_argument("--out", type=Path, default=ROOT / "eval/results/bench_gpu_cold.json")
     args = ap.parse_args()
 
@@ -197,6 +232,8 @@ def main() -> None:
     for name, code in FLOOR.items():
         if args.device != "cuda" and ("cuda" in code or "Gpu" in code):
             continue
+        if args.quick and name == "import_sentence_transformers":
+            continue
         walls = [run_py(code)[0] for _ in range(args.repeats)]
         res["floor_seconds"][name] = round(statistics.median(walls), 3)
         log(name, res["floor_seconds"][name])
@@ -220,6 +257,29 @@ def main() -> None:
     _, _, err = run_py(COLD, [str(args.index), json.dumps(queries[:2]), "dense", args.device], flags=("-X", "importtime"))
     res["cold_dense_importtime_top"] = importtime_top(err)
     save()
+
+    # the fused kernels' first query: with an empty Triton cache (compiles), then with it filled
+    if args.triton_n and args.device == "cuda":
+        import os
+        import tempfile
+
+        cache = tempfile.mkdtemp(prefix="rtv-triton-")
+        res["triton_first_fused_query"] = {"n": args.triton_n, "dim": 384}
+        for label in ("empty_cache", "cache_filled"):
+            env = {**os.environ, "TRITON_CACHE_DIR": cache}
+            try:
+                t0 = time.perf_counter()
+                r = subprocess.run([sys.executable, "-c", TRITON_FIRST, str(args.triton_n), "384"], capture_output=True,
+                                   text=True, timeout=600, env=env)
+                if r.returncode != 0:
+                    raise RuntimeError(r.stderr[-2000:])
+                out = json.loads(r.stdout.strip().splitlines()[-1])
+                out["process_wall_seconds"] = round(time.perf_counter() - t0, 3)
+            except Exception as exc:  # noqa: BLE001
+                out = {"error": str(exc)[-2000:]}
+            res["triton_first_fused_query"][label] = out
+            log("triton first fused query,", label, out)
+        save()
 
     # hybrid + rerank of the top 50 on the GPU
     try:

@@ -304,8 +304,8 @@ def test_triton_kernel_equals_reference_in_interpreter():
 
 
 def test_triton_second_stage_equals_torch_in_interpreter():
-    """The second stage (selection + float64 re-scoring in one Triton kernel) and a whole fused
-    search tile, in Triton's interpreter: the same top keys and rescan flags as ``select``, the same
+    """The second stage (selection, rescan and float64 re-scoring in one Triton kernel) and a whole
+    fused search tile, in Triton's interpreter: the same top keys and rescans as ``select``, the same
     scores and ids as GpuExact.rescore and as the torch engine (exact integer scores, ties, runs of
     equal vectors that force rescans, masks, super-block keys read in several chunks)."""
     pytest.importorskip("triton")
@@ -327,11 +327,12 @@ def test_triton_second_stage_equals_torch_in_interpreter():
             eng = gpu_exact.GpuExact(x, "cpu", rescore_from="float32", fused=False)
             for allowed in (None, torch.from_numpy(rng.random(n) < 0.3)):
                 sk, k1, k2 = gpu_fused.block_keys_reference(q16, x16, bn, sub, allowed)
-                top, flag, s, i = gpu_fused.select_rescore(sk, k1, k2, q32, eng.x32, kc, k, bn, sub, chunk=chunk)
+                top, flag, s, i = gpu_fused.select_rescore(sk, k1, k2, q32, q16, x16, eng.x32, kc, k, bn, sub,
+                                                           allowed, chunk=chunk)
                 flagged = torch.zeros(len(q), dtype=torch.int32)
                 def rescan(rows, t):
                     flagged[rows] = 1
-                    return t
+                    return gpu_fused.rescan_blocks(q16, x16, rows, t, bn, allowed)
                 want = gpu_fused.select(sk, k1, k2, kc, bn, sub, rescan)
                 assert torch.equal(top, want) and torch.equal(flag, flagged), (n, d, bn, sub)
                 assert flag[0] == 1

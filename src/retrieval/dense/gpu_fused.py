@@ -12,10 +12,10 @@ is exact), rescanning whole blocks only for the rare query where two of its top 
 block. ``block_keys_reference`` computes the kernel's output with plain torch (any device): the
 oracle the kernel is tested against, and the CPU path of the same selection.
 
-On CUDA, ``search_tile`` runs the whole search of a tile of queries in two launches: the kernel
-above, then ``select_rescore`` (one program a query: ``select``, and the float64 re-scoring of
-GpuExact.rescore, on the kernel's keys), so a search costs the same few launches and one host sync
-(for the rare rescan) at any batch size; the torch versions of both stages are its oracle.
+On CUDA, ``search_tile`` runs the whole search of a tile of queries in two launches and no host
+sync: the kernel above, then ``select_rescore`` (one program a query: ``select`` with its rescan,
+and the float64 re-scoring of GpuExact.rescore, on the kernel's keys), so a search costs the same
+few launches at any batch size; the torch versions of both stages are its oracle.
 
 Triton is imported lazily; ``available()`` says whether the kernel can run on a device.
 """
@@ -208,29 +208,27 @@ def rescan_blocks(q16, x16, rows, top, bn: int, allowed=None, chunk_bytes: int =
     return torch.cat(out)
 
 
-# -- the second stage on CUDA: selection and re-scoring in one kernel ------------------------------
+# -- the second stage on CUDA: selection, rescan and re-scoring in one kernel -----------------------
 @functools.lru_cache(maxsize=1)
 def _second_stage():
-    from .gpu_fused_kernels import rescore_kernel, select_rescore_kernel
+    from .gpu_fused_kernels import select_rescore_kernel
 
-    return select_rescore_kernel, rescore_kernel
+    return select_rescore_kernel
 
 
 def _pow2(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
 
 
-def _rescore_dims(d: int) -> int:
-    return min(128, max(16, _pow2(d)))
-
-
-def select_rescore(sk, k1, k2, q32, xr, kc: int, k: int, bn: int, sub: int, rescore: bool = True,
-                   chunk: int = 2048):
-    """``select`` (without its rescan) and GpuExact.rescore in one Triton launch, one program a
-    query. ``q32``: the float32 queries (b, d); ``xr``: the vectors re-scored from ((n, d) float32 or
-    float16); ``chunk``: super-block keys read a step (a power of two). Returns (top (b, kc) int64 keys, descending; flag (b,) int32: 1 where two of them
-    share a block, so the caller must rescan that row; scores (b, k) float32 and ids (b, k) int64 of
-    the re-scored best k, -inf / -1 where none; None, None without ``rescore``)."""
+def select_rescore(sk, k1, k2, q32, q16, x16, xr, kc: int, k: int, bn: int, sub: int, allowed=None,
+                   rescore: bool = True, chunk: int = 2048):
+    """``select`` (its rescan included) and GpuExact.rescore in one Triton launch, one program a
+    query, on the keys ``block_keys(q16, x16, bn, sub, allowed)`` gave. ``q32`` / ``q16``: the
+    queries (b, d) in float32 and float16; ``xr``: the vectors re-scored from ((n, d) float32 or
+    float16); ``chunk``: super-block keys read a step (a power of two). Returns (top (b, kc) int64
+    keys, descending; flag (b,) int32: 1 where two of them shared a block and the row was rescanned;
+    scores (b, k) float32 and ids (b, k) int64 of the re-scored best k, -inf / -1 where none; None,
+    None without ``rescore``)."""
     torch = _torch()
     b, nsb = sk.shape
     if nsb < kc:
@@ -241,47 +239,25 @@ def select_rescore(sk, k1, k2, q32, xr, kc: int, k: int, bn: int, sub: int, resc
     flag = torch.empty((b,), dtype=torch.int32, device=dev)
     out_s = torch.empty((b, k), dtype=torch.float32, device=dev) if rescore else top
     out_i = torch.empty((b, k), dtype=torch.int64, device=dev) if rescore else top
-    kernel, _ = _second_stage()
-    kernel[(b,)](sk, k1, k2, q32, xr, top, flag, out_s, out_i, nsb, k1.shape[1], n, D=d, BD=_rescore_dims(d),
-                 KC=kc, KC_P=max(16, _pow2(kc)), K=k, SUB=sub, SUB_P=_pow2(sub), BN=bn,
-                 CH=min(chunk, max(16, _pow2(nsb))), RESCORE=rescore, num_warps=4)
+    allow = allowed.to(torch.int8) if allowed is not None else flag  # unused when not MASKED
+    _second_stage()[(b,)](sk, k1, k2, q32, q16, x16, xr, allow, top, flag, out_s, out_i, nsb, k1.shape[1], n,
+                          D=d, BD=min(128, max(16, _pow2(d))), KC=kc, KC_P=max(16, _pow2(kc)), K=k, SUB=sub,
+                          SUB_P=_pow2(sub), BN=bn, CH=min(chunk, max(16, _pow2(nsb))),
+                          MASKED=allowed is not None, RESCORE=rescore, num_warps=4)
     return top, flag, (out_s if rescore else None), (out_i if rescore else None)
 
 
-def rescore_keys(top, q32, xr, k: int):
-    """GpuExact.rescore of the candidates named by keys ``top`` ((b, kc) int64) in one Triton launch:
-    (scores (b, k) float32, ids (b, k) int64)."""
-    torch = _torch()
-    b, kc = top.shape
-    n, d = xr.shape
-    out_s = torch.empty((b, k), dtype=torch.float32, device=top.device)
-    out_i = torch.empty((b, k), dtype=torch.int64, device=top.device)
-    _, kernel = _second_stage()
-    kernel[(b,)](top.contiguous(), q32, xr, out_s, out_i, n, D=d, BD=_rescore_dims(d), KC=kc,
-                 KC_P=max(16, _pow2(kc)), K=k, num_warps=4)
-    return out_s, out_i
-
-
 def search_tile(q32, q16, x16, xr, k: int, kc: int, bn: int, sub: int, allowed=None, rescore: bool = True):
-    """The best ``k`` of ``kc`` exact float16 candidates of each query of one tile, through the
-    Triton kernels: ``q32`` / ``q16`` the queries in float32 and float16 (contiguous), ``x16`` the
-    float16 vectors, ``xr`` those re-scored from (float32 or float16). Returns (scores float32
-    (b, k), ids int64 (b, k)), -inf / -1 where none: re-scored in float64 like GpuExact.rescore, or
-    with ``rescore=False`` (then kc == k) the float16 products themselves."""
+    """The best ``k`` of ``kc`` exact float16 candidates of each query of one tile in two Triton
+    launches and no host sync: ``q32`` / ``q16`` the queries in float32 and float16 (contiguous),
+    ``x16`` the float16 vectors, ``xr`` those re-scored from (float32 or float16). Returns (scores
+    float32 (b, k), ids int64 (b, k)), -inf / -1 where none: re-scored in float64 like
+    GpuExact.rescore, or with ``rescore=False`` (then kc == k) the float16 products themselves."""
     torch = _torch()
-    sk, k1, k2 = block_keys(q16, x16, bn, sub, allowed)
-    top, flag, s, i = select_rescore(sk, k1, k2, q32, xr, kc, k, bn, sub, rescore)
-    del sk, k1, k2
-    rows = torch.nonzero(flag).flatten()  # the one host sync: few rows, if any, need the rescan
-    if len(rows):
-        fixed = rescan_blocks(q16, x16, rows, top[rows], bn, allowed)
-        if rescore:
-            s[rows], i[rows] = rescore_keys(fixed, q32[rows].contiguous(), xr, k)
-        else:
-            top[rows] = fixed
-    if not rescore:
-        t = top[:, :k]
-        none = t == SENTINEL
-        s = key_scores(t).masked_fill(none, float("-inf"))
-        i = key_columns(t).masked_fill(none, -1)
-    return s, i
+    allow = allowed.to(torch.int8) if allowed is not None else None
+    sk, k1, k2 = block_keys(q16, x16, bn, sub, allow)
+    top, _, s, i = select_rescore(sk, k1, k2, q32, q16, x16, xr, kc, k, bn, sub, allow, rescore)
+    if rescore:
+        return s, i
+    none = top == SENTINEL
+    return key_scores(top).masked_fill(none, float("-inf")), key_columns(top).masked_fill(none, -1)

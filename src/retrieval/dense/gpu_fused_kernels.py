@@ -113,10 +113,51 @@ def rescore_row(row, top, kpos, q_ptr, x_ptr, s_ptr, i_ptr, n, D: tl.constexpr, 
 
 
 @triton.jit
-def select_rescore_kernel(sk_ptr, k1_ptr, k2_ptr, q_ptr, x_ptr, top_ptr, flag_ptr, s_ptr, i_ptr,
-                          nsb, nblk, n, D: tl.constexpr, BD: tl.constexpr, KC: tl.constexpr,
+def rescan_row(row, top, kpos, q16_ptr, x16_ptr, allow_ptr, n, D: tl.constexpr, BD: tl.constexpr,
+               BN: tl.constexpr, KC: tl.constexpr, KC_P: tl.constexpr, MASKED: tl.constexpr):
+    """gpu_fused.rescan_blocks for one query: its top keys less those in blocks holding two or more
+    of them, merged with every column of those blocks scored from the float16 values; the new
+    top KC keys, descending."""
+    okt = (top != SENTINEL_KEY) & (kpos < KC)
+    bt = tl.where(okt, (LOW32 - (top & LOW32)) // BN, -1)
+    same = (bt[:, None] == bt[None, :]) & okt[:, None] & okt[None, :]
+    dup = okt & (tl.sum(same.to(tl.int32), axis=1) >= 2)
+    first = dup & (tl.sum((same & (kpos[None, :] < kpos[:, None])).to(tl.int32), axis=1) == 0)
+    kept = tl.where(dup, SENTINEL_KEY, top)
+    left = tl.where(first, bt, -1)
+    qbase = row.to(tl.int64) * D
+    for _ in range(tl.sum(first.to(tl.int32), axis=0)):
+        b = tl.max(left, axis=0)
+        left = tl.where(left == b, -1, left)
+        cols = b * BN + tl.arange(0, BN)
+        cok = cols < n
+        if MASKED:
+            cok = cok & (tl.load(allow_ptr + cols, mask=cok, other=0) != 0)
+        acc = tl.zeros((BN,), dtype=tl.float32)
+        for d0 in tl.static_range(0, D, BD):
+            dd = d0 + tl.arange(0, BD)
+            dok = dd < D
+            qv = tl.load(q16_ptr + qbase + dd, mask=dok, other=0.0).to(tl.float32)
+            xv = tl.load(x16_ptr + cols[:, None] * D + dd[None, :], mask=cok[:, None] & dok[None, :], other=0.0)
+            acc += tl.sum(xv.to(tl.float32) * qv[None, :], axis=1)
+        bits = acc.to(tl.int32, bitcast=True)
+        o = tl.where(acc == 0.0, 0, bits ^ ((bits >> 31) & 0x7FFFFFFF))
+        keys = tl.where(cok, (o.to(tl.int64) << 32) | (LOW32 - cols), SENTINEL_KEY)
+        merged = tl.full((KC_P,), SENTINEL_KEY, tl.int64)
+        for i in range(KC):
+            m = tl.maximum(tl.max(kept, axis=0), tl.max(keys, axis=0))
+            merged = tl.where(kpos == i, m, merged)
+            kept = tl.where(kept == m, SENTINEL_KEY, kept)
+            keys = tl.where(keys == m, SENTINEL_KEY, keys)
+        kept = merged
+    return kept
+
+
+@triton.jit
+def select_rescore_kernel(sk_ptr, k1_ptr, k2_ptr, q_ptr, q16_ptr, x16_ptr, x_ptr, allow_ptr, top_ptr, flag_ptr,
+                          s_ptr, i_ptr, nsb, nblk, n, D: tl.constexpr, BD: tl.constexpr, KC: tl.constexpr,
                           KC_P: tl.constexpr, K: tl.constexpr, SUB: tl.constexpr, SUB_P: tl.constexpr,
-                          BN: tl.constexpr, CH: tl.constexpr, RESCORE: tl.constexpr):
+                          BN: tl.constexpr, CH: tl.constexpr, MASKED: tl.constexpr, RESCORE: tl.constexpr):
     row = tl.program_id(0)
     kpos = tl.arange(0, KC_P)
     # (1) the KC best super-blocks (their keys and numbers), streaming over chunks of CH: each new
@@ -151,20 +192,14 @@ def select_rescore_kernel(sk_ptr, k1_ptr, k2_ptr, q_ptr, x_ptr, top_ptr, flag_pt
         top = tl.where(kpos == i, m, top)
         c1 = tl.where(c1 == m, SENTINEL_KEY, c1)
         c2 = tl.where(c2 == m, SENTINEL_KEY, c2)
-    tl.store(top_ptr + row.to(tl.int64) * KC + kpos, top, mask=kpos < KC)
-    # (4) whether two of them share a block (then the caller rescans those blocks)
+    # (4) where two of them share a block, that block's third best may belong too: rescan it
     okt = (top != SENTINEL_KEY) & (kpos < KC)
     bt = (LOW32 - (top & LOW32)) // BN
     same = (bt[:, None] == bt[None, :]) & (kpos[:, None] < kpos[None, :]) & okt[:, None] & okt[None, :]
-    tl.store(flag_ptr + row, tl.max(tl.max(same.to(tl.int32), axis=1), axis=0))
+    flag = tl.max(tl.max(same.to(tl.int32), axis=1), axis=0)
+    tl.store(flag_ptr + row, flag)
+    if flag != 0:
+        top = rescan_row(row, top, kpos, q16_ptr, x16_ptr, allow_ptr, n, D, BD, BN, KC, KC_P, MASKED)
+    tl.store(top_ptr + row.to(tl.int64) * KC + kpos, top, mask=kpos < KC)
     if RESCORE:
         rescore_row(row, top, kpos, q_ptr, x_ptr, s_ptr, i_ptr, n, D, BD, KC, KC_P, K)
-
-
-@triton.jit
-def rescore_kernel(top_ptr, q_ptr, x_ptr, s_ptr, i_ptr, n, D: tl.constexpr, BD: tl.constexpr,
-                   KC: tl.constexpr, KC_P: tl.constexpr, K: tl.constexpr):
-    row = tl.program_id(0)
-    kpos = tl.arange(0, KC_P)
-    top = tl.load(top_ptr + row.to(tl.int64) * KC + kpos, mask=kpos < KC, other=SENTINEL_KEY)
-    rescore_row(row, top, kpos, q_ptr, x_ptr, s_ptr, i_ptr, n, D, BD, KC, KC_P, K)
