@@ -112,6 +112,12 @@ void HybridBitvector::load(Reader& in) {
     if ((type == kPlain && off + kBlockBits / 8 > payload_bytes) || (type == kRuns && off >= payload_bytes))
       in.fail("bitvector payload out of range");
   }
+  // A group's count is its first block's (relative to the same superblock: groups split
+  // superblocks). Only a prefetch hint: a damaged count misdirects prefetches, never a rank.
+  constexpr uint64_t kBlocksPerGroup = kGroupBits / kBlockBits;
+  group_ones_.resize(size_ / kGroupBits + 1);
+  for (uint64_t g = 0; g < group_ones_.size(); ++g)
+    group_ones_[g] = static_cast<uint16_t>(directory_[g * kBlocksPerGroup] >> 16);
 }
 
 }  // namespace rtv

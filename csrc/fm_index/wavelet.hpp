@@ -19,8 +19,10 @@ class WaveletTree {
 
   uint64_t size() const { return size_; }
   // Occurrences of c in seq[0, lo) and seq[0, hi), lo < hi, in one walk so the two chains of
-  // cache misses overlap. Each level first prefetches where the next level will rank (see
-  // prefetch_next), so the next level's directory and payload misses overlap this level's.
+  // cache misses overlap. The levels of one walk depend on each other, so what overlaps them is
+  // knowing early where they will rank: first the directory lines of every level from the
+  // in-memory group counts (prefetch_path), then, at each level, the next level's payload from
+  // this level's directory entry (prefetch_next).
   void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi) const {
     const unsigned len = code_len_[c];
     if (len == 0) {
@@ -28,6 +30,7 @@ class WaveletTree {
       return;
     }
     const uint64_t code = codes_[c];
+    prefetch_path(code, len, lo, hi);
     const Node* v = &nodes_[0];
     for (unsigned d = 0;;) {
       const unsigned b = (code >> d) & 1;
@@ -169,6 +172,43 @@ class WaveletTree {
     const uint64_t first = b ? below : i - below - spread;  // unsigned wrap on damage: only a hint
     bits_.prefetch_payload(next.offset + first);
     bits_.prefetch_payload(next.offset + first + spread);
+  }
+  // Bounds the positions the walk of `code` from lo and from hi reaches at every level, from the
+  // group counts alone (each window widens by < kGroupBits a level; overlapping windows merge),
+  // and prefetches their directory lines.
+  void prefetch_path(uint64_t code, unsigned len, uint64_t lo, uint64_t hi) const {
+    struct Window {
+      int64_t a, z;  // positions [a, z] of the current node
+    };
+    Window w[2] = {{static_cast<int64_t>(lo), static_cast<int64_t>(lo)}, {static_cast<int64_t>(hi), static_cast<int64_t>(hi)}};
+    const Node* v = &nodes_[0];
+    bits_.prefetch_directory_range(v->offset + lo, v->offset + lo);
+    bits_.prefetch_directory_range(v->offset + hi, v->offset + hi);
+    for (unsigned d = 0; d + 1 < len; ++d) {
+      const unsigned b = (code >> d) & 1;
+      const auto before = static_cast<int64_t>(v->ones_before);
+      const Node* next = &nodes_[v->child[b]];
+      const bool merged = w[0].z >= w[1].a;
+      if (merged) w[0].z = w[1].z;
+      for (Window* x = w; x < w + (merged ? 1 : 2); ++x) {
+        if (v->offset + static_cast<uint64_t>(x->z) > bits_.size()) return;  // damaged: rank_pair reports it
+        uint64_t lower_a, upper_a, lower_z, upper_z;
+        bits_.rank_bounds(v->offset + x->a, lower_a, upper_a);
+        bits_.rank_bounds(v->offset + x->z, lower_z, upper_z);
+        if (b) {  // ones before a and before z, at least and at most
+          x->a = static_cast<int64_t>(lower_a) - before;
+          x->z = static_cast<int64_t>(upper_z) - before;
+        } else {  // zeros: positions less ones
+          x->a -= static_cast<int64_t>(upper_a) - before;
+          x->z -= static_cast<int64_t>(lower_z) - before;
+        }
+        x->a = std::max<int64_t>(x->a, 0);  // a group may start before the node
+        if (x->z < x->a) return;
+        bits_.prefetch_directory_range(next->offset + x->a, next->offset + x->z);
+      }
+      if (merged) w[1] = w[0];
+      v = next;
+    }
   }
   uint64_t size_ = 0;
   const Node* nodes_ = nullptr;
