@@ -25,8 +25,10 @@ hide; fusion; the rerank stage's passage-text fetch and its scoring; the hits), 
 exported backends the tokenisation of the pairs alone (its p50, timed apart) and the padding
 share of the batch (tokens that are padding to the longest pair).
 
-A backend may be given a pair length of its own, `NAME@MAX_LENGTH` (e.g. `openvino-int8@128`):
-eval/rerank_truncation.py measures what a shorter cap costs in quality; torch keeps --max-length.
+Pair lengths: torch fp32 (the reference) keeps --max-length; the exported backends' pairs are held
+to the index's passage size as rtv's search holds them (rerank.fitted_max_length; the rows'
+max_length); `NAME@MAX_LENGTH` (e.g. `openvino-int8@96`) caps a backend lower still.
+eval/rerank_truncation.py measures what each cap costs in quality.
 
 The OpenVINO int8 export is made afresh at the start (NNCF calibrates on the pairs of the first
 query reranked, the path a user's first query takes); the JSON names that query.
@@ -80,12 +82,22 @@ def rerankers(model: str, backends: list[str], max_length: int):
     return out
 
 
-def tokenise_cost(rr, query: str, texts: list[str]) -> tuple[float, float] | None:
+def pair_cap(rr, fitted: int | None) -> int | None:
+    """The pair length a backend scores at in rtv's search: its own cap, lowered to the index's
+    passage size (rerank.fitted_max_length) on the exported backends."""
+    own = getattr(rr.model, "max_length", None)
+    if rr.backend == "torch" or fitted is None or own is None:
+        return own
+    return min(own, fitted)
+
+
+def tokenise_cost(rr, query: str, texts: list[str], cap: int | None) -> tuple[float, float] | None:
     """(seconds to tokenise the pairs, padding share of one batch of them) for an exported
     backend (its own tokenizer, truncation included); None for torch."""
     tokenizer = getattr(rr.model, "tokenizer", None)
     if not hasattr(tokenizer, "encode_batch"):
         return None
+    tokenizer = rr.model.tokenizer_at(cap)  # the one predict uses at this cap
     t = time.perf_counter()
     lens = [len(e.ids) for e in tokenizer.encode_batch([(query, x) for x in texts])]
     seconds = time.perf_counter() - t
@@ -111,10 +123,12 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
     from ranx import Qrels, Run, evaluate
 
     from retrieval.hybrid import search
+    from retrieval.hybrid.rerank import fitted_max_length
     from retrieval.progress import bar
 
     queries = bench.queries[:n_queries]
     index = bench.index
+    cap = fitted_max_length(index)  # what rerank_stage holds the exported backends' pairs to
     deepest, timed_depths = max(depths), [d for d in depths if d <= TOP_N_CPU]
     runs = {(b, d): {} for b in rrs for d in depths}
     runs[("none", 0)] = {}
@@ -154,10 +168,10 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
             if timed and deepest not in timed_depths:
                 t, c = time.perf_counter(), time.process_time()
             texts = [r["text"] for r in index.passages(fused[:deepest])]
-            scores[b] = rr.score(text, texts)
+            scores[b] = rr.score(text, texts, max_length=cap)  # as rerank_stage scores them
             if timed and deepest not in timed_depths:
                 alone[(b, deepest)].append((time.perf_counter() - t, time.process_time() - c))
-            cost = tokenise_cost(rr, text, texts[:TOP_N_CPU])
+            cost = tokenise_cost(rr, text, texts[:TOP_N_CPU], cap)
             if timed and cost:
                 stage_ms[b].setdefault("rerank_tokenise", []).append(cost[0] * 1000)
                 padding[b].append(cost[1])
@@ -194,8 +208,7 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
             corr = round(float(np.corrcoef(x, y)[0, 1]), 5)
         for d in depths:
             ov = overlap[(b, d)]
-            row = {"backend": b, "max_length": rrs[b].model.max_length if hasattr(rrs[b].model, "max_length")
-                   else None, "depth": d, "ndcg@10": ndcg[(b, d)],
+            row = {"backend": b, "max_length": pair_cap(rrs[b], cap), "depth": d, "ndcg@10": ndcg[(b, d)],
                    "ndcg@10_minus_torch": round(ndcg[(b, d)] - ndcg[("torch", d)], 4)
                    if ("torch", d) in ndcg else None,
                    "top10_agreement_with_torch": round(float(np.mean(ov)), 4) if ov else None,

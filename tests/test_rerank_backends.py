@@ -154,3 +154,31 @@ def test_exported_backend_keeps_torch_out_of_the_query_process(model_copy, tmp_p
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_a_lower_cap_per_call_scores_as_a_model_built_with_it(model_copy):
+    """score(max_length=n) (what rerank_stage asks for, fitted to the index's passages) truncates
+    as a reranker built with max_length=n does, and torch's CrossEncoder at n agrees (the oracle);
+    a cap above the model's own changes nothing."""
+    rr = Reranker(str(model_copy), backend="onnx", device="cpu", max_length=64)
+    short = Reranker(str(model_copy), backend="onnx", device="cpu", max_length=12)
+    torch_short = Reranker(str(model_copy), backend="torch", device="cpu", max_length=12)
+    query, pos, neg = next(_pairs(9))
+    texts = pos + neg
+    assert max(len(rr.model.tokenizer.encode(query, t).ids) for t in texts) > 12  # the cap bites
+    capped = rr.score(query, texts, max_length=12)
+    np.testing.assert_allclose(capped, short.score(query, texts), atol=1e-6)
+    np.testing.assert_allclose(capped, torch_short.score(query, texts), atol=1e-5)
+    assert not np.allclose(capped, rr.score(query, texts), atol=1e-4)
+    np.testing.assert_allclose(rr.score(query, texts, max_length=500), rr.score(query, texts), atol=1e-6)
+
+
+def test_fitted_cap_is_the_passage_size():
+    class Manifest:
+        def __init__(self, manifest):
+            self.manifest = manifest
+
+    assert rerank.fitted_max_length(Manifest({"passages": {"max_tokens": 128}})) == 128
+    assert rerank.fitted_max_length(Manifest({"passages": {}})) is None
+    assert rerank.fitted_max_length(Manifest({})) is None

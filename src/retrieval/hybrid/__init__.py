@@ -88,7 +88,7 @@ class _Background:
             t = time.perf_counter()
             try:
                 self._out.append((True, fn(*args)))
-            except BaseException as exc:  # handed to the caller by result()
+            except BaseException as exc:  # noqa: BLE001  (handed to the caller by result())
                 self._out.append((False, exc))
             self.seconds = time.perf_counter() - t
 
@@ -129,7 +129,9 @@ def rerank_stage(index, reranker, query: str, ranking: Ranking, timer: _Timer | 
     if timer is not None:  # a part of the "rerank" stage, which the caller ticks
         timer.into["rerank_fetch"] = timer.into.get("rerank_fetch", 0.0) + time.perf_counter() - t
     head = [o for o in head if o[0] in texts]
-    scores = reranker.score(query, [texts[o[0]] for o in head])
+    from .rerank import fitted_max_length
+
+    scores = reranker.score(query, [texts[o[0]] for o in head], max_length=fitted_max_length(index))
     ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
     new_head = [(pid, float(s), {**st, "rerank": {"rank": r, "score": float(s)}})
                 for r, ((pid, _, st), s) in enumerate(ranked_head, 1)]

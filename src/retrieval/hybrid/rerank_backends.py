@@ -17,8 +17,8 @@ size and mtime, so retrained weights are exported again.
                  reranks: real pairs of the index at hand, which no generic set could supply offline.
 
 The tokenizer is the model's tokenizer.json through the `tokenizers` library (what transformers'
-fast tokenizer runs), pairs truncated longest-first to `max_length` and padded to the longest pair
-of their batch, so short passages cost what they are, not `max_length`. Scores get the activation
+fast tokenizer runs), pairs truncated longest-first to `max_length` (or a lower cap per call) and
+padded to the longest pair of their batch, so short passages cost what they are, not `max_length`. Scores get the activation
 that sentence-transformers' CrossEncoder applies (sigmoid for one label, unless the config names
 another), so every backend returns the same kind of number.
 """
@@ -163,6 +163,7 @@ class ExportedCrossEncoder:
         limit = min(max_length or 512, config.get("max_position_embeddings", 512))
         self.tokenizer.enable_truncation(limit, strategy="longest_first")
         self.max_length = limit
+        self._capped: dict[int, object] = {}  # lower caps asked for by predict(max_length=): a tokenizer each
         self.threads = threads or cpu_threads()
         self._run = None
         self._lock = threading.Lock()
@@ -181,8 +182,21 @@ class ExportedCrossEncoder:
             path = exported_file(self.model_dir, "openvino-int8") or export_openvino_int8(self.model_dir, calibration)
         self._run = onnx_export.openvino_runner(path, self.threads)
 
-    def _encode(self, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer.encode_batch([(q, p) for q, p in pairs])
+    def tokenizer_at(self, cap: int | None):
+        """The tokenizer truncating pairs to `cap` tokens (at most max_length): one per cap, made
+        once, since changing a shared tokenizer's truncation would race with other threads."""
+        if cap is None or cap >= self.max_length:
+            return self.tokenizer
+        if cap not in self._capped:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self.tokenizer.to_str())
+            tok.enable_truncation(cap, strategy="longest_first")
+            self._capped.setdefault(cap, tok)
+        return self._capped[cap]
+
+    def _encode(self, pairs: Sequence[tuple[str, str]], cap: int | None = None) -> dict[str, np.ndarray]:
+        enc = self.tokenizer_at(cap).encode_batch([(q, p) for q, p in pairs])
         width = max(len(e.ids) for e in enc)
         out = {n: np.zeros((len(enc), width), dtype=np.int64) for n in _INPUTS}
         for i, e in enumerate(enc):
@@ -193,13 +207,18 @@ class ExportedCrossEncoder:
         return out
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, show_progress_bar: bool = False,
-                convert_to_numpy: bool = True) -> np.ndarray:
+                convert_to_numpy: bool = True, max_length: int | None = None) -> np.ndarray:
+        """Scores of `pairs`; `max_length` lowers the pair cap for this call (Reranker.score's:
+        rerank_stage holds pairs to the size of the index's passages)."""
+        if max_length is not None and max_length < 8:
+            raise ModelError(f"cross-encoder max_length {max_length}: too short for a (query, passage) pair")
         pairs = list(pairs)
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         lengths = [len(q) + len(p) for q, p in pairs]
         order = sorted(range(len(pairs)), key=lambda i: -lengths[i])  # batches of similar length pad less
-        batches = [self._encode([pairs[i] for i in order[s:s + batch_size]]) for s in range(0, len(pairs), batch_size)]
+        batches = [self._encode([pairs[i] for i in order[s:s + batch_size]], max_length)
+                   for s in range(0, len(pairs), batch_size)]
         with self._lock:  # an OpenVINO infer request (and the first-use calibration) serves one call at a time
             if self._run is None:
                 with _export_lock:
