@@ -155,57 +155,84 @@ class HybridBitvector {
   // A runs payload is < kBlockBits / 8 bytes and is followed by another payload or the 16 padding
   // bytes, so decoding a sound block never reads kRunsReach bytes past its start.
   static constexpr uint64_t kRunsReach = kBlockBits / 8 + 16;
-  // Decodes a runs payload from the block start, for ranks at non-decreasing offsets. While at a
-  // word boundary of the payload, a word whose 16 nibbles are all single-nibble runs ending
-  // before off is skipped with two byte-sum multiplies. avail: bytes readable from the payload's
-  // start (at most kRunsReach); a damaged block that would decode past them raises FormatError
-  // instead of reading on.
+  // Decodes a runs payload from the block start, for ranks at non-decreasing offsets. A word
+  // whose 16 nibbles are all single-nibble runs ending before off is skipped with two byte-sum
+  // multiplies; the run holding off is found 8 runs at a time (group_rank). avail: bytes readable
+  // from the payload's start (at most kRunsReach); a damaged block that would decode past them
+  // raises FormatError instead of reading on.
   class RunsCursor {
    public:
     RunsCursor(const uint8_t* p, uint32_t avail) : p_(p), avail_(avail) {}
     // Ones before off in the block and the bit at off; off at least the previous call's.
+    // Runs go 8 nibbles at a time without a branch per run: byte-wise prefix sums (multiplies)
+    // give the ends of the group's even and odd runs, and a bytewise compare with off counts the
+    // runs that end at or before it (see group_rank); an escape (a 0 nibble, then 12 bits of
+    // length) is decoded on its own.
     uint32_t rank(uint32_t off, bool& bit) {
       constexpr uint64_t kLowNibbles = 0x0F0F0F0F0F0F0F0Full, kBytes = 0x0101010101010101ull;
       for (;;) {
         if (__builtin_expect((nib_ >> 1) + 8 > avail_, 0)) corrupt("bitvector runs overrun their block");
-        if ((nib_ & 15) == 0) {
-          uint64_t w;
-          std::memcpy(&w, p_ + (nib_ >> 1), 8);
-          const bool has_escape = ((w - 0x1111111111111111ull) & ~w & 0x8888888888888888ull) != 0;
-          if (!has_escape) {
-            const auto even = static_cast<uint32_t>(((w & kLowNibbles) * kBytes) >> 56);  // runs of bit b
-            const auto odd = static_cast<uint32_t>((((w >> 4) & kLowNibbles) * kBytes) >> 56);
-            if (pos_ + even + odd <= off) {
-              pos_ += even + odd;
-              ones_ += b_ ? even : odd;
-              nib_ += 16;
-              continue;
-            }
+        uint64_t w;
+        std::memcpy(&w, p_ + (nib_ >> 1), 8);
+        if ((nib_ & 1) == 0 && ((w - 0x1111111111111111ull) & ~w & 0x8888888888888888ull) == 0) {
+          const auto even = static_cast<uint32_t>(((w & kLowNibbles) * kBytes) >> 56);  // runs of bit b
+          const auto odd = static_cast<uint32_t>((((w >> 4) & kLowNibbles) * kBytes) >> 56);
+          if (pos_ + even + odd <= off) {  // 16 runs, no escape, all before off
+            pos_ += even + odd;
+            ones_ += b_ ? even : odd;
+            nib_ += 16;
+            continue;
           }
         }
-        const uint32_t run_start = nib_;
-        uint32_t len = next();
-        if (len == 0) {
-          len = next();
-          len |= next() << 4;
-          len |= next() << 8;
+        w >>= (nib_ & 1) * 4;  // nibble 0 of w is nibble nib_ (15 or 16 of them are the payload's)
+        const auto g = static_cast<uint32_t>(w);
+        const uint32_t z = (g - 0x11111111u) & ~g & 0x88888888u;  // its lowest flag marks the first 0 nibble
+        const uint32_t e = z ? static_cast<uint32_t>(__builtin_ctz(z)) / 4 : 8;  // runs before an escape
+        if (e > 0 && group_rank(e == 8 ? g : g & ((1u << (4 * e)) - 1), e, off)) {
+          bit = b_;
+          return b_ ? ones_ + (off - pos_) : ones_;
         }
+        if (e == 8) continue;
+        const auto len = static_cast<uint32_t>(w >> (4 * e + 4)) & 0xFFF;  // the escape at nibble nib_
         if (pos_ + len > off) {
-          nib_ = run_start;  // the run holding off: a later, larger off decodes it again
           bit = b_;
           return b_ ? ones_ + (off - pos_) : ones_;
         }
         pos_ += len;
         ones_ += b_ ? len : 0;
         b_ ^= 1;
+        nib_ += 4;
       }
     }
 
    private:
-    uint32_t next() {
-      const uint32_t v = (p_[nib_ >> 1] >> ((nib_ & 1) * 4)) & 15;
-      ++nib_;
-      return v;
+    // Moves the cursor over the runs of `chunk` (its first e nibbles, each a run of 1-15 bits,
+    // the rest 0) that end at or before off; true when one of them holds off (the cursor then
+    // stands at that run). Byte k of pe / po is the length of runs 0, 2, .., 2k / 1, 3, .., 2k + 1
+    // together (<= 60 each), so run 2k ends at pe_k + po_(k-1) and run 2k + 1 at pe_k + po_k, all
+    // <= 120: a byte-wise (t + 128 - end) keeps its top bit exactly when end <= t, and never borrows.
+    bool group_rank(uint32_t chunk, uint32_t e, uint32_t off) {
+      const uint32_t pe = (chunk & 0x0F0F0F0Fu) * 0x01010101u;
+      const uint32_t po = ((chunk >> 4) & 0x0F0F0F0Fu) * 0x01010101u;
+      const uint32_t se = pe >> 24, so = po >> 24, t = off - pos_;
+      if (se + so <= t) {
+        pos_ += se + so;
+        ones_ += b_ ? se : so;
+        b_ ^= e & 1;
+        nib_ += e;
+        return false;
+      }
+      // runs past e are empty and end at se + so > t, so they are not counted
+      const uint64_t ends = static_cast<uint64_t>(pe + (po << 8)) | static_cast<uint64_t>(pe + po) << 32;
+      const uint64_t le = ((t * 0x0101010101010101ull) | 0x8080808080808080ull) - ends;
+      const uint32_t j = popcount64(le & 0x8080808080808080ull);  // the run holding off
+      const uint32_t qe = (j + 1) / 2, qo = j / 2;  // even and odd runs before it
+      const uint32_t sum_e = qe ? (pe >> (8 * (qe - 1))) & 0xFF : 0, sum_o = qo ? (po >> (8 * (qo - 1))) & 0xFF : 0;
+      pos_ += sum_e + sum_o;
+      ones_ += b_ ? sum_e : sum_o;
+      b_ ^= j & 1;
+      nib_ += j;
+      return true;
     }
     const uint8_t* p_;
     uint32_t avail_, pos_ = 0, ones_ = 0, nib_ = 0, b_ = 0;  // runs decoded so far end at bit pos_

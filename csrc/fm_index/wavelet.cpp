@@ -184,7 +184,7 @@ void WaveletTree::access_many(std::vector<uint64_t>* lists, std::vector<uint64_t
       const uint64_t ones = bits_.access_rank(node.offset + i, b) - node.ones_before;
       out[b]->push_back(((b ? ones : i - ones) << 32) | id);
     }
-    std::vector<uint64_t>().swap(in);
+    in.clear();  // keeps its capacity for the next round of the same walks
   }
 }
 
