@@ -762,8 +762,7 @@ std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t
   if (n_windows == 0) return out;
   std::vector<std::vector<Match>> found(cuts.size() - 1);
   run_on_threads(cuts.size() - 1, [&](size_t t) {
-    for (size_t r = cuts[t]; r < cuts[t + 1]; ++r)
-      present_run(text, starts, lengths, runs[r], runs[r + 1], out.data(), matches ? &found[t] : nullptr);
+    present_runs(text, starts, lengths, runs.data(), cuts[t], cuts[t + 1], out.data(), matches ? &found[t] : nullptr);
   });
   if (matches) {
     matches->clear();
@@ -784,49 +783,122 @@ std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t
 // bisected, and is 0 in text that does not occur (each search then rules out the windows up to
 // p, as count_windows' absent shortcut does). The first search of a run covers all of it, so a
 // run copied whole costs one step a byte.
-void Shard::present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin,
-                        size_t end, uint8_t* out, std::vector<Match>* matches) const {
+//
+// present_runs does this for the runs [r_begin, r_end) of `runs` (window ids where runs begin, and the end), kDefaultGroup
+// runs at a time in lockstep: each lane's backward search takes one stage of its current wavelet
+// level per round (prefetch the payload lines, then rank and prefetch the next level's directory),
+// so the cache misses of different runs' searches overlap, as in count_interleaved.
+void Shard::present_runs(std::string_view text, const int64_t* starts, const int64_t* lengths, const size_t* runs,
+                         size_t r_begin, size_t r_end, uint8_t* out, std::vector<Match>* matches) const {
   constexpr uint8_t kUndecided = 2;
   auto end_of = [&](size_t k) { return starts[k] + lengths[k]; };
   const Range all{0, C_[256]};
-  size_t ahead = end - begin - 1;
-  bool first = true;
-  for (size_t i = begin; i < end;) {
-    if (out[i] != kUndecided) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j + 1 < end && j - i < ahead && out[j + 1] == kUndecided) ++j;
-    const int64_t stop = starts[i], last_end = end_of(j);
-    Range r = all;
-    int64_t pos = last_end;  // text[pos, last_end) occurs (rows r)
-    while (pos > stop) {
-      const Range next = extend(r, static_cast<uint8_t>(text[pos - 1]));
-      if (next.empty()) break;
-      r = next;
-      --pos;
-    }
-    if (r.hi > all.hi) corrupt("suffix-array range out of range");
-    if (matches && (pos == stop || starts[j] >= pos)) matches->push_back({pos, last_end, r.lo, r.hi});
-    if (pos == stop) {
+  struct Lane {
+    size_t i = 0, end = 0, ahead = 0;  // the run's first window maybe undecided, its end, the lookahead
+    bool first = true, searching = false;
+    size_t j = 0;                              // the search runs from the end of window j ...
+    int64_t stop = 0, last_end = 0, pos = 0;  // ... back to stop; text[pos, last_end) occurs (rows r)
+    Range r{0, 0};
+    uint8_t c = 0;
+    bool fetch_payload = false;
+    WaveletTree::PairWalk walk{};
+  };
+  size_t next_run = r_begin;
+  // The lane's search is over: it got back to window i (pos == stop), or text[pos - 1, last_end)
+  // is absent. Decides windows as the comment above says.
+  auto decide = [&](Lane& l) {
+    l.searching = false;
+    const size_t i = l.i, j = l.j;
+    const int64_t pos = l.pos, last_end = l.last_end;
+    if (l.r.hi > all.hi) corrupt("suffix-array range out of range");
+    if (matches && (pos == l.stop || starts[j] >= pos)) matches->push_back({pos, last_end, l.r.lo, l.r.hi});
+    if (pos == l.stop) {
       std::fill(out + i, out + j + 1, uint8_t{1});
-      i = j + 1;
-      ahead = 2 * ahead + 1;
-      first = false;
-      continue;
-    }
-    const int64_t p = pos - 1;  // text[p, last_end) is absent
-    size_t k = j + 1;           // windows k..j lie inside text[pos, last_end)
-    while (k > i && starts[k - 1] >= pos) out[--k] = 1;
-    if (k <= j) {
-      ahead = (k - i) / 2;  // windows i..k-1 left: bisect towards where the match begins
+      l.i = j + 1;
+      l.ahead = 2 * l.ahead + 1;
     } else {
-      for (size_t m = j; m < end && starts[m] <= p; ++m) out[m] = 0;
-      for (size_t m = j; m > i && end_of(m - 1) >= last_end;) out[--m] = 0;  // starts[m - 1] <= starts[j] <= p
-      ahead = first ? 0 : (j - i) / 2;
+      const int64_t p = pos - 1;  // text[p, last_end) is absent
+      size_t k = j + 1;           // windows k..j lie inside text[pos, last_end)
+      while (k > i && starts[k - 1] >= pos) out[--k] = 1;
+      if (k <= j) {
+        l.ahead = (k - i) / 2;  // windows i..k-1 left: bisect towards where the match begins
+      } else {
+        for (size_t m = j; m < l.end && starts[m] <= p; ++m) out[m] = 0;
+        for (size_t m = j; m > i && end_of(m - 1) >= last_end;) out[--m] = 0;  // starts[m - 1] <= starts[j] <= p
+        l.ahead = l.first ? 0 : (j - i) / 2;
+      }
     }
-    first = false;
+    l.first = false;
+  };
+  // Runs the lane up to its next extend step and starts that step's walk; false when no run is left.
+  auto advance = [&](Lane& l) -> bool {
+    for (;;) {
+      if (!l.searching) {
+        while (l.i < l.end && out[l.i] != kUndecided) ++l.i;
+        if (l.i >= l.end) {
+          if (next_run == r_end) return false;
+          l.i = runs[next_run];
+          l.end = runs[next_run + 1];
+          ++next_run;
+          l.ahead = l.end - l.i - 1;  // the first search covers the whole run
+          l.first = true;
+          continue;
+        }
+        size_t j = l.i;
+        while (j + 1 < l.end && j - l.i < l.ahead && out[j + 1] == kUndecided) ++j;
+        l.j = j;
+        l.stop = starts[l.i];
+        l.pos = l.last_end = end_of(j);
+        l.r = all;
+        l.searching = true;
+      }
+      if (l.pos == l.stop) {
+        decide(l);
+        continue;
+      }
+      const auto c = static_cast<uint8_t>(text[l.pos - 1]);
+      l.walk.lo = l.r.lo;
+      l.walk.hi = l.r.hi;
+      if (c == kSeparator || !bwt_.walk_begin(c, l.walk)) {  // c + text[pos, last_end) is absent
+        decide(l);
+        continue;
+      }
+      l.c = c;
+      l.fetch_payload = true;
+      return true;
+    }
+  };
+  std::vector<Lane> live;
+  live.reserve(kDefaultGroup);
+  for (size_t k = 0; k < kDefaultGroup; ++k) {
+    Lane l;
+    if (!advance(l)) break;
+    live.push_back(l);
+  }
+  while (!live.empty()) {
+    for (size_t k = 0; k < live.size();) {
+      Lane& l = live[k];
+      if (l.fetch_payload) {
+        bwt_.walk_prefetch(l.walk);
+        l.fetch_payload = false;
+      } else if (!bwt_.walk_level(l.walk)) {
+        l.fetch_payload = true;
+      } else {
+        const Range next{C_[l.c] + l.walk.lo, C_[l.c] + l.walk.hi};
+        if (next.empty()) {
+          decide(l);
+        } else {
+          l.r = next;
+          --l.pos;
+        }
+        if (!advance(l)) {
+          live[k] = live.back();
+          live.pop_back();
+          continue;
+        }
+      }
+      ++k;
+    }
   }
 }
 

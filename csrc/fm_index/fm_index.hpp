@@ -114,9 +114,10 @@ class Shard {
   std::vector<Range> search_windows(std::string_view text, const int64_t* starts, const int64_t* lengths,
                                     size_t n_windows, size_t group, unsigned threads) const;
   static size_t auto_group(const SortedWindows& w);
-  // windows_present on the run of overlapping windows [begin, end); out[k] is 2 until decided.
-  void present_run(std::string_view text, const int64_t* starts, const int64_t* lengths, size_t begin, size_t end,
-                   uint8_t* out, std::vector<Match>* matches) const;
+  // windows_present on the runs of overlapping windows [runs[r], runs[r + 1]) for r in
+  // [r_begin, r_end), in lockstep; out[k] is 2 until decided.
+  void present_runs(std::string_view text, const int64_t* starts, const int64_t* lengths, const size_t* runs,
+                    size_t r_begin, size_t r_end, uint8_t* out, std::vector<Match>* matches) const;
   // Both take the end groups [g_begin, g_end) (ids into bounds).
   void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
   void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;
