@@ -40,10 +40,11 @@ DEFAULT_BLOCK = 512
 FUSED_BLOCK = 256
 FUSED_SUB = 2
 FUSED_MAX_TILE = 16384  # queries a launch (their float16 rows, 12 MB at d=384, stay in L2)
-# batches below this take the torch path even where the kernel runs: on the H200 at 1M x 384 the
-# fused path led only from 16,384 queries a batch (395k vs 344k QPS; 319k vs 342k at 4,096, 190k vs
-# 326k at 1,024: eval/results/bench_gpu_search.json, "batches")
-FUSED_MIN_QUERIES = 16384
+# batches below this take the torch path even where the kernel runs; since the second stage runs in
+# one kernel (gpu_fused.search_tile) the fused path leads at every batch size on the H200 at 1M x 384
+# (batch 1: 0.2403 vs 1.4454 ms; 64: 204,806.7 vs 44,775.9 QPS; 16,384: 504,058.5 vs 344,682.3:
+# eval/results/bench_gpu_search.json, "batches")
+FUSED_MIN_QUERIES = 1
 # the score tile (queries x n float16) is kept under this many bytes
 DEFAULT_TILE_BYTES = 4 << 30
 
