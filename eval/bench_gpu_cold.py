@@ -161,16 +161,17 @@ n, d = int(sys.argv[1]), int(sys.argv[2])
 g = torch.Generator(device="cuda").manual_seed(0)
 x = torch.randn(n, d, device="cuda", generator=g)
 x /= x.norm(dim=1, keepdim=True)
-q = x[:64].clone()
 gpu_exact.FUSED_MIN_QUERIES = 1
 eng = gpu_exact.GpuExact(x, "cuda", rescore_from="float32")
 torch.cuda.synchronize()
-ts = []
-for bs in (1, 1, 64, 64):
-    t = time.perf_counter(); eng.search_tensor(q[:bs], 10); torch.cuda.synchronize(); ts.append(time.perf_counter() - t)
+q = x[:4096].clone()
+first, again = {}, {}
+for bs in (1, 7, 16, 64, 300, 4096):  # each batch size's first search, then the same again
+    for out in (first, again):
+        t = time.perf_counter(); eng.search_tensor(q[:bs], 10); torch.cuda.synchronize()
+        out[str(bs)] = round(time.perf_counter() - t, 5)
 print(json.dumps({"fused": eng.fused_ok(20), "import_torch_retrieval_seconds": round(import_s, 3),
-                  "first_query_seconds": round(ts[0], 4), "second_query_seconds": round(ts[1], 5),
-                  "first_batch64_seconds": round(ts[2], 4), "second_batch64_seconds": round(ts[3], 5)}))
+                  "first_search_seconds_by_batch": first, "second_search_seconds_by_batch": again}))
 '''
 
 
@@ -187,6 +188,32 @@ def importtime_top(stderr: str, n: int = 15) -> list:
     return [{"module": m, "cumulative_ms": round(us / 1000, 1)} for us, m in sorted(tops, reverse=True)[:n]]
 
 
+def triton_first(args, res: dict, save) -> None:
+    """The fused kernels' first searches in a fresh process: with an empty Triton cache (compiling),
+    then with the cache filled."""
+    if args.triton_n and args.device == "cuda":
+        import os
+        import tempfile
+
+        cache = tempfile.mkdtemp(prefix="rtv-triton-")
+        res["triton_first_fused_query"] = {"n": args.triton_n, "dim": 384}
+        for label in ("empty_cache", "cache_filled"):
+            env = {**os.environ, "TRITON_CACHE_DIR": cache}
+            try:
+                t0 = time.perf_counter()
+                r = subprocess.run([sys.executable, "-c", TRITON_FIRST, str(args.triton_n), "384"], capture_output=True,
+                                   text=True, timeout=600, env=env)
+                if r.returncode != 0:
+                    raise RuntimeError(r.stderr[-2000:])
+                out = json.loads(r.stdout.strip().splitlines()[-1])
+                out["process_wall_seconds"] = round(time.perf_counter() - t0, 3)
+            except Exception as exc:  # noqa: BLE001
+                out = {"error": str(exc)[-2000:]}
+            res["triton_first_fused_query"][label] = out
+            log("triton first fused query,", label, out)
+        save()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=ROOT / "eval/data/scifact/corpus.jsonl")
@@ -201,6 +228,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="leave out the sentence-transformers import floor "
                     "(no longer on the dense query path) to save device time")
     ap.add_argument("--triton-n", type=int, default=200_000, help="vectors of the fused-kernel first-query run (0: skip)")
+    ap.add_argument("--triton-only", action="store_true", help="only the fused kernels' first-query run")
     ap.add_argument("--out", type=Path, default=ROOT / "eval/results/bench_gpu_cold.json")
     args = ap.parse_args()
 
@@ -216,6 +244,9 @@ def main() -> None:
     def save():
         write_results(args.out, res, announce=False)  # a checkpoint after each step
 
+    if args.triton_only:
+        triton_first(args, res, save)
+        return
     queries = [json.loads(line)["text"] for line in args.queries.read_text().splitlines() if line.strip()]
     qs = json.dumps(queries[:args.warm + 1])
     if not (args.index / "CURRENT").exists():
@@ -258,28 +289,7 @@ def main() -> None:
     res["cold_dense_importtime_top"] = importtime_top(err)
     save()
 
-    # the fused kernels' first query: with an empty Triton cache (compiles), then with it filled
-    if args.triton_n and args.device == "cuda":
-        import os
-        import tempfile
-
-        cache = tempfile.mkdtemp(prefix="rtv-triton-")
-        res["triton_first_fused_query"] = {"n": args.triton_n, "dim": 384}
-        for label in ("empty_cache", "cache_filled"):
-            env = {**os.environ, "TRITON_CACHE_DIR": cache}
-            try:
-                t0 = time.perf_counter()
-                r = subprocess.run([sys.executable, "-c", TRITON_FIRST, str(args.triton_n), "384"], capture_output=True,
-                                   text=True, timeout=600, env=env)
-                if r.returncode != 0:
-                    raise RuntimeError(r.stderr[-2000:])
-                out = json.loads(r.stdout.strip().splitlines()[-1])
-                out["process_wall_seconds"] = round(time.perf_counter() - t0, 3)
-            except Exception as exc:  # noqa: BLE001
-                out = {"error": str(exc)[-2000:]}
-            res["triton_first_fused_query"][label] = out
-            log("triton first fused query,", label, out)
-        save()
+    triton_first(args, res, save)
 
     # hybrid + rerank of the top 50 on the GPU
     try:

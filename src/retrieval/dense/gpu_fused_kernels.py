@@ -30,7 +30,13 @@ def score_tile(q_ptr, x_ptr, rm, rn, row_ok, col_ok, D: tl.constexpr, BM: tl.con
     return acc
 
 
-@triton.jit
+# sizes are not specialised on (Triton would compile another variant for 1, for multiples of 16 and
+# for the rest: seconds of compiling at the first query of each kind of batch; they only bound masks
+# and scale row offsets here, nothing that vectorises)
+SIZES_NOT_SPECIALISED = ("nq", "n", "nblk", "nsb")
+
+
+@triton.jit(do_not_specialize=SIZES_NOT_SPECIALISED)
 def block_keys_kernel(q_ptr, x_ptr, allow_ptr, sk_ptr, k1_ptr, k2_ptr, nq, n, nblk, nsb,
                       D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                       SUB: tl.constexpr, TOP2: tl.constexpr, MASKED: tl.constexpr, PIPE: tl.constexpr):
@@ -153,7 +159,7 @@ def rescan_row(row, top, kpos, q16_ptr, x16_ptr, allow_ptr, n, D: tl.constexpr, 
     return kept
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES_NOT_SPECIALISED[1:])
 def select_rescore_kernel(sk_ptr, k1_ptr, k2_ptr, q_ptr, q16_ptr, x16_ptr, x_ptr, allow_ptr, top_ptr, flag_ptr,
                           s_ptr, i_ptr, nsb, nblk, n, D: tl.constexpr, BD: tl.constexpr, KC: tl.constexpr,
                           KC_P: tl.constexpr, K: tl.constexpr, SUB: tl.constexpr, SUB_P: tl.constexpr,
