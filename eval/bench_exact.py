@@ -95,6 +95,20 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def fm_module(extension: str = ""):
+    """The installed _fm_index, or with `extension` an older build's .so loaded in its place."""
+    if not extension:
+        from retrieval.exact import _fm
+
+        return _fm()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("retrieval._fm_index", extension)
+    fm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fm)
+    return fm
+
+
 def child_memory(corpus: str, out: str, rate: int, shard_mb: int, extension: str) -> None:
     """Peak RSS of building one shard (the first of plan_shards at shard_mb MB) from its text in
     memory, per text byte: the peak is reset (/proc/self/clear_refs) once the shard's text is
@@ -106,16 +120,7 @@ def child_memory(corpus: str, out: str, rate: int, shard_mb: int, extension: str
 
     from retrieval.build import plan_shards
     from retrieval.corpus import Document
-    from retrieval.exact import _fm
-
-    if extension:  # loaded instead of the installed module, never next to it
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("retrieval._fm_index", extension)
-        fm = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(fm)
-    else:
-        fm = _fm()
+    fm = fm_module(extension)
     texts = load_texts(Path(corpus))
     docs = (Document(str(i), text, corpus) for i, text in enumerate(texts))
     shard = next(iter(plan_shards(docs, shard_mb * 1_000_000)))
@@ -243,30 +248,77 @@ def naive_count(corpus: bytes, p: bytes) -> int:
     return n
 
 
-def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int, seed: int = 1) -> dict:
+def sqlite_texts(texts: list[str], path: Path):
+    """The peer that keeps a second copy of the text: a SQLite table of the documents (built once
+    into the data cache), opened read-only."""
+    import sqlite3
+
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp)
+        db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+        db.executemany("INSERT INTO docs VALUES (?, ?)", enumerate(texts))
+        db.commit()
+        db.close()
+        tmp.rename(path)
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+
+def extract_sample(shard, n_docs: int, n_snippets: int, width: int, seed: int = 1) -> dict:
+    """The ranges bench_extract times: n_docs random whole documents and n_snippets random
+    width-byte ranges within them (the same for the same shard and seed, in any process)."""
+    rng = random.Random(seed)
+    lens = np.asarray(shard.doc_lengths())
+    docs = np.array(rng.sample(range(shard.n_docs), min(n_docs, shard.n_docs)), np.int64)
+    sd = np.array([rng.choice(docs.tolist()) for _ in range(n_snippets)], np.int64)
+    ss = np.array([rng.randrange(0, max(1, int(lens[d]) - width)) for d in sd.tolist()], np.int64)
+    return {"docs": docs, "zeros": np.zeros(len(docs), np.int64), "ends": lens[docs].astype(np.int64),
+            "total": int(lens[docs].sum()), "sd": sd, "ss": ss, "se": ss + width,
+            "snip_bytes": int(np.minimum(ss + width, lens[sd]).sum() - ss.sum())}
+
+
+def timed(fn, nbytes: int) -> dict:
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"bytes": nbytes, "wall_s": wall, "cpu_s": cpu, "mb_s": nbytes / 1e6 / wall, "mb_per_cpu_s": nbytes / 1e6 / cpu}
+
+
+def child_extract(shard_path: str, extension: str, n_docs: int, n_snippets: int, width: int) -> None:
+    """The batch extract calls of bench_extract with an older build of the extension, in a process
+    of its own (two builds of the module cannot register their types in one process)."""
+    if "retrieval._fm_index" in sys.modules:
+        raise SystemExit("--child-extract must run before any other _fm_index is loaded")
+    shard = fm_module(extension).Shard(shard_path, False)
+    s = extract_sample(shard, n_docs, n_snippets, width)
+    docs, zeros, ends, sd, ss, se = s["docs"], s["zeros"], s["ends"], s["sd"], s["ss"], s["se"]
+    shard.extract_ranges(docs, zeros, ends)  # warm, as in bench_extract
+    out = {
+        "docs_extract_ranges_1_thread": timed(lambda: shard.extract_ranges(docs, zeros, ends, 16, 1), s["total"]),
+        "docs_extract_ranges": timed(lambda: shard.extract_ranges(docs, zeros, ends), s["total"]),
+        "snippets_extract_ranges": timed(lambda: shard.extract_ranges(sd, ss, se), s["snip_bytes"]),
+    }
+    blob, _ = shard.extract_ranges(docs, zeros, ends)
+    out["docs_sha256"] = __import__("hashlib").sha256(blob).hexdigest()
+    print(json.dumps(out))
+
+
+def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int, seed: int = 1,
+                  before_extension: str = "", shard_path: str = "", db=None) -> dict:
     """Extract speed, old path vs new in one run, on the same random documents and ranges:
     `one walk per range` is the previous implementation (one LF step per byte, one chain from the
     document end; extract_ranges with group=1), `extract()` is one call per document (the new
-    path), `extract_ranges` is all of them in one call. Wall and CPU time: the machine is shared."""
-    rng = random.Random(seed)
+    path), `extract_ranges` is all of them in one call. before_extension: an older build of the
+    extension, timed on the same shard and calls in a child process; db: the SQLite peer (the
+    documents' text fetched by id, snippets by substr over the UTF-8 bytes). Wall and CPU time:
+    the machine is shared."""
     shard = x.shards[0]
-    lens = shard.doc_lengths()
-    docs = np.array(rng.sample(range(shard.n_docs), min(n_docs, shard.n_docs)), np.int64)
-    zeros = np.zeros(len(docs), np.int64)
-    ends = lens[docs].astype(np.int64)
-    total = int(ends.sum())
-    sd = np.array([rng.choice(docs.tolist()) for _ in range(n_snippets)], np.int64)
-    ss = np.array([rng.randrange(0, max(1, int(lens[d]) - width)) for d in sd.tolist()], np.int64)
-    se = ss + width
-    snip_bytes = int(np.minimum(se, lens[sd]).sum() - ss.sum())
+    s = extract_sample(shard, n_docs, n_snippets, width, seed)
+    docs, zeros, ends, sd, ss, se = s["docs"], s["zeros"], s["ends"], s["sd"], s["ss"], s["se"]
+    total, snip_bytes = s["total"], s["snip_bytes"]
     shard.extract_ranges(docs, zeros, ends)  # warm: fault in the mapped pages the loops touch
     shard.extract_ranges(docs, zeros, ends, 1, 1)
-
-    def timed(fn, nbytes):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
-        return {"bytes": nbytes, "wall_s": wall, "cpu_s": cpu, "mb_s": nbytes / 1e6 / wall, "mb_per_cpu_s": nbytes / 1e6 / cpu}
 
     out = {
         "documents": len(docs), "document_bytes": total, "snippets": n_snippets, "snippet_width": width,
@@ -278,8 +330,27 @@ def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int,
         "snippets_one_walk_per_range": timed(lambda: shard.extract_ranges(sd, ss, se, 1, 1), snip_bytes),
         "snippets_per_call": timed(lambda: [shard.snippet(int(d), int(a), width) for d, a in zip(sd, ss)], snip_bytes),
         "snippets_extract_ranges": timed(lambda: shard.extract_ranges(sd, ss, se), snip_bytes),
-        "load_average_after": os.getloadavg()[0],
     }
+    if before_extension:
+        out["before"] = child(["--child-extract", shard_path, before_extension, str(n_docs), str(n_snippets), str(width)])
+        blob = shard.extract_ranges(docs, zeros, ends)[0]
+        assert out["before"].pop("docs_sha256") == __import__("hashlib").sha256(blob).hexdigest(), "before and after differ"
+    if db is not None:
+        first = x.first_docs[0]
+        ids = [first + d for d in docs.tolist()]
+        snippet_args = [(first + d, a + 1, b - a) for d, a, b in zip(sd.tolist(), ss.tolist(), se.tolist())]
+
+        def fetch_docs():
+            return [db.execute("SELECT CAST(text AS BLOB) FROM docs WHERE id = ?", (i,)).fetchone()[0] for i in ids]
+
+        def fetch_snippets():  # substr over a BLOB counts bytes, as extract_ranges does
+            return [db.execute("SELECT substr(CAST(text AS BLOB), ?, ?) FROM docs WHERE id = ?", (a, w, i)).fetchone()[0]
+                    for i, a, w in snippet_args]
+
+        fetch_docs()  # warm the page cache
+        out["sqlite"] = {"docs": timed(fetch_docs, total), "snippets": timed(fetch_snippets, snip_bytes)}
+        assert fetch_docs() == [texts[i].encode() for i in ids], "the SQLite copy differs from the corpus"
+    out["load_average_after"] = os.getloadavg()[0]
     blob, off = shard.extract_ranges(docs, zeros, ends)
     first = x.first_docs[0]
     assert all(blob[off[i]:off[i + 1]] == texts[first + d].encode() for i, d in enumerate(docs.tolist())), \
@@ -301,6 +372,16 @@ def print_extract(e: dict) -> None:
                       ("snippets_extract_ranges", "snippets, one extract_ranges call")]:
         r = e[key]
         print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
+    for key, name in [("docs_extract_ranges_1_thread", "before: documents, one extract_ranges call, 1 thread"),
+                      ("docs_extract_ranges", "before: documents, one extract_ranges call (threads: auto)"),
+                      ("snippets_extract_ranges", "before: snippets, one extract_ranges call")]:
+        if "before" in e:
+            r = e["before"][key]
+            print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
+    if "sqlite" in e:
+        for key, name in [("docs", "SQLite text copy: documents by id"), ("snippets", "SQLite text copy: snippets (substr)")]:
+            r = e["sqlite"][key]
+            print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
 
 
 def main() -> None:
@@ -316,6 +397,8 @@ def main() -> None:
                     help="only the extract comparison at SA rate 32 (builds that index if missing); "
                          "writes eval/results/bench_exact_extract.json")
     ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
+    ap.add_argument("--extract-before", default="",
+                    help="with --extract-only: an older _fm_index .so whose extract_ranges is timed on the same ranges")
     ap.add_argument("--memory", action="store_true",
                     help="only the build memory of one shard (see memory_main); writes eval/results/bench_exact_memory.json")
     ap.add_argument("--memory-before", default="", help="with --memory: an older _fm_index .so to measure as 'before'")
@@ -332,9 +415,12 @@ def main() -> None:
         if not (out / "exact.json").exists():
             child(["--child-rtv", str(corpus), str(out), "32"])
         x = open_exact(out)
-        e = bench_extract(x, texts, args.extract_docs, args.snippets, 200)
+        shard_file = out / json.loads((out / "exact.json").read_text())["shards"][0]["file"]
+        db = sqlite_texts(texts, CACHE / f"texts-{args.mb}mb.sqlite") if not args.no_peer else None
+        e = bench_extract(x, texts, args.extract_docs, args.snippets, 200, before_extension=args.extract_before,
+                          shard_path=str(shard_file), db=db)
         result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32,
-                  **provenance(), "extract": e}
+                  **provenance(), "before_extension": args.extract_before or None, "extract": e}
         write_results("bench_exact_extract.json", result)
         print_extract(e)
         return
@@ -494,6 +580,8 @@ if __name__ == "__main__":
         child_build_full(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         child_memory(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-extract":
+        child_extract(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-peer":
         child_build_peer(sys.argv[2], sys.argv[3])
     else:
