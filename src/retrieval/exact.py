@@ -139,6 +139,38 @@ def _usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class FoundSpans:
+    """Strings of a text that windows_present found to occur, with their suffix-array rows, by
+    shard (int64 rows start, length, lo, hi), looked up in bulk (sorted keys, no dict per string)."""
+
+    def __init__(self, text_bytes: int, per_shard: Sequence[np.ndarray]):
+        self._base = text_bytes + 1  # key = start * base + length: distinct for strings of the text
+        self._keys, self._rows = [], []
+        for m in per_shard:
+            key = m[:, 0] * self._base + m[:, 1]
+            order = np.argsort(key, kind="stable")
+            self._keys.append(key[order])
+            self._rows.append(m[order, 2:4])
+
+    def rows(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known, lo, hi): known[i] when every shard found text[starts[i], +lengths[i]) to occur;
+        lo, hi of shape (shards, n) its rows there (0 where not known)."""
+        q = np.asarray(starts, dtype=np.int64) * self._base + np.asarray(lengths, dtype=np.int64)
+        known = np.ones(len(q), dtype=bool)
+        lo = np.zeros((len(self._keys), len(q)), dtype=np.int64)
+        hi = np.zeros_like(lo)
+        for i, (keys, rows) in enumerate(zip(self._keys, self._rows)):
+            if not len(keys):
+                known[:] = False
+                continue
+            at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+            hit = keys[at] == q
+            known &= hit
+            lo[i] = np.where(hit, rows[at, 0], 0)
+            hi[i] = np.where(hit, rows[at, 1], 0)
+        return known, lo, hi
+
+
 class ExactIndex:
     """Shards opened read-only (memory-mapped); doc ids are global, counts sum over shards.
 
@@ -245,8 +277,8 @@ class ExactIndex:
         """Whether each window text[start, start + length) occurs in some shard (bool), for windows
         in text order (starts and ends nondecreasing, as sliding windows are): the shards decide
         overlapping windows by maximal matches (Shard.windows_present), one batched call each.
-        with_rows: (found, rows), rows mapping (start, length) of strings that hold a window and
-        that every shard found to occur to their suffix-array rows (lo, hi), arrays by shard."""
+        with_rows: (found, FoundSpans of the strings holding a window that the searches found to
+        occur, with their suffix-array rows)."""
         starts, lengths = _window_args("windows_present", text, starts, lengths)
         if len(starts) > 1 and (np.any(np.diff(starts) < 0) or np.any(np.diff(starts + lengths) < 0)):
             raise InputError("windows_present: windows must be in text order (starts and ends nondecreasing)")
@@ -254,16 +286,7 @@ class ExactIndex:
         per_shard = self.map_shards(lambda s: s.windows_present(text, starts, lengths))
         for present, _ in per_shard:
             found |= np.asarray(present)
-        if not with_rows:
-            return found
-        rows = {}
-        if per_shard:
-            keyed = [dict(zip(zip(m[:, 0].tolist(), m[:, 1].tolist()), zip(m[:, 2].tolist(), m[:, 3].tolist())))
-                     for _, m in per_shard]
-            for key in set(keyed[0]).intersection(*keyed[1:]):
-                rows[key] = (np.array([k[key][0] for k in keyed], dtype=np.int64),
-                             np.array([k[key][1] for k in keyed], dtype=np.int64))
-        return found, rows
+        return (found, FoundSpans(len(text), [m for _, m in per_shard])) if with_rows else found
 
     def window_ranges(self, text: bytes, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Suffix-array rows [lo, hi) of each window text[start, start + length) in each shard,

@@ -302,6 +302,7 @@ class Scorer:
     def _flush(self, buf, starts, lengths, pending) -> Iterator[EntryResult]:
         data = bytes(buf)
         self._known = {}
+        self._found_spans = None  # exact.FoundSpans of this batch (maximal matches, unfiltered)
         if starts:
             s = np.concatenate(starts)
             ln = np.concatenate(lengths)
@@ -312,7 +313,7 @@ class Scorer:
         self._wanted: list[tuple[EntryResult, int, int, int]] = []
         results = [self._result(p, data, s, ln, found) for p in pending]
         self._fill_matches(data)
-        self._known = {}
+        self._known, self._found_spans = {}, None
         if self.semantic is not None:
             self.semantic.annotate(results, [p.entry for p in pending])
         yield from results
@@ -321,13 +322,13 @@ class Scorer:
         """found[i]: does window i occur in the corpus? The windows are in text order, so the
         index decides them by maximal matches; with maximal_matches off, each is counted alone.
         An unfiltered exact part also gives the rows of the strings its searches found, kept
-        (`self._known`) so that a match equal to one (a copied entry's text) is not searched again."""
+        (`self._found_spans`) so that a match equal to one (a copied entry's text) is not
+        searched again."""
         if not self.config.maximal_matches:
             return self.exact.count_windows(data, s, ln, existence_only=True) > 0
         if not self._by_rows:
             return self.exact.windows_present(data, s, ln)
-        found, rows = self.exact.windows_present(data, s, ln, with_rows=True)
-        self._known = {w: (hi - lo, (lo, hi)) for w, (lo, hi) in rows.items()}
+        found, self._found_spans = self.exact.windows_present(data, s, ln, with_rows=True)
         return found
 
     def _result(self, p: _Pending, data: bytes, s, ln, found) -> EntryResult:
@@ -379,6 +380,12 @@ class Scorer:
         """(per-shard counts, rows or None) of each window (start, length) of data: the ones not
         searched yet in this batch in one batched call."""
         need = sorted({w for w in windows if w not in self._known})
+        if need and self._found_spans is not None:
+            known, lo, hi = self._found_spans.rows(np.array([w[0] for w in need], dtype=np.int64),
+                                                   np.array([w[1] for w in need], dtype=np.int64))
+            for k in np.flatnonzero(known).tolist():
+                self._known[need[k]] = (hi[:, k] - lo[:, k], (lo[:, k], hi[:, k]))
+            need = [w for w, k in zip(need, known.tolist()) if not k]
         if need:
             counts, rows = self._search(data, np.array([w[0] for w in need], dtype=np.int64),
                                         np.array([w[1] for w in need], dtype=np.int64))
