@@ -300,7 +300,9 @@ def cmd_compare(args) -> None:
               "runs": runs, "best": best,
               "speedup": round(best["after"]["entries_per_s"] / best["before"]["entries_per_s"], 2),
               "speedup_per_cpu_s": round(best["after"]["entries_per_cpu_s"] / best["before"]["entries_per_cpu_s"], 2)}
-    write_results("bench_contamination_compare.json", result)
+    # the 50%-copied comparison keeps its old name; other shares get theirs
+    write_results("bench_contamination_compare.json" if args.share == 0.5 else
+                  f"bench_contamination_compare-{int(args.share * 100)}.json", result)
     print(f"{bench.name}, corpus {nbytes / 1e6:.0f} MB; before = {rev[:7]}, after = {result['commit'][:7]}")
     for side in sides:
         b = best[side]
