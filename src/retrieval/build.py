@@ -261,8 +261,8 @@ class ShardInput:
             except InputError:  # the lines parsed when the shards were planned: the file changed since
                 got = -1
             if got != n:
-                raise InputError(f"{part.path}: changed while being indexed (lines {part.first_line}- no longer hold "
-                                 "the documents read before); run the build again on a file that does not change")
+                raise InputError(f"{part.path}: changed while being indexed (from line {part.first_line} on, the "
+                                 "documents differ from those read before); run the build again on a file that does not change")
         return text
 
     def portable(self) -> "ShardInput":
