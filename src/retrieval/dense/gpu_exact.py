@@ -4,9 +4,10 @@ The vectors are held as one float16 (n, d) tensor on the device. Queries go in t
 tile's top ``kc`` candidates (by float16 products, float32 accumulation) are found exactly one of
 two ways:
 
-- on CUDA with Triton (``gpu_fused``): one kernel scores the tile and keeps only the best two
-  columns of every block of 128 vectors and the best of every 512, so the (queries x n) score
-  matrix is never written; the top kc come from those keys (exact: see ``gpu_fused.select``);
+- on CUDA with Triton (``gpu_fused.search_tile``): one kernel scores the tile and keeps only the
+  best two columns of every block of FUSED_BLOCK vectors and the best of every FUSED_SUB blocks, so
+  the (queries x n) score matrix is never written; a second kernel finds the top kc from those
+  keys (exact: see ``gpu_fused.select``) and re-scores them, with no host sync in between;
 - elsewhere (CPU, no Triton, small sets): the float16 score tile ``Q @ X^T`` and a two-level top-k,
   the maximum of each block of ``block`` columns, the ``kc`` best blocks, then an exact top-k over
   their columns. Exact: an element of the true top ``kc`` lies in a block whose maximum is at least
