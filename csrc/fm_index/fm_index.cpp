@@ -709,25 +709,10 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_beg
     s.g_stop = g_begin + n_groups * (i + 1) / n_streams;
     if (advance(s)) live.push_back(s);
   }
-  while (!live.empty()) {
-    for (size_t i = 0; i < live.size();) {
-      Stream& s = live[i];
-      if (s.fetch_payload) {
-        bwt_.walk_prefetch(s.walk);
-        s.fetch_payload = false;
-      } else if (!bwt_.walk_level(s.walk)) {
-        s.fetch_payload = true;
-      } else {
-        s.r = {C_[s.c] + s.walk.lo, C_[s.c] + s.walk.hi};
-        if (!advance(s)) {
-          live[i] = live.back();
-          live.pop_back();
-          continue;
-        }
-      }
-      ++i;
-    }
-  }
+  lockstep_search(live, [&](Stream& s, Range next) {
+    s.r = next;
+    return advance(s);
+  });
 }
 
 std::vector<uint8_t> Shard::windows_present(std::string_view text, const int64_t* starts, const int64_t* lengths,
@@ -875,31 +860,15 @@ void Shard::present_runs(std::string_view text, const int64_t* starts, const int
     if (!advance(l)) break;
     live.push_back(l);
   }
-  while (!live.empty()) {
-    for (size_t k = 0; k < live.size();) {
-      Lane& l = live[k];
-      if (l.fetch_payload) {
-        bwt_.walk_prefetch(l.walk);
-        l.fetch_payload = false;
-      } else if (!bwt_.walk_level(l.walk)) {
-        l.fetch_payload = true;
-      } else {
-        const Range next{C_[l.c] + l.walk.lo, C_[l.c] + l.walk.hi};
-        if (next.empty()) {
-          decide(l);
-        } else {
-          l.r = next;
-          --l.pos;
-        }
-        if (!advance(l)) {
-          live[k] = live.back();
-          live.pop_back();
-          continue;
-        }
-      }
-      ++k;
+  lockstep_search(live, [&](Lane& l, Range next) {
+    if (next.empty()) {
+      decide(l);
+    } else {
+      l.r = next;
+      --l.pos;
     }
-  }
+    return advance(l);
+  });
 }
 
 }  // namespace rtv

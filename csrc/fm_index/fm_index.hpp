@@ -121,6 +121,31 @@ class Shard {
   // Both take the end groups [g_begin, g_end) (ids into bounds).
   void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
   void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;
+  // Backward-search steps in lockstep, one per lane (count_interleaved, present_runs): a lane has
+  // begun a WaveletTree::PairWalk `walk` for byte `c` with `fetch_payload` set; per round it
+  // prefetches the payload lines, or ranks one level (which prefetches the next level's
+  // directory), so while one lane's lines arrive the others compute. When its walk is over,
+  // step(lane, rows prefixed by c + the lane's string) says whether the lane goes on (its next walk
+  // begun) or retires.
+  template <class Lane, class Step>
+  void lockstep_search(std::vector<Lane>& lanes, const Step& step) const {
+    while (!lanes.empty()) {
+      for (size_t i = 0; i < lanes.size();) {
+        Lane& l = lanes[i];
+        if (l.fetch_payload) {
+          bwt_.walk_prefetch(l.walk);
+          l.fetch_payload = false;
+        } else if (!bwt_.walk_level(l.walk)) {
+          l.fetch_payload = true;
+        } else if (!step(l, Range{C_[l.c] + l.walk.lo, C_[l.c] + l.walk.hi})) {
+          lanes[i] = lanes.back();
+          lanes.pop_back();
+          continue;
+        }
+        ++i;
+      }
+    }
+  }
   // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
   Range extend(Range r, uint8_t c) const {
     if (c == kSeparator) return {0, 0};
