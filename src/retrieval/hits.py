@@ -27,10 +27,14 @@ class Hit:
         }
 
 
-def join_hits(index, pids: Sequence[int], scores: Sequence[float], stages: Sequence[dict]) -> list[Hit]:
+def join_hits(index, pids: Sequence[int], scores: Sequence[float], stages: Sequence[dict],
+              known: dict[int, dict] | None = None) -> list[Hit]:
     """Hits for passage ids (in order), joined with their passage rows (text rebuilt from the
-    FM-index) and document rows; ids with no passage row are dropped."""
-    rows = {r["id"]: r for r in index.passages(pids)}
+    FM-index) and document rows; ids with no passage row are dropped. `known`: passage rows
+    already read (id -> row, e.g. the reranked ones), not read again."""
+    known = known or {}
+    rows = {r["id"]: r for r in index.passages([p for p in pids if int(p) not in known])}
+    rows.update({int(p): known[int(p)] for p in pids if int(p) in known})
     docs = {d["id"]: d for d in index.store.documents({r["doc_id"] for r in rows.values()})}
     out = []
     for pid, score, st in zip(pids, scores, stages):

@@ -39,6 +39,7 @@ class Ranking:
     order: list[tuple[int, float, dict]]
     phrase_count: dict[int, int] = field(default_factory=dict)  # passage -> quoted phrases it contains
     exact_spans: dict[int, list] = field(default_factory=dict)  # passage -> exact match spans
+    rows: dict[int, dict] = field(default_factory=dict)  # passage rows already read (the reranked ones)
 
     def constrain_phrases(self, order: list[tuple[int, float, dict]]) -> list[tuple[int, float, dict]]:
         """Quoted phrases are constraints: more phrases matched ranks first (a stable sort)."""
@@ -125,7 +126,8 @@ def rerank_stage(index, reranker, query: str, ranking: Ranking, timer: _Timer | 
     n = min(reranker.top_n, len(order))
     head = order[:n]
     t = time.perf_counter()
-    texts = {r["id"]: r["text"] for r in index.passages([o[0] for o in head])}  # one batched extract
+    ranking.rows.update({r["id"]: r for r in index.passages([o[0] for o in head])})  # one batched extract
+    texts = {pid: r["text"] for pid, r in ranking.rows.items()}
     if timer is not None:  # a part of the "rerank" stage, which the caller ticks
         timer.into["rerank_fetch"] = timer.into.get("rerank_fetch", 0.0) + time.perf_counter() - t
     head = [o for o in head if o[0] in texts]
@@ -145,7 +147,7 @@ def to_hits(index, ranking: Ranking, k: int, patterns: Sequence[str]) -> list[Hi
     from .lexical import spans_in_text
 
     order = ranking.order[:k]
-    hits = join_hits(index, [o[0] for o in order], [o[1] for o in order], [o[2] for o in order])
+    hits = join_hits(index, [o[0] for o in order], [o[1] for o in order], [o[2] for o in order], ranking.rows)
     for h in hits:
         if h.passage_id in ranking.exact_spans:
             h.spans = [tuple(s) for s in ranking.exact_spans[h.passage_id]]
