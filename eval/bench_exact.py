@@ -384,6 +384,51 @@ def print_extract(e: dict) -> None:
             print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
 
 
+def count_main(args, corpus: Path, texts: list[str]) -> None:
+    """--count-only: count latency at SA rate 32 on the index the full run built (built here if
+    missing) and the peer's on the same 1,000 patterns, in one run (the peer's pickled index
+    from the full run is reused when present); writes eval/results/bench_exact_count.json."""
+    out = CACHE / "idx-r32"
+    if not (out / "exact.json").exists():
+        child(["--child-rtv", str(corpus), str(out), "32"])
+    bpatterns = [p.encode() for p in draw_patterns(texts, args.patterns)]
+    idx = open_exact(out)
+    shard_count = idx.shards[0].count if len(idx.shards) == 1 else idx.count
+    rtv_counts = [idx.count(p) for p in bpatterns]
+    result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32, **provenance(),
+              "patterns": len(bpatterns), "load_average_before": os.getloadavg()[0]}
+    section = json.loads((out / "exact.json").read_text())
+    result["rtv"] = {"exact_bytes": sum(s["bytes"] for s in section["shards"]),
+                     "text_bytes": sum(s["text_bytes"] for s in section["shards"]),
+                     "count_shard": pct(timed_us(shard_count, bpatterns)),
+                     "count_python_api": pct(timed_us(idx.count, bpatterns))}
+    result["rtv"]["ratio"] = result["rtv"]["exact_bytes"] / result["rtv"]["text_bytes"]
+    if not args.no_peer:
+        pk = CACHE / "peer.pkl"
+        result["peer_index_reused"] = pk.exists()
+        if not pk.exists():
+            child(["--child-peer", str(corpus), str(pk)])
+        with open(pk, "rb") as f:
+            fm = pickle.load(f)
+        patterns = [p.decode() for p in bpatterns]
+        peer_counts = [fm.count_all(p) for p in patterns]
+        result["peer"] = {"count": pct(timed_us(fm.count_all, patterns)),
+                          "count_mismatches": sum(a != b for a, b in zip(peer_counts, rtv_counts))}
+    result["load_average_after"] = os.getloadavg()[0]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_exact_count.json").write_text(json.dumps(result, indent=2))
+    r = result["rtv"]
+    print(f"\ncount, {len(bpatterns)} patterns, load average {result['load_average_before']:.1f} -> {result['load_average_after']:.1f}\n")
+    print("| system | index / corpus | count p50 µs | count p99 µs |")
+    print("|---|---|---|---|")
+    print(f"| rtv (shard call) | {r['ratio']:.4f} | {r['count_shard']['p50_us']:.1f} | {r['count_shard']['p99_us']:.1f} |")
+    print(f"| rtv (ExactIndex.count) | {r['ratio']:.4f} | {r['count_python_api']['p50_us']:.1f} | {r['count_python_api']['p99_us']:.1f} |")
+    if "peer" in result:
+        p = result["peer"]
+        print(f"| fm-index (Rust, PyPI) | - | {p['count']['p50_us']:.1f} | {p['count']['p99_us']:.1f} |  "
+              f"(count mismatches: {p['count_mismatches']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mb", type=int, default=200, help="corpus size in MB (real text)")
@@ -396,6 +441,9 @@ def main() -> None:
     ap.add_argument("--extract-only", action="store_true",
                     help="only the extract comparison at SA rate 32 (builds that index if missing); "
                          "writes eval/results/bench_exact_extract.json")
+    ap.add_argument("--count-only", action="store_true",
+                    help="only count latency at SA rate 32 (index built if missing) and the peer's, same patterns; "
+                         "writes eval/results/bench_exact_count.json")
     ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
     ap.add_argument("--extract-before", default="",
                     help="with --extract-only: an older _fm_index .so whose extract_ranges is timed on the same ranges")
@@ -410,6 +458,9 @@ def main() -> None:
         return
     corpus = build_corpus(args.mb)
     texts = load_texts(corpus)
+    if args.count_only:
+        count_main(args, corpus, texts)
+        return
     if args.extract_only:
         out = CACHE / "idx-r32"
         if not (out / "exact.json").exists():
