@@ -6,10 +6,10 @@ Same shard, same inputs, in one run, so the ratio is the claim. Workloads:
 - `sliding windows`: every 50-byte window of held-out text, stride 1 (the contamination pass);
   `auto` (the default, group=0) keeps these serial.
 Results must agree between modes (checked). Prints a table and writes eval/results/bench_windows.json.
-`--contamination`: also `BenchmarkRun` entries/s (as in eval/bench_contamination.py speed) on the
-1 GB index with every count_windows call forced to group=1 vs the default, alternating.
+(rtv contamination no longer counts sliding windows one by one: it decides them by maximal matches,
+Shard.windows_present, measured by eval/bench_contamination.py.)
 
-    flock /tmp/rtv-bench.lock python eval/bench_windows.py --contamination
+    flock /tmp/rtv-bench.lock python eval/bench_windows.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -29,11 +28,11 @@ HERE = Path(__file__).parent
 DATA = HERE / "data"
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
-from provenance import write_results  # noqa: E402
+from provenance import provenance, write_results  # noqa: E402
 
 INDEXES = {
-    "real-200mb (idx-r32)": (DATA / "idx-r32" / "exact" / "shard-00000.fmi", DATA / "real-200mb.jsonl"),
-    "contam-1000mb": (DATA / "contam-1000mb-idx" / "exact" / "shard-00000.fmi", DATA / "contam-1000mb.jsonl"),
+    "real-200mb (idx-r32)": (DATA / "idx-r32", DATA / "real-200mb.jsonl"),
+    "contam-1000mb": (DATA / "contam-1000mb-idx", DATA / "contam-1000mb.jsonl"),
 }
 HELDOUT = DATA / "bench-1000mb-5000-0.jsonl"
 
@@ -70,49 +69,32 @@ def workloads(corpus: Path, rng: random.Random, n: int) -> dict:
     return out
 
 
-def contamination_ab() -> dict:
-    """entries/s of the contamination pipeline with count_windows pinned to group=1 vs the default."""
-    from bench_contamination import get_index, timed_run
-    from retrieval.exact import _fm
+def shard_file(index_dir: Path) -> Path:
+    """The first exact shard of an index: in its live generation (or at the top, the old layout)."""
+    from retrieval.errors import IndexFormatError
+    from retrieval.manifest import live_generation
 
-    shard_cls = _fm().Shard
-    default = shard_cls.count_windows
-    index, _ = get_index(DATA / "contam-1000mb.jsonl", "contam-1000mb-idx")
-    rows = {}
-    print("| benchmark | count_windows group=1 entries/s | default (auto) entries/s | ratio |")
-    print("|---|---:|---:|---:|")
-    for bench in ("bench-1000mb-5000-0.jsonl", "bench-1000mb-5000-10.jsonl"):
-        rates = {}
-        for _ in range(2):
-            for mode in ("group=1", "default"):
-                shard_cls.count_windows = (default if mode == "default" else
-                                           lambda self, t, s, l, e=False, g=1: default(self, t, s, l, e, 1))
-                try:
-                    r = timed_run(index, DATA / bench, ["text"], repeat=1)
-                finally:
-                    shard_cls.count_windows = default
-                rates[mode] = max(rates.get(mode, 0.0), r["entries_per_s"])
-        rows[bench] = {"group1_entries_per_s": rates["group=1"], "default_entries_per_s": rates["default"],
-                       "ratio": rates["default"] / rates["group=1"]}
-        print(f"| {bench} | {rates['group=1']:,.1f} | {rates['default']:,.1f} | {rates['default'] / rates['group=1']:.2f} |")
-    return rows
+    try:
+        return live_generation(index_dir) / "exact" / "shard-00000.fmi"
+    except IndexFormatError:
+        return index_dir / "exact" / "shard-00000.fmi"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000, help="patterns / windows per workload")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--contamination", action="store_true", help="also time rtv contamination runs, group=1 vs default")
     args = ap.parse_args()
     from retrieval.exact import _fm
 
     fm = _fm()
     rng = random.Random(0)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    result = {**provenance(), "cores": os.cpu_count(),
               "n": args.n, "repeats": args.repeats, "indexes": {}}
     print("| index | workload | group=1 /s | group=16 /s | ratio | auto /s |")
     print("|---|---|---:|---:|---:|---:|")
-    for name, (shard_path, corpus) in INDEXES.items():
+    for name, (index_dir, corpus) in INDEXES.items():
+        shard_path = shard_file(index_dir)
         if not shard_path.exists():
             print(f"skipping {name}: {shard_path} is missing (build it first)", file=sys.stderr)
             continue
@@ -135,8 +117,6 @@ def main() -> None:
                            "auto_per_s": rates[0], "ratio_16_vs_1": rates[16] / rates[1]}
             print(f"| {name} | {wname} | {rates[1]:,.0f} | {rates[16]:,.0f} | {rates[16] / rates[1]:.2f} | {rates[0]:,.0f} |")
         result["indexes"][name] = {"index_bytes": shard.index_bytes, "text_bytes": shard.text_bytes, "workloads": rows}
-    if args.contamination:
-        result["contamination"] = contamination_ab()
     write_results("bench_windows.json", result)
 
 
