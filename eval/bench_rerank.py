@@ -85,7 +85,7 @@ def rerankers(model: str, backends: list[str], max_length: int):
 def pair_cap(rr, fitted: int | None) -> int | None:
     """The pair length a backend scores at in rtv's search: its own cap, lowered to the index's
     passage size (rerank.fitted_max_length) on the exported backends."""
-    own = getattr(rr.model, "max_length", None)
+    own = getattr(rr.model, "max_seq_length", None) or getattr(rr.model, "max_length", None)  # CrossEncoder's name first
     if rr.backend == "torch" or fitted is None or own is None:
         return own
     return min(own, fitted)
