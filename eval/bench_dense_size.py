@@ -96,6 +96,10 @@ def main() -> None:
     ap.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS))
     ap.add_argument("--depth", type=int, default=100, help="passages per query, folded to documents (retrieval_eval: 300)")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--interleave", type=int, default=0, metavar="N",
+                    help="then time N queries with every layout in turn (query by query, the layouts' order "
+                         "rotating), so that a shared machine's load weighs on all of them alike")
+    ap.add_argument("--no-quality", action="store_true", help="skip the nDCG passes (for a timing run)")
     ap.add_argument("--out", default=str(ROOT / "eval" / "results" / "bench_dense_size.json"))
     args = ap.parse_args()
 
@@ -117,6 +121,7 @@ def main() -> None:
            "other_parts_per_corpus_byte": round(sum(other_parts.values()) / corpus_bytes, 4),
            "load_at_start": os.getloadavg()[0], "depth": args.depth, "layouts": {}}
     judged = Qrels({q["qid"]: qrels[q["qid"]] for q in queries})
+    opened = {}  # layout -> its DenseIndex, for the interleaved timing
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.layouts:
@@ -125,7 +130,7 @@ def main() -> None:
             section = build_from_vectors(x, d, write_recipe(f"layout{len(out['layouts'])}", LAYOUTS[name], tmp),
                                          model_id=index.manifest["dense"]["model"], device="cpu", quiet=True)
             build_s = time.time() - t0
-            index._dense = DenseIndex.open(d, section, device="cpu", embedder=emb)
+            index._dense = opened[name] = DenseIndex.open(d, section, device="cpu", embedder=emb)
             dense_bytes = sum(f["bytes"] for f in section["files"].values())
             store_bytes = sum(section["files"][f]["bytes"] for f in (section["store"] or {}).get("files", []))
             _, top10 = index.dense.search(qv, 10)
@@ -136,6 +141,9 @@ def main() -> None:
                    "dense_per_corpus_byte": round(dense_bytes / corpus_bytes, 4),
                    "full_hybrid_per_corpus_byte": round((dense_bytes + sum(other_parts.values())) / corpus_bytes, 4),
                    "dense_recall@10_vs_float32": round(bench_store.recall_at(top10, truth), 4)}
+            if args.no_quality:
+                out["layouts"][name] = row
+                continue
             scores, ids = index.dense.search(qv, args.depth)
             run = {q["qid"]: fold([(int(i), float(v)) for i, v in zip(r, sc) if i >= 0], P.doc_of) or {"-": 0.0}
                    for q, r, sc in zip(queries, ids, scores)}
@@ -154,6 +162,8 @@ def main() -> None:
             out["layouts"][name] = row
             print(f"{name}: {row}", file=sys.stderr, flush=True)
             write_results(Path(args.out), out, announce=False)  # a checkpoint after each layout
+        if args.interleave:
+            interleaved(index, opened, queries[:args.interleave], qv, args, out)
     base = out["layouts"].get(args.layouts[0], {})
     int8 = out["layouts"].get(INT8_ROW, {})
     print(f"\nSciFact train, {n} passages; {out['machine']['cpu']}, {out['machine']['cores']} cores; "
@@ -161,11 +171,45 @@ def main() -> None:
     print(f"{'layout':<34}{'B/vec':>7}{'store':>7}{'dense x':>8}{'hybrid x':>9}{'recall@10':>10}{'dense nDCG':>11}"
           f"{'hyb nDCG':>9}{'d first':>8}{'d int8':>8}{'p50 ms':>8}")
     for name, r in out["layouts"].items():
+        if "hybrid_ndcg@10" not in r:
+            r = {**r, "dense_ndcg@10": "-", "hybrid_ndcg@10": 0.0, "hybrid_p50_ms": "-"}
         print(f"{name:<34}{r['bytes_per_vector']:>7}{r['store_bytes_per_vector']:>7}{r['dense_per_corpus_byte']:>8}"
               f"{r['full_hybrid_per_corpus_byte']:>9}{r['dense_recall@10_vs_float32']:>10}{r['dense_ndcg@10']:>11}"
               f"{r['hybrid_ndcg@10']:>9}{r['hybrid_ndcg@10'] - base.get('hybrid_ndcg@10', 0):>+8.4f}"
               f"{r['hybrid_ndcg@10'] - int8.get('hybrid_ndcg@10', 0):>+8.4f}{r['hybrid_p50_ms']:>8}")
+    if "interleaved" in out:
+        t = out["interleaved"]
+        print(f"\ninterleaved timing, {t['queries']} queries, load {t['load_at_start']} -> {t['load_at_end']}:")
+        for name, r in t["layouts"].items():
+            print(f"  {name:<34} dense p50 {r['dense_p50_ms']:>8} ms   hybrid p50 {r['hybrid_p50_ms']:>8} ms")
     write_results(Path(args.out), out)
+
+
+def interleaved(index, opened: dict, queries: list, qv: np.ndarray, args, out: dict) -> None:
+    """p50 of dense search alone (the query's vector, k = depth) and of the whole hybrid search per
+    layout, the layouts taking turns on each query (their order rotating from query to query)."""
+    from retrieval.hybrid import search
+
+    names = list(opened)
+    lat = {name: {"dense": [], "hybrid": []} for name in names}
+    load0 = os.getloadavg()[0]
+    for name in names:  # warm each: pages of its files in the cache, FAISS and the model ready
+        index._dense = opened[name]
+        for q in queries[:args.warmup]:
+            search(index, [q["text"]], mode="hybrid", k=args.depth, rerank=False)
+    for i, q in enumerate(queries):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            index._dense = opened[name]
+            t = time.perf_counter()
+            index.dense.search(qv[i:i + 1], args.depth)
+            lat[name]["dense"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            search(index, [q["text"]], mode="hybrid", k=args.depth, rerank=False)
+            lat[name]["hybrid"].append(time.perf_counter() - t)
+    out["interleaved"] = {
+        "queries": len(queries), "load_at_start": round(load0, 2), "load_at_end": round(os.getloadavg()[0], 2),
+        "layouts": {name: {f"{part}_p50_ms": round(float(np.percentile(np.array(v) * 1000, 50)), 2)
+                           for part, v in lat[name].items()} for name in names}}
 
 
 if __name__ == "__main__":

@@ -163,10 +163,13 @@ def measure(name: str, index, corpus_desc: str) -> dict:
 
 
 @contextmanager
-def cached_embeddings(cache: Path):
+def cached_embeddings(cache: Path, stand_in: np.ndarray | None = None):
     """While active, Index.build's passage embedding is looked up in `cache` (one .npy a call,
     named by the SHA-256 of the passages' text) and computed (then saved) only when missing. Yields
-    the list of the vectors handed to the build, one array a call."""
+    the list of the vectors handed to the build, one array a call. With `stand_in`, nothing is
+    embedded: the build gets its rows in order instead (real vectors of another corpus, for sizes:
+    the dense part's bytes depend on the number of vectors, not on their values, but for the IVF
+    lists' padding)."""
     import retrieval.dense.index as dense_index
 
     embed = dense_index.embed_passages
@@ -175,6 +178,13 @@ def cached_embeddings(cache: Path):
     def lookup(texts, n, embedder):
         texts = list(texts)
         got.append(None)
+        if stand_in is not None:
+            at = sum(len(g) for g in got[:-1])
+            if at + n > len(stand_in):
+                sys.exit(f"{n} more passages than the {len(stand_in)} stand-in vectors; use a smaller --hybrid-mb")
+            v = np.asarray(stand_in[at:at + n], dtype=np.float32)
+            got[-1] = v / np.linalg.norm(v, axis=1, keepdims=True)
+            return got[-1]
         digest = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:24]
         path = cache / f"{embedder.model_id.replace('/', '_')}-{n}-{digest}.npy"
         if path.is_file():
@@ -229,6 +239,13 @@ def dense_layouts(index, vecs: np.ndarray, corpus_bytes: int) -> dict:
     return out
 
 
+def manpage_vectors() -> np.ndarray:
+    """The man-page retrieval set's GPU-made MiniLM vectors (float16 files), in passage order."""
+    import retrieval_eval
+
+    return np.concatenate([np.load(p) for p in sorted((retrieval_eval.DATA / "vectors").glob("vec-*.npy"))])
+
+
 def build(src: Path, path: Path, **kw):
     from retrieval import Index
 
@@ -243,6 +260,9 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=200, help="MB of the real-text corpus for the exact indexes")
     ap.add_argument("--hybrid-mb", type=int, default=20,
                     help="MB of the real-text corpus for the full hybrid index (embedded on the CPU once, then cached)")
+    ap.add_argument("--vectors", choices=("embed", "manpages"), default="embed",
+                    help="hybrid-real's vectors: embed its passages (CPU, cached), or stand in the man-page "
+                         "set's real MiniLM vectors, in order (sizes only: where embedding is not affordable)")
     ap.add_argument("--rows", default="exact,lexical,hybrid-real,hybrid-manpages",
                     help="indexes to build: exact, lexical (exact + lexical), hybrid-real, hybrid-manpages "
                          "(needs eval/data/retrieval-eval)")
@@ -268,10 +288,14 @@ def main() -> None:
         lexical.close()
         shutil.rmtree(WORK / "lexical")
     if "hybrid-real" in todo:
-        with cached_embeddings(WORK / f"vectors-real-{args.hybrid_mb}mb") as got:
+        stand_in = manpage_vectors() if args.vectors == "manpages" else None
+        with cached_embeddings(WORK / f"vectors-real-{args.hybrid_mb}mb", stand_in) as got:
             full = build(corpus_subset(args.hybrid_mb), WORK / "hybrid-real", parts="exact,lexical,dense",
                          recipe="pq", device="cpu")
         row = measure("full hybrid (dense pq)", full, f"real text, {args.hybrid_mb} MB")
+        row["vectors"] = ("its own passages' embeddings" if stand_in is None else
+                          "stand-in: the first n man-page passages' real MiniLM vectors (eval/data/retrieval-eval); "
+                          "sizes are those of n vectors, quality is not measured here")
         row["dense_layouts"] = dense_layouts(full, np.concatenate(got), row["corpus_bytes"])
         rows.append(row)
         full.close()
@@ -282,7 +306,7 @@ def main() -> None:
 
         meta = json.loads((retrieval_eval.DATA / "data.json").read_text())
         vec_dir = retrieval_eval.DATA / "vectors"
-        vecs = np.concatenate([np.load(p) for p in sorted(vec_dir.glob("vec-*.npy"))])
+        vecs = manpage_vectors()
         with precomputed_vectors(vecs, retrieval_eval.passage_texts(meta), str(vec_dir)):
             full = build(retrieval_eval.DATA / "corpus.jsonl", WORK / "hybrid", parts="exact,lexical,dense",
                          recipe="pq", passage_tokens=retrieval_eval.PASSAGE_TOKENS,

@@ -70,12 +70,24 @@ def test_flat_is_exact(data, built):
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, ids, 1), rtol=1e-5, atol=1e-5)
 
 
+def store_ceiling(built, name, queries, truth) -> float:
+    """Recall@10 of a brute-force search over all the vectors the recipe's store stands for (the
+    oracle's dequantisation): what a perfect first stage re-scored from that store would reach."""
+    d, section = built[name]
+    deq = oracle_dequantise(d, section["store"])
+    return recall(np.argsort(-(queries.astype(np.float64) @ deq.T), axis=1)[:, :K], truth)
+
+
 @pytest.mark.parametrize("name, minimum", [("pq", 0.93), ("binary", 0.95), ("hnsw", 0.97)])
 def test_recipe_recall_after_rescoring(data, built, name, minimum):
+    """Each recipe reaches its floor, or, with a store coarser than these tight seeded clusters need
+    (the pq recipe's 8-bit PQ store: its 10th and 11th neighbours differ by less than its error
+    here; on real MiniLM vectors see test_dense_store_compact.py), what its store allows."""
     _, queries, truth = data
     index = open_cpu(built, name)
     _, ids = index.search(queries, K)
-    assert recall(ids, truth) >= minimum
+    ceiling = store_ceiling(built, name, queries, truth)
+    assert recall(ids, truth) >= min(minimum, ceiling - 0.03), ceiling
 
 
 @pytest.mark.parametrize("name", ["pq", "binary"])
@@ -84,7 +96,7 @@ def test_rescoring_improves_recall(data, built, name):
     index = open_cpu(built, name)
     plain = recall(index.search(queries, K, rescore=False)[1], truth)
     rescored = recall(index.search(queries, K)[1], truth)
-    assert rescored >= plain + 0.1
+    assert rescored >= plain + min(0.1, 0.5 * (store_ceiling(built, name, queries, truth) - plain))
     index.set_params(rescore_multiplier=1)
     less = recall(index.search(queries, K)[1], truth)
     assert less < rescored
@@ -92,14 +104,14 @@ def test_rescoring_improves_recall(data, built, name):
 
 def test_rescored_scores_are_exact_and_sorted(data, built):
     """Rescored scores are the inner products with the vectors the store stands for (the pq recipe's
-    int8 store, dequantised from its files by the oracle), and within int8 error of float32."""
+    store, dequantised from its files by the oracle), and within that store's error of float32."""
     base, queries, _ = data
     d, section = built["pq"]
     scores, ids = open_cpu(built, "pq").search(queries[:50], K)
     deq = oracle_dequantise(d, section["store"])
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries[:50], deq[ids]), atol=1e-5)
     exact = np.take_along_axis(queries[:50] @ base.T, ids, 1)
-    np.testing.assert_allclose(scores, exact, atol=1e-2)
+    np.testing.assert_allclose(scores, exact, atol=STORE_ERROR[section["store"]["dtype"]])
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
 
 
@@ -155,8 +167,8 @@ def test_round_trip_and_manifest_json(data, built):
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert section2["model"] == "vectors" and section2["dim"] == D and section2["n_vectors"] == N
-    assert set(section2["files"]) == {"index.faiss", "vectors.npy", "scales.npy"}  # pq.toml: int8 per vector
-    assert section2["store"] == {"dtype": "int8", "scale": "vector", "files": ["scales.npy", "vectors.npy"]}
+    assert set(section2["files"]) == {"index.faiss", "vectors.npy", "codebook.npy"}  # pq.toml: an 8-bit PQ store
+    assert section2["store"] == {"dtype": "pq", "m": 32, "files": ["codebook.npy", "vectors.npy"]}  # D / 4: 3 does not divide 128
 
 
 def test_int8_store_recipe_file(data, tmp_path):
@@ -355,7 +367,7 @@ def test_torch_rescoring_matches_numpy(data, built, name):
     exact = np.einsum("qd,qkd->qk", queries, base[np.where(cand >= 0, cand, 0)])
     exact[cand < 0] = -np.inf
     want = -np.sort(-exact, axis=1)[:, :K]
-    np.testing.assert_allclose(ws, want, atol=1e-2)  # int8 store: within int8 error of float32
+    np.testing.assert_allclose(ws, want, atol=STORE_ERROR[index.store.dtype])  # within the store's error of float32
 
 
 def test_binary_without_rescoring_is_hamming_order(data, built):
@@ -380,7 +392,7 @@ STORE_OPTIONS = {
     "pq": {"dtype": "pq", "m": 32},
 }
 # how far a store's inner products may be from float32's on these unit vectors (D = 128)
-STORE_ERROR = {"float16": 2e-3, "int8-vector": 1e-2, "int8-dimension": 1e-2, "int4": 0.08, "pq": 0.15}
+STORE_ERROR = {"float16": 2e-3, "int8": 1e-2, "int8-vector": 1e-2, "int8-dimension": 1e-2, "int4": 0.08, "pq": 0.15}
 
 
 def oracle_dequantise(d, spec: dict) -> np.ndarray:

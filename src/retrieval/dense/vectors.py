@@ -249,6 +249,9 @@ class VectorStore:
         if self.codebook is not None and self.codebook.shape != (self.m, 256, dim // self.m):
             raise IndexFormatError(f"{directory / CODEBOOK}: shape {self.codebook.shape}, want "
                                    f"({self.m}, 256, {dim // self.m}); rebuild the index")
+        if self.codebook is not None:  # for gather: all centroids in one table, sub-quantizer j's from 256 j
+            self._centroids = np.ascontiguousarray(self.codebook.reshape(-1, dim // self.m))
+            self._first = (np.arange(self.m) * 256).astype(np.intp)
         self.lo, self.step = (quant[0], quant[1]) if quant is not None else (None, None)
         # codes c stand for lo + step * (c + offset): int8 codes are centred on 0, int4 ones are 0..15
         self.offset = 128.0 if self.dtype == "int8" else 0.0
@@ -278,7 +281,8 @@ class VectorStore:
         if self.dtype == "int4":
             return unpack_int4(raw)
         if self.dtype == "pq":  # row i, sub-vector j: centroid raw[i, j] of sub-quantizer j
-            return self.codebook[np.arange(self.m), raw].reshape(len(ids), self.row_dim)
+            # one np.take over the flattened codebook: ~15x faster than codebook[arange(m), raw]
+            return np.take(self._centroids, raw.astype(np.intp) + self._first, axis=0).reshape(len(ids), self.row_dim)
         return raw.astype(np.float32)
 
     def torch_rows(self, raw, consts):
