@@ -18,8 +18,9 @@ timed per call with the ExactIndex's threads=1 (the serial loop) and threads=def
 interleaved in one process.
 
     python eval/bench_scale.py              # writes eval/results/bench_scale.json and .png
-    python eval/bench_scale.py --mb 400 --shards 32 --lexical-mb 60 --workers-list 1,2,4,8,16 \
-        --query-mb 1000 --commit SHA --label "GPU machine" --out ...   # the 16-core run
+    python eval/bench_scale.py --mb 360 --shards 64 --parts exact --workers-list 1,2,4,8,16 --no-queries \
+        --fixed-mb 1 --commit SHA --label "GPU machine" --out ...   # the 16-core run (and --parts
+        exact+lexical --mb 30 --no-probe for the lexical one; --query-mb 1000 for the queries)
 """
 
 from __future__ import annotations
