@@ -4,7 +4,8 @@ the SciFact passages (eval/data/scifact/index) and the 809 SciFact train claims.
 
 - detail=full, the SQLite page size rtv uses and 64 KiB pages (fewer, fuller b-tree pages);
 - detail=column (no positions: phrase queries and the within-column term frequency are gone, so
-  bm25() counts a term once per passage) and detail=none (rowids only). FTS5 refuses a query with a
+  bm25() counts a term once per passage; on a contentless table, as rtv's is, it returns 0 for
+  every row: FTS5 cannot count a phrase's instances there) and detail=none (rowids only). FTS5 refuses a query with a
   phrase there, and rtv's queries quote every token: one that FTS5's tokenizer splits in two is a
   phrase (such queries are counted as refused, with no results).
 
