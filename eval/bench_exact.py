@@ -109,6 +109,20 @@ def fm_module(extension: str = ""):
     return fm
 
 
+def child_count(shard_file: str, patterns_file: str, extension: str) -> None:
+    """Counts (warm: once untimed, then timed) of the length-prefixed patterns on one shard with
+    the installed extension or `extension`, in this process alone."""
+    data, patterns, i = Path(patterns_file).read_bytes(), [], 0
+    while i < len(data):
+        n = int.from_bytes(data[i:i + 4], "little")
+        patterns.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    shard = fm_module(extension).Shard(shard_file, False)
+    counts = [shard.count(p) for p in patterns]
+    print(json.dumps({"counts": counts, "count_shard": pct(timed_us(shard.count, patterns)),
+                      "load_average": os.getloadavg()[0]}))
+
+
 def child_memory(corpus: str, out: str, rate: int, shard_mb: int, extension: str) -> None:
     """Peak RSS of building one shard (the first of plan_shards at shard_mb MB) from its text in
     memory, per text byte: the peak is reset (/proc/self/clear_refs) once the shard's text is
@@ -403,6 +417,19 @@ def count_main(args, corpus: Path, texts: list[str]) -> None:
                      "count_shard": pct(timed_us(shard_count, bpatterns)),
                      "count_python_api": pct(timed_us(idx.count, bpatterns))}
     result["rtv"]["ratio"] = result["rtv"]["exact_bytes"] / result["rtv"]["text_bytes"]
+    if args.count_before:  # an older _fm_index build vs the installed one, same shard file and patterns
+        if len(section["shards"]) != 1:
+            raise SystemExit("--count-before: the index must have one shard")
+        shard_file = str(out / section["shards"][0]["file"])
+        patterns_file = CACHE / "count-patterns.bin"
+        patterns_file.write_bytes(b"".join(len(p).to_bytes(4, "little") + p for p in bpatterns))
+        # each in its own process: two builds of the extension in one process share C++ symbols
+        runs = {name: child(["--child-count", shard_file, str(patterns_file), ext])
+                for name, ext in [("before", args.count_before), ("after", "")]}
+        for r in runs.values():
+            if r.pop("counts") != rtv_counts:
+                raise SystemExit("--count-before: the two extensions count differently")
+        result["rtv_before_after"] = {"before_extension": args.count_before, **runs}
     if not args.no_peer:
         pk = CACHE / "peer.pkl"
         result["peer_index_reused"] = pk.exists()
@@ -423,6 +450,10 @@ def count_main(args, corpus: Path, texts: list[str]) -> None:
     print("|---|---|---|---|")
     print(f"| rtv (shard call) | {r['ratio']:.4f} | {r['count_shard']['p50_us']:.1f} | {r['count_shard']['p99_us']:.1f} |")
     print(f"| rtv (ExactIndex.count) | {r['ratio']:.4f} | {r['count_python_api']['p50_us']:.1f} | {r['count_python_api']['p99_us']:.1f} |")
+    if "rtv_before_after" in result:
+        for name in ("before", "after"):
+            x = result["rtv_before_after"][name]["count_shard"]
+            print(f"| rtv {name} (own process) | {r['ratio']:.4f} | {x['p50_us']:.1f} | {x['p99_us']:.1f} |")
     if "peer" in result:
         p = result["peer"]
         print(f"| fm-index (Rust, PyPI) | - | {p['count']['p50_us']:.1f} | {p['count']['p99_us']:.1f} |  "
@@ -444,6 +475,7 @@ def main() -> None:
     ap.add_argument("--count-only", action="store_true",
                     help="only count latency at SA rate 32 (index built if missing) and the peer's, same patterns; "
                          "writes eval/results/bench_exact_count.json")
+    ap.add_argument("--count-before", default="", help="with --count-only: an older _fm_index .so timed on the same index")
     ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
     ap.add_argument("--extract-before", default="",
                     help="with --extract-only: an older _fm_index .so whose extract_ranges is timed on the same ranges")
@@ -629,6 +661,8 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-full":
         os.environ["RTV_SILENT"] = "1"
         child_build_full(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-count":
+        child_count(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         child_memory(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-extract":
