@@ -285,6 +285,25 @@ class VectorStore:
             return np.take(self._centroids, raw.astype(np.intp) + self._first, axis=0).reshape(len(ids), self.row_dim)
         return raw.astype(np.float32)
 
+    def dots(self, qt: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """(b, kc) float32: prepared queries ``qt`` (b, r) times the gathered rows ``ids`` (b, kc).
+        pq: from each query's lookup table (its sub-vectors' inner products with all 256
+        centroids), summed over the rows' codes, without decoding the rows."""
+        b, kc = ids.shape
+        if self.dtype != "pq":
+            return np.matmul(self.gather(ids.ravel()).reshape(b, kc, self.row_dim), qt[:, :, None])[..., 0]
+        flat = ids.ravel()
+        order = np.argsort(flat, kind="stable")
+        raw = np.empty((len(flat), self.m), dtype=np.uint8)
+        raw[order] = self.vectors[flat[order]]
+        at = (raw.astype(np.intp) + self._first).reshape(b, kc, self.m)
+        out = np.empty((b, kc), dtype=np.float32)
+        for i in range(b):
+            # (m, 256, dsub) @ (m, dsub, 1): entry 256 j + c is sub-vector j's product with centroid c
+            lut = np.matmul(self.codebook, qt[i].reshape(self.m, -1, 1)).ravel()
+            out[i] = np.take(lut, at[i]).sum(axis=1)
+        return out
+
     def torch_rows(self, raw, consts):
         """``gather`` for torch: float32 rows of the raw stored rows ``raw`` (b, kc, width) on the
         device; ``consts`` = the codebook there (pq), else None."""
@@ -347,8 +366,7 @@ class Rescorer:
             c = cand[lo:lo + per]
             valid = c >= 0
             flat = np.where(valid, c, 0).ravel()
-            rows = self.store.gather(flat).reshape(len(c), kc, dim)
-            s = np.matmul(rows, qt[lo:lo + per, :, None])[..., 0]
+            s = self.store.dots(qt[lo:lo + per], flat.reshape(len(c), kc))
             sc = self.store.row_scales(flat)
             if sc is not None:
                 s *= sc.reshape(len(c), kc)
