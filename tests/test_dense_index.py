@@ -70,24 +70,12 @@ def test_flat_is_exact(data, built):
     np.testing.assert_allclose(scores, np.take_along_axis(queries @ base.T, ids, 1), rtol=1e-5, atol=1e-5)
 
 
-def store_ceiling(built, name, queries, truth) -> float:
-    """Recall@10 of a brute-force search over all the vectors the recipe's store stands for (the
-    oracle's dequantisation): what a perfect first stage re-scored from that store would reach."""
-    d, section = built[name]
-    deq = oracle_dequantise(d, section["store"])
-    return recall(np.argsort(-(queries.astype(np.float64) @ deq.T), axis=1)[:, :K], truth)
-
-
 @pytest.mark.parametrize("name, minimum", [("pq", 0.93), ("binary", 0.95), ("hnsw", 0.97)])
 def test_recipe_recall_after_rescoring(data, built, name, minimum):
-    """Each recipe reaches its floor, or, with a store coarser than these tight seeded clusters need
-    (the pq recipe's 8-bit PQ store: its 10th and 11th neighbours differ by less than its error
-    here; on real MiniLM vectors see test_dense_store_compact.py), what its store allows."""
     _, queries, truth = data
     index = open_cpu(built, name)
     _, ids = index.search(queries, K)
-    ceiling = store_ceiling(built, name, queries, truth)
-    assert recall(ids, truth) >= min(minimum, ceiling - 0.03), ceiling
+    assert recall(ids, truth) >= minimum
 
 
 @pytest.mark.parametrize("name", ["pq", "binary"])
@@ -96,7 +84,7 @@ def test_rescoring_improves_recall(data, built, name):
     index = open_cpu(built, name)
     plain = recall(index.search(queries, K, rescore=False)[1], truth)
     rescored = recall(index.search(queries, K)[1], truth)
-    assert rescored >= plain + min(0.1, 0.5 * (store_ceiling(built, name, queries, truth) - plain))
+    assert rescored >= plain + 0.1
     index.set_params(rescore_multiplier=1)
     less = recall(index.search(queries, K)[1], truth)
     assert less < rescored
@@ -167,8 +155,8 @@ def test_round_trip_and_manifest_json(data, built):
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert section2["model"] == "vectors" and section2["dim"] == D and section2["n_vectors"] == N
-    assert set(section2["files"]) == {"index.faiss", "vectors.npy", "codebook.npy"}  # pq.toml: an 8-bit PQ store
-    assert section2["store"] == {"dtype": "pq", "m": 32, "files": ["codebook.npy", "vectors.npy"]}  # D / 4: 3 does not divide 128
+    assert set(section2["files"]) == {"index.faiss", "vectors.npy", "scales.npy"}  # pq.toml: int8 per vector
+    assert section2["store"] == {"dtype": "int8", "scale": "vector", "files": ["scales.npy", "vectors.npy"]}
 
 
 def test_int8_store_recipe_file(data, tmp_path):
