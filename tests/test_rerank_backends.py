@@ -182,3 +182,24 @@ def test_fitted_cap_is_the_passage_size():
     assert rerank.fitted_max_length(Manifest({"passages": {"max_tokens": 128}})) == 128
     assert rerank.fitted_max_length(Manifest({"passages": {}})) is None
     assert rerank.fitted_max_length(Manifest({})) is None
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_retrained_weights_re_export_every_derived_file(model_copy):
+    """Retrained weights (here: the classifier negated, so relevant pairs now score lowest, as the
+    torch oracle of the new weights says) are exported again for every backend, the int8 file made
+    from the old weights included, even after the float export beside it has been redone."""
+    from safetensors.torch import load_file, save_file
+
+    query, pos, neg = next(_pairs(9))
+    assert Reranker(str(model_copy), backend="onnx-int8", device="cpu", max_length=64).backend == "onnx-int8"
+    weights = model_copy / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: (-v if k.startswith("classifier.") else v) for k, v in tensors.items()}, str(weights),
+              metadata={"format": "pt"})
+    rerank._cache.clear()  # as a new process would: models are loaded once per process
+    oracle = Reranker(str(model_copy), backend="torch", device="cpu", max_length=64).score(query, pos + neg)
+    assert oracle[:len(pos)].max() < oracle[len(pos):].min()  # the new weights invert the ranking
+    for backend in ("onnx", "onnx-int8"):  # the float file is redone first, then the int8 one
+        s = Reranker(str(model_copy), backend=backend, device="cpu", max_length=64).score(query, pos + neg)
+        assert s[:len(pos)].max() < s[len(pos):].min(), backend

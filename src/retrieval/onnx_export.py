@@ -3,8 +3,10 @@ and run by ONNX Runtime or OpenVINO. Used by the cross-encoder reranker (hybrid/
 and the query embedder (dense/embedder.py, ExportedEmbedder).
 
 Exports are cached next to the model (``<model>/<relpath>``) when its directory is writable, else
-under ``$XDG_CACHE_HOME/rtv/<cache>/<hash of the model path>/``. A ``source.json`` beside the files
-records the weights' size and mtime, so retrained weights are exported again. The export itself
+under ``$XDG_CACHE_HOME/rtv/<cache>/<hash of the model path>/``. Each export has its own stamp,
+``<file>.source.json``, recording the weights' size and mtime, so retrained weights are exported
+again — every derived file too (one stamp a directory let an int8 file made from the old weights pass
+once the float export beside it had been redone). The export itself
 (``torch.onnx.export`` of the model loaded from the directory's own files, with ``HF_HUB_OFFLINE``)
 is the one step that needs torch; running the file needs only a runtime.
 """
@@ -50,13 +52,17 @@ def source_stamp(model_dir: Path) -> dict:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}
 
 
+def stamp_file(export: Path) -> Path:
+    """The stamp of one export: which weights it was made from."""
+    return export.with_name(export.name + ".source.json")
+
+
 def exported_file(model_dir: str | os.PathLike, relpath: str, cache: str) -> Path | None:
     """The cached export ``relpath``, or None when missing or made from other weights."""
     model_dir = Path(model_dir)
     path = export_dir(model_dir, cache) / relpath
-    stamp = path.parent / "source.json"
     try:
-        if path.is_file() and json.loads(stamp.read_text()) == source_stamp(model_dir):
+        if path.is_file() and json.loads(stamp_file(path).read_text()) == source_stamp(model_dir):
             return path
     except (OSError, ValueError):
         pass
@@ -68,7 +74,7 @@ def publish(tmp: Path, final: Path, model_dir: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     for f in sorted(Path(tmp).iterdir()):
         os.replace(f, final.parent / f.name)
-    (final.parent / "source.json").write_text(json.dumps(source_stamp(model_dir)))
+    stamp_file(final).write_text(json.dumps(source_stamp(model_dir)))
 
 
 def export_onnx(model_dir: str | os.PathLike, relpath: str, cache: str, *, what: str,

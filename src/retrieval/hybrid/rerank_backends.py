@@ -4,8 +4,8 @@ rerank.py decides which backend runs (its `resolve_backend`); this module export
 
 Export happens once per model, offline, from the model directory's own files (retrieval/onnx_export.py,
 shared with the query embedder), and is cached next to the model (`<model>/onnx/`, `<model>/openvino/`; a read-only model directory is cached under
-$XDG_CACHE_HOME/rtv/rerankers/ instead). A `source.json` beside the files records the weights'
-size and mtime, so retrained weights are exported again.
+$XDG_CACHE_HOME/rtv/rerankers/ instead). Each file's stamp (`<file>.source.json`) records the
+weights' size and mtime, so retrained weights are exported again, int8 files included.
 
 - onnx:          torch.onnx.export of the transformers model (the one step that needs torch).
 - onnx-int8:     onnxruntime's dynamic quantization of that file: int8 weights per channel,
