@@ -423,7 +423,7 @@ class ExactIndex:
             raise InputError("extract_ranges: starts must be >= 0 and ends >= starts")
         shard_of = np.searchsorted(np.asarray(self.first_docs, dtype=np.int64), docs, side="right") - 1
         out: list[bytes] = [b""] * len(docs)
-        for i in np.unique(shard_of).tolist():
+        for i in sorted(set(shard_of.tolist())):  # not np.unique: it imports numpy.ma (~10-40 ms a cold command)
             sel = np.flatnonzero(shard_of == i)
             try:
                 blob, offsets = self.shards[i].extract_ranges(docs[sel] - self.first_docs[i], starts[sel], ends[sel])
