@@ -109,6 +109,19 @@ def export_onnx(model_dir: str | os.PathLike, relpath: str, cache: str, *, what:
     return final
 
 
+def token_feeds(encodings, pad_id: int = 0) -> dict[str, np.ndarray]:
+    """A runner's int64 inputs for a batch of ``tokenizers`` encodings, padded with ``pad_id`` to
+    the batch's longest (attention mask and token types 0 there)."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    for i, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
 def onnxruntime_runner(path: str | os.PathLike, output: str, threads: int) -> Callable[[dict], np.ndarray]:
     """feeds -> the ``output`` array, by an ONNX Runtime CPU session of ``threads`` threads."""
     import onnxruntime as ort

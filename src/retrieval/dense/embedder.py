@@ -426,17 +426,13 @@ class ExportedEmbedder:
         return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        enc = self.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in enc)
-        ids = np.full((len(enc), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(enc), width), dtype=np.int64)
-        types = np.zeros((len(enc), width), dtype=np.int64)
-        for i, e in enumerate(enc):
-            n = len(e.ids)
-            ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
+        from .. import onnx_export
+
+        feeds = onnx_export.token_feeds(self.tokenizer.encode_batch(texts), self._pad_id)
         with self._lock:
-            tokens = self._run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
-        return _pool(tokens.astype(np.float32, copy=False), mask, self.spec["pooling"], self.spec["normalize"])
+            tokens = self._run(feeds)
+        return _pool(tokens.astype(np.float32, copy=False), feeds["attention_mask"], self.spec["pooling"],
+                     self.spec["normalize"])
 
     def __repr__(self) -> str:
         return f"ExportedEmbedder({self.model_id!r}, dim={self.dim}, runtime={self.runtime!r})"

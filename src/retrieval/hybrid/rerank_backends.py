@@ -196,15 +196,7 @@ class ExportedCrossEncoder:
         return self._capped[cap]
 
     def _encode(self, pairs: Sequence[tuple[str, str]], cap: int | None = None) -> dict[str, np.ndarray]:
-        enc = self.tokenizer_at(cap).encode_batch([(q, p) for q, p in pairs])
-        width = max(len(e.ids) for e in enc)
-        out = {n: np.zeros((len(enc), width), dtype=np.int64) for n in _INPUTS}
-        for i, e in enumerate(enc):
-            n = len(e.ids)
-            out["input_ids"][i, :n] = e.ids
-            out["attention_mask"][i, :n] = e.attention_mask
-            out["token_type_ids"][i, :n] = e.type_ids
-        return out
+        return onnx_export.token_feeds(self.tokenizer_at(cap).encode_batch([(q, p) for q, p in pairs]))
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, show_progress_bar: bool = False,
                 convert_to_numpy: bool = True, max_length: int | None = None) -> np.ndarray:
