@@ -181,8 +181,17 @@ def run(args, save) -> dict:
     dense = import_dense()
     build_threads = os.cpu_count()
     faiss.omp_set_num_threads(build_threads)
-    if args.collect:
+    if args.vectors and Path(args.vectors).exists():  # saved by an earlier call (--vectors on a GPU machine)
+        saved = np.load(args.vectors, allow_pickle=False)
+        x, q, data = saved["x"].astype(np.float32), saved["q"].astype(np.float32), json.loads(str(saved["data"]))
+    elif args.collect:
         x, q, data = collect_and_embed(args.collect, args.model, args.queries, args.seed, args.device)
+        if args.vectors:  # float16 keeps it to 0.8 GB at 1M; the study runs on the float32 of these values
+            np.savez(args.vectors, x=x.astype(np.float16), q=q.astype(np.float16), data=json.dumps(data))
+            x, q = x.astype(np.float16).astype(np.float32), q.astype(np.float16).astype(np.float32)
+            if args.embed_only:
+                print(f"saved {args.vectors}", file=sys.stderr)
+                return {}
     else:
         x, q, data = load_manpages()
         q = q[:args.queries]
@@ -282,6 +291,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="directory for the temporary indexes")
     ap.add_argument("--out", default=str(ROOT / "eval" / "results"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--vectors", default=None, help="npz of the collected vectors: written after --collect, "
+                    "read instead of collecting when it exists (split a GPU run over two calls)")
+    ap.add_argument("--embed-only", action="store_true", help="with --collect --vectors: stop after saving them")
     ap.add_argument("--commit", default=None, help="commit measured, where the tree has no .git (a copy)")
     args = ap.parse_args()
     if args.collect and not args.model:
@@ -297,6 +309,8 @@ def main() -> None:
         write_results(path, result, announce=False)  # also a checkpoint during the run
 
     r = run(args, save)
+    if not r:  # --embed-only
+        return
     save(r)
     report(r)
     print(f"wrote {path}")
