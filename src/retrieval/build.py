@@ -58,7 +58,9 @@ DEFAULT_SHARD_SIZE = 1 << 30
 BUILD_BYTES_PER_TEXT_BYTE = 8.6
 MEMORY_FRACTION = 0.8  # the default --max-memory: this share of MemAvailable
 MAX_SAMPLE_RATE = 1 << 20  # the shard format's limit (csrc/fm_index/build.cpp)
-PARTS = ("exact", "lexical", "dense")  # exact always; lexical and dense need passages
+# exact always; lexical and dense need passages; text: the documents zstd-compressed beside the
+# FM-index (retrieval/text_store.py), so extract and passage texts decompress instead of walking it
+PARTS = ("exact", "lexical", "dense", "text")
 
 
 def dense_available() -> bool:
@@ -344,6 +346,11 @@ class ShardStep:
         text = shard.read(ReadOptions(text_field=s.text_field, id_field=s.id_field, errors=s.errors))
         exact = write_shard(text, self.directory, shard.file, s.sa_sample, s.isa_sample,
                             desc=f"shard {shard.number}", progress=not self.quiet)
+        if "text" in self.parts:
+            from .text_store import store_file, write_text_store
+
+            exact["text"] = write_text_store(text, [row["length"] for row in shard.docs], self.directory,
+                                             store_file(shard.file))
         passages: list[tuple[int, int, int]] = []
         texts: list[str] = []
         if "lexical" in self.parts or "dense" in self.parts:

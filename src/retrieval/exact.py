@@ -130,6 +130,15 @@ class _CheckedShard:
         return call
 
 
+def _open_text(directory: Path, info: dict, shard):
+    """The shard's text part (a TextStore checked against the shard's document lengths), or None."""
+    if not info.get("text"):
+        return None
+    from .text_store import TextStore
+
+    return TextStore(directory / info["text"]["file"], np.asarray(shard.doc_lengths(), dtype=np.int64))
+
+
 def _usable_cores() -> int:
     import os
 
@@ -185,6 +194,9 @@ class ExactIndex:
         fm = _fm()
         self.shards = []
         self.first_docs: list[int] = []
+        # each shard's text part (retrieval.text_store) when the index has one, else None: the text
+        # is then read from it instead of being rebuilt from the FM-index (the same bytes)
+        self.texts: list = []
         for info in section["shards"]:
             path = directory / info["file"]
             try:
@@ -199,6 +211,7 @@ class ExactIndex:
                 raise IndexFormatError(f"{path}: does not match manifest.json (checksum or document count); rebuild the index")
             self.shards.append(shard)
             self.first_docs.append(info["first_doc"])
+            self.texts.append(_open_text(directory, info, shard))
         self.n_docs = sum(s.n_docs for s in self.shards)
         self.threads = min(len(self.shards), _usable_cores()) if threads is None else max(1, int(threads))
         self._pool = None
@@ -389,21 +402,26 @@ class ExactIndex:
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     # -- text back ----------------------------------------------------------------------------------
-    def _locate_doc(self, doc: int):
+    def _locate_doc(self, doc: int) -> tuple[int, int]:
+        """(shard number, local document id) of a global document id."""
         if not 0 <= doc < self.n_docs:
             raise InputError(f"document id {doc} out of range (index has {self.n_docs} documents)")
         i = bisect.bisect_right(self.first_docs, doc) - 1
-        return self.shards[i], doc - self.first_docs[i]
+        return i, doc - self.first_docs[i]
 
     def extract(self, doc: int) -> bytes:
-        shard, local = self._locate_doc(doc)
-        return shard.extract(local)
+        i, local = self._locate_doc(doc)
+        if self.texts[i] is not None:
+            return self.texts[i].ranges([local], [0], [1 << 62])[0]
+        return self.shards[i].extract(local)
 
     def snippet(self, doc: int, offset: int, width: int) -> bytes:
-        shard, local = self._locate_doc(doc)
+        i, local = self._locate_doc(doc)
         if offset < 0 or width < 0:
             raise InputError("snippet: offset and width must be >= 0")
-        return shard.snippet(local, offset, width)
+        if self.texts[i] is not None:
+            return self.texts[i].ranges([local], [offset], [offset + width])[0]
+        return self.shards[i].snippet(local, offset, width)
 
     def extract_ranges(self, docs: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
         """Bytes [starts[i], ends[i]) of documents docs[i] (global ids; an end past the document is
@@ -425,6 +443,14 @@ class ExactIndex:
         out: list[bytes] = [b""] * len(docs)
         for i in sorted(set(shard_of.tolist())):  # not np.unique: it imports numpy.ma (~10-40 ms a cold command)
             sel = np.flatnonzero(shard_of == i)
+            if self.texts[i] is not None:
+                try:
+                    texts = self.texts[i].ranges(docs[sel] - self.first_docs[i], starts[sel], ends[sel])
+                except IndexError as exc:
+                    raise InputError(f"extract_ranges: {exc}") from None
+                for j, t in zip(sel.tolist(), texts):
+                    out[j] = t
+                continue
             try:
                 blob, offsets = self.shards[i].extract_ranges(docs[sel] - self.first_docs[i], starts[sel], ends[sel])
             except IndexError as exc:

@@ -313,7 +313,8 @@ class Index:
     def part_bytes(self) -> dict[str, int]:
         """Bytes on disk of each part of this generation, summing to all of its files: exact (shards,
         the documents table, the manifest), passages (their byte spans, when lexical or dense is
-        built), lexical (the full-text index), dense (the FAISS index and rescoring store)."""
+        built), lexical (the full-text index), dense (the FAISS index and rescoring store), text (the
+        compressed documents, retrieval/text_store.py)."""
         files = self.manifest["files"]
         store = self.store.part_bytes()
         if not {"lexical", "dense"} & set(self.parts):
@@ -324,6 +325,8 @@ class Index:
                + store.pop("exact") + (self.root / MANIFEST).stat().st_size, **store}
         if "dense" in self.parts:
             out["dense"] = sum(f["bytes"] for rel, f in files.items() if rel.startswith("dense/"))
+        if "text" in self.parts:
+            out["text"] = sum(f["bytes"] for rel, f in files.items() if rel.startswith("text/"))
         return out
 
     def close(self) -> None:

@@ -212,6 +212,11 @@ def check_manifest(gen: Path, m: dict) -> None:
         if shard["first_doc"] != next_doc:
             _fail(path, f"shard {i} starts at document {shard['first_doc']}, the shards before it end at {next_doc}")
         next_doc += shard["n_docs"]
+    if "text" in (m.get("parts") or ()):  # the text part: one file per shard, each among the files
+        for i, shard in enumerate(exact["shards"]):
+            text = shard.get("text")
+            if not isinstance(text, dict) or not isinstance(text.get("file"), str) or text["file"] not in files:
+                _fail(path, f"shard {i} has no text-part file among its files")
     listed = {rel for rel in files if _is_shard(rel)}
     if listed != {s["file"] for s in exact["shards"]}:
         _fail(path, f"files lists shards that exact.shards does not: {sorted(listed - {s['file'] for s in exact['shards']})}")
