@@ -43,8 +43,11 @@ def child(argv: list[str]) -> dict:
     return result
 
 
-def child_build_rtv(corpus: str, out: str, rate: int) -> None:
-    """The exact index alone (what fm-index builds): texts in memory -> FM-index shard files."""
+def child_build_rtv(corpus: str, out: str, rate: int, extension: str = "") -> None:
+    """The exact index alone (what fm-index builds): texts in memory -> FM-index shard files.
+    extension: an older _fm_index .so to build with instead of the installed one."""
+    if extension:
+        sys.modules["retrieval._fm_index"] = fm_module(extension)  # what retrieval.exact._fm() imports
     from retrieval.build import plan_shards
     from retrieval.corpus import Document
     from retrieval.exact import MAX_SHARD_BYTES, write_shard
@@ -372,6 +375,87 @@ def bench_extract(x, texts: list[str], n_docs: int, n_snippets: int, width: int,
     return out
 
 
+def bench_text_store(shard, texts: list[str], first: int, blocks: list[int], n_docs: int, n_snippets: int,
+                     width: int, passage: int, batch: int, seed: int = 1) -> dict:
+    """The text part (retrieval/text_store.py) against the FM-index on the same shard, ranges and
+    run: for each block size (KiB; "16n": no dictionary) a store of the shard's documents is
+    written to eval/data/text-store/ and its bytes per text byte, build MB/s, and these timed next
+    to the FM-index shard's: whole documents in one call, snippets (`width` bytes) and
+    passage-sized ranges (`passage` bytes) in one call, single-snippet latency (one call each),
+    and rerank-sized batches (`batch` passage ranges per call). Every answer is checked against
+    the corpus's own text (the independent oracle) and between the two."""
+    from retrieval.text_store import DICT_SIZE, TextStore, write_text_store
+
+    rng = random.Random(seed + 7)
+    lens = np.asarray(shard.doc_lengths(), dtype=np.int64)
+    docs_text = [texts[first + d].encode() for d in range(shard.n_docs)]
+    shard_text = bytearray(b"".join(t + b"\xff" for t in docs_text))
+    s = extract_sample(shard, n_docs, n_snippets, width, seed)
+    pd = np.array([rng.randrange(shard.n_docs) for _ in range(n_snippets)], np.int64)
+    ps = np.array([rng.randrange(0, max(1, int(lens[d]) - passage)) for d in pd.tolist()], np.int64)
+    pe = ps + passage
+    p_bytes = int(np.minimum(pe, lens[pd]).sum() - ps.sum())
+    batches = [np.array(rng.sample(range(len(pd)), batch)) for _ in range(200)]
+    out: dict = {"text_bytes": len(shard_text) - shard.n_docs, "passage_bytes": passage, "batch": batch,
+                 "load_average_before": os.getloadavg()[0], "variants": {}}
+
+    def fm_ranges(d, a, b):
+        blob, off = shard.extract_ranges(d, a, b)
+        return [blob[off[i]:off[i + 1]] for i in range(len(d))]
+
+    readers = {"fm-index": (fm_ranges, lambda d, a, w: shard.snippet(d, a, w))}
+    where = CACHE / "text-store"
+    where.mkdir(parents=True, exist_ok=True)
+    for spec in blocks:
+        kib, no_dict = int(str(spec).rstrip("n")), str(spec).endswith("n")
+        name = f"zstd {kib} KiB" + (" no dict" if no_dict else "")
+        t, c = time.perf_counter(), time.process_time()
+        entry = write_text_store(shard_text, lens.tolist(), where, f"b{spec}.zst", block_size=kib << 10,
+                                 dict_size=0 if no_dict else DICT_SIZE)
+        build = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+        store = TextStore(where / f"b{spec}.zst", lens)
+        out["variants"][name] = {**entry, "bytes_per_text_byte": entry["bytes"] / out["text_bytes"],
+                                 "build_mb_per_cpu_s": out["text_bytes"] / 1e6 / build["cpu_s"], "build": build}
+        readers[name] = (store.ranges, lambda d, a, w, st=store: st.ranges([d], [a], [a + w])[0])
+
+    docs, zeros, ends = s["docs"], s["zeros"], s["ends"]
+    sd, ss, se = s["sd"], s["ss"], s["se"]
+    want_docs = [docs_text[d] for d in docs.tolist()]
+    for name, (ranges, snippet) in readers.items():  # warm, and checked against the corpus
+        assert ranges(docs, zeros, ends) == want_docs, f"{name}: documents differ from the corpus"
+        assert ranges(pd, ps, pe) == [docs_text[d][a:b] for d, a, b in zip(pd.tolist(), ps.tolist(), pe.tolist())], name
+        assert [snippet(int(d), int(a), width) for d, a in zip(sd[:200], ss[:200])] == \
+            [docs_text[d][a:a + width] for d, a in zip(sd[:200].tolist(), ss[:200].tolist())], name
+    for workload in ("docs", "snippets", "passages", "single_snippet", "rerank_batch"):
+        for name, (ranges, snippet) in readers.items():  # the readers interleaved per workload (shared machine)
+            v = out["variants"].setdefault(name, {})
+            if workload == "docs":
+                v["docs"] = timed(lambda: ranges(docs, zeros, ends), s["total"])
+            elif workload == "snippets":
+                v["snippets"] = timed(lambda: ranges(sd, ss, se), s["snip_bytes"])
+            elif workload == "passages":
+                v["passages"] = timed(lambda: ranges(pd, ps, pe), p_bytes)
+            elif workload == "single_snippet":
+                v["single_snippet"] = pct(timed_us(lambda i: snippet(int(sd[i]), int(ss[i]), width), list(range(len(sd)))))
+            else:
+                v["rerank_batch"] = pct(timed_us(lambda b: ranges(pd[b], ps[b], pe[b]), batches))
+    out["load_average_after"] = os.getloadavg()[0]
+    return out
+
+
+def print_text_store(t: dict) -> None:
+    print(f"\ntext part vs FM-index ({t['text_bytes'] / 1e6:.1f} MB of text; passages of {t['passage_bytes']} bytes, "
+          f"rerank batches of {t['batch']}; load average {t['load_average_before']:.1f} -> {t['load_average_after']:.1f})\n")
+    print("| reader | bytes / text byte | build MB/CPU-s | docs MB/s | snippets MB/s | passages MB/s | "
+          "single snippet p50 µs | rerank batch p50 µs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, v in t["variants"].items():
+        size = f"{v['bytes_per_text_byte']:.4f}" if "bytes_per_text_byte" in v else "- (the FM-index)"
+        build = f"{v['build_mb_per_cpu_s']:.1f}" if "build_mb_per_cpu_s" in v else "-"
+        print(f"| {name} | {size} | {build} | {v['docs']['mb_s']:.1f} | {v['snippets']['mb_s']:.1f} | "
+              f"{v['passages']['mb_s']:.1f} | {v['single_snippet']['p50_us']:.1f} | {v['rerank_batch']['p50_us']:.0f} |")
+
+
 def print_extract(e: dict) -> None:
     print(f"\nextract ({e['documents']} random documents, {e['document_bytes'] / 1e6:.1f} MB; {e['snippets']} "
           f"snippets of {e['snippet_width']} bytes; load average {e['load_average_before']:.1f} -> {e['load_average_after']:.1f})\n")
@@ -398,6 +482,42 @@ def print_extract(e: dict) -> None:
             print(f"| {name} | {r['mb_s']:.2f} | {r['mb_per_cpu_s']:.2f} |")
 
 
+def count_before_after(args, corpus: Path, out: Path, section: dict, bpatterns: list[bytes], rtv_counts: list[int]) -> dict:
+    """--count-before SO: the older _fm_index build vs the installed one on the same shard file and
+    patterns, each in its own process (two builds of the extension in one process share C++
+    symbols), alternated --count-repeats times (the machine is shared); the p50/p99 reported per
+    variant are the medians over the repeats. With --count-before-index, also both on the index
+    the older extension builds (eval/data/idx-r32-before, built once), so a change of the shard
+    file (the pair table) and one of the code show apart. Counts must agree everywhere."""
+    if len(section["shards"]) != 1:
+        raise SystemExit("--count-before: the index must have one shard")
+    patterns_file = CACHE / "count-patterns.bin"
+    patterns_file.write_bytes(b"".join(len(p).to_bytes(4, "little") + p for p in bpatterns))
+    shards = {"": (out, section)}
+    if args.count_before_index:
+        before_dir = CACHE / "idx-r32-before"
+        if not (before_dir / "exact.json").exists():
+            child(["--child-rtv", str(corpus), str(before_dir), "32", args.count_before])
+        shards["_on_before_index"] = (before_dir, json.loads((before_dir / "exact.json").read_text()))
+    variants = {f"{name}{suffix}": (str(d / s["shards"][0]["file"]), ext)
+                for suffix, (d, s) in shards.items() for name, ext in [("before", args.count_before), ("after", "")]}
+    runs: dict[str, list] = {name: [] for name in variants}
+    for _ in range(args.count_repeats):
+        for name, (shard_file, ext) in variants.items():
+            r = child(["--child-count", shard_file, str(patterns_file), ext])
+            if r.pop("counts") != rtv_counts:
+                raise SystemExit(f"--count-before: {name} counts differently")
+            runs[name].append(r)
+    out_json: dict = {"before_extension": args.count_before, "repeats": args.count_repeats}
+    for name, rs in runs.items():
+        out_json[name] = {"count_shard": {k: float(np.median([r["count_shard"][k] for r in rs])) for k in ("p50_us", "p99_us")},
+                          "runs": rs, "shard_file": variants[name][0]}
+    for suffix, (d, s) in shards.items():
+        out_json[f"index{suffix}"] = {"dir": str(d), "exact_bytes": sum(x["bytes"] for x in s["shards"]),
+                                      "ratio": sum(x["bytes"] for x in s["shards"]) / sum(x["text_bytes"] for x in s["shards"])}
+    return out_json
+
+
 def count_main(args, corpus: Path, texts: list[str]) -> None:
     """--count-only: count latency at SA rate 32 on the index the full run built (built here if
     missing) and the peer's on the same 1,000 patterns, in one run (the peer's pickled index
@@ -417,19 +537,8 @@ def count_main(args, corpus: Path, texts: list[str]) -> None:
                      "count_shard": pct(timed_us(shard_count, bpatterns)),
                      "count_python_api": pct(timed_us(idx.count, bpatterns))}
     result["rtv"]["ratio"] = result["rtv"]["exact_bytes"] / result["rtv"]["text_bytes"]
-    if args.count_before:  # an older _fm_index build vs the installed one, same shard file and patterns
-        if len(section["shards"]) != 1:
-            raise SystemExit("--count-before: the index must have one shard")
-        shard_file = str(out / section["shards"][0]["file"])
-        patterns_file = CACHE / "count-patterns.bin"
-        patterns_file.write_bytes(b"".join(len(p).to_bytes(4, "little") + p for p in bpatterns))
-        # each in its own process: two builds of the extension in one process share C++ symbols
-        runs = {name: child(["--child-count", shard_file, str(patterns_file), ext])
-                for name, ext in [("before", args.count_before), ("after", "")]}
-        for r in runs.values():
-            if r.pop("counts") != rtv_counts:
-                raise SystemExit("--count-before: the two extensions count differently")
-        result["rtv_before_after"] = {"before_extension": args.count_before, **runs}
+    if args.count_before:
+        result["rtv_before_after"] = count_before_after(args, corpus, out, section, bpatterns, rtv_counts)
     if not args.no_peer:
         pk = CACHE / "peer.pkl"
         result["peer_index_reused"] = pk.exists()
@@ -442,8 +551,7 @@ def count_main(args, corpus: Path, texts: list[str]) -> None:
         result["peer"] = {"count": pct(timed_us(fm.count_all, patterns)),
                           "count_mismatches": sum(a != b for a, b in zip(peer_counts, rtv_counts))}
     result["load_average_after"] = os.getloadavg()[0]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_exact_count.json").write_text(json.dumps(result, indent=2))
+    write_results("bench_exact_count.json", result)
     r = result["rtv"]
     print(f"\ncount, {len(bpatterns)} patterns, load average {result['load_average_before']:.1f} -> {result['load_average_after']:.1f}\n")
     print("| system | index / corpus | count p50 µs | count p99 µs |")
@@ -451,9 +559,13 @@ def count_main(args, corpus: Path, texts: list[str]) -> None:
     print(f"| rtv (shard call) | {r['ratio']:.4f} | {r['count_shard']['p50_us']:.1f} | {r['count_shard']['p99_us']:.1f} |")
     print(f"| rtv (ExactIndex.count) | {r['ratio']:.4f} | {r['count_python_api']['p50_us']:.1f} | {r['count_python_api']['p99_us']:.1f} |")
     if "rtv_before_after" in result:
-        for name in ("before", "after"):
-            x = result["rtv_before_after"][name]["count_shard"]
-            print(f"| rtv {name} (own process) | {r['ratio']:.4f} | {x['p50_us']:.1f} | {x['p99_us']:.1f} |")
+        ba = result["rtv_before_after"]
+        for suffix, where in [("", "this index"), ("_on_before_index", "the index the older build makes")]:
+            for name in ("before", "after"):
+                if f"{name}{suffix}" in ba:
+                    x = ba[f"{name}{suffix}"]["count_shard"]
+                    print(f"| rtv {name} (own process, {where}; median of {ba['repeats']}) | {ba['index' + suffix]['ratio']:.4f} | "
+                          f"{x['p50_us']:.1f} | {x['p99_us']:.1f} |")
     if "peer" in result:
         p = result["peer"]
         print(f"| fm-index (Rust, PyPI) | - | {p['count']['p50_us']:.1f} | {p['count']['p99_us']:.1f} |  "
@@ -476,7 +588,14 @@ def main() -> None:
                     help="only count latency at SA rate 32 (index built if missing) and the peer's, same patterns; "
                          "writes eval/results/bench_exact_count.json")
     ap.add_argument("--count-before", default="", help="with --count-only: an older _fm_index .so timed on the same index")
+    ap.add_argument("--count-before-index", action="store_true",
+                    help="with --count-before: also time both on the index that .so builds (eval/data/idx-r32-before)")
+    ap.add_argument("--count-repeats", type=int, default=3, help="with --count-before: runs of each, alternated")
     ap.add_argument("--snippets", type=int, default=2000, help="random byte ranges for the snippet lines")
+    ap.add_argument("--text-store", default="", metavar="KIB,...",
+                    help="with --extract-only: also the text part (zstd blocks) at these block sizes in KiB, "
+                         "'16n' for 16 KiB without a dictionary, timed beside the FM-index on the same ranges; "
+                         "writes eval/results/bench_exact_text.json")
     ap.add_argument("--extract-before", default="",
                     help="with --extract-only: an older _fm_index .so whose extract_ranges is timed on the same ranges")
     ap.add_argument("--memory", action="store_true",
@@ -504,8 +623,14 @@ def main() -> None:
                           shard_path=str(shard_file), db=db)
         result = {"corpus": {"path": str(corpus), "mb": args.mb, "documents": len(texts)}, "sa_rate": 32,
                   **provenance(), "before_extension": args.extract_before or None, "extract": e}
-        write_results("bench_exact_extract.json", result)
+        if args.text_store:
+            result["text_store"] = bench_text_store(x.shards[0], texts, x.first_docs[0], args.text_store.split(","),
+                                                    args.extract_docs, args.snippets, 200, 1200, 30)
+        # with the text part: a file of its own (bench_exact_extract.json keeps the FM-index-only runs)
+        write_results("bench_exact_text.json" if args.text_store else "bench_exact_extract.json", result)
         print_extract(e)
+        if args.text_store:
+            print_text_store(result["text_store"])
         return
     corpus_bytes = sum(len(t.encode()) for t in texts)
     patterns = draw_patterns(texts, args.patterns)
@@ -655,7 +780,7 @@ def plot(r: dict, path: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-rtv":
         os.environ["RTV_SILENT"] = "1"
-        child_build_rtv(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        child_build_rtv(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "")
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-sais":
         child_build_sais(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-full":
