@@ -179,7 +179,7 @@ class TextStore:
             for b, frame, n in zip(wanted, frames, sizes):
                 if zstd.frame_content_size(frame) != n:
                     raise zstd.ZstdError(f"block {b}: its frame says {zstd.frame_content_size(frame)} bytes, not {n}")
-            if len(frames) >= MULTI_THREAD_BLOCKS:
+            if len(frames) >= MULTI_THREAD_BLOCKS and zstd.backend == "cext":  # the C backend's threads
                 got = self._dctx().multi_decompress_to_buffer(
                     frames, decompressed_sizes=np.asarray(sizes, dtype=np.uint64).tobytes(), threads=_threads())
                 blocks = [got[i].tobytes() for i in range(len(frames))]
