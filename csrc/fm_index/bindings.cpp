@@ -109,6 +109,7 @@ PYBIND11_MODULE(_fm_index, m) {
       .def_property_readonly("isa_sample", &Shard::isa_sample)
       .def_property_readonly("format_version", &Shard::format_version)
       .def_property_readonly("checksum", &Shard::checksum)
+      .def_property_readonly("has_pair_table", &Shard::has_pair_table)
       .def("doc_lengths", [](const Shard& s) { return to_array(s.doc_lengths()); })
       .def(
           "count",

@@ -31,6 +31,22 @@ void release_pages(void* begin, void* end) {
 
 }  // namespace
 
+std::vector<uint32_t> pair_rows(const uint8_t* text, size_t n, const std::vector<uint64_t>& C) {
+  // Rows prefixed by byte a (a != 0xFF) are sorted by the byte after it, and every such suffix
+  // has one (the text ends with 0xFF), so counting the text's two-byte strings gives them.
+  std::vector<uint64_t> follows(256 * 256, 0);
+  for (size_t i = 0; i + 1 < n; ++i) ++follows[size_t{text[i]} << 8 | text[i + 1]];
+  std::vector<uint32_t> out(kPairRows);
+  for (size_t a = 0; a < 255; ++a) {
+    uint64_t row = C[a];
+    for (size_t b = 0; b < 256; ++b) {
+      out[a << 8 | b] = static_cast<uint32_t>(row);
+      row += follows[a << 8 | b];
+    }
+  }
+  return out;
+}
+
 void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_t sa_sample, uint32_t isa_sample,
                  const BuildProgress& progress) {
   constexpr uint8_t kSeparator = 0xFF;
@@ -114,12 +130,14 @@ void build_shard(const uint8_t* text, size_t n, const std::string& path, uint32_
   for (uint64_t i = 0; i < n; ++i) ++C[text[i] + 1];
   C[0] = 1;  // the sentinel row sorts first
   for (int c = 1; c <= 256; ++c) C[c] += C[c - 1];
+  const std::vector<uint32_t> pairs = pair_rows(text, n, C);
 
   Writer body;
   std::vector<uint64_t> section_begin;
   section_begin.push_back(body.size());
   body.put_u64(primary);
   body.put_vector(C);
+  body.put_vector(pairs);
   section_begin.push_back(body.size());
   WaveletTree::write(body, bwt, rows, [&](uint64_t done, uint64_t total) { report("wavelet", done, total); });
   own_sa.reset();

@@ -56,6 +56,15 @@ Shard::Shard(const std::string& path, bool verify) : file_(path, verify) {
     if (primary_ >= rows || C_[256] != rows) in.fail("bad row counts");
     for (int c = 0; c < 256; ++c)
       if (C_[c] > C_[c + 1] || C_[c] == 0) in.fail("bad symbol counts");
+    if (in.remaining() > 0) {
+      pairs_ = in.get_array_of<uint32_t>(kPairRows);
+      // Each byte's entries ascend within its rows, so every range read from the table lies in C's.
+      for (uint64_t a = 0; a < 255; ++a)
+        for (uint64_t b = 0; b < 256; ++b) {
+          const uint64_t row = pairs_[a << 8 | b];
+          if (row < (b == 0 ? C_[a] : pairs_[(a << 8 | b) - 1]) || row > C_[a + 1]) in.fail("bad pair table");
+        }
+    }
   }
   {
     Reader in = file_.section(kSectionBwt);
@@ -135,9 +144,23 @@ void Shard::check_doc(uint64_t doc) const {
 Shard::Range Shard::search(std::string_view pattern) const {
   if (pattern.empty()) throw std::invalid_argument("empty pattern");
   if (pattern.find(static_cast<char>(kSeparator)) != std::string_view::npos) return {0, 0};
-  const auto c0 = static_cast<uint8_t>(pattern.back());
-  Range r{C_[c0], C_[c0 + 1]};
-  for (size_t k = pattern.size() - 1; k > 0 && !r.empty(); --k) r = extend(r, static_cast<uint8_t>(pattern[k - 1]));
+  // The rows of the last byte come from C, of the last two from the pair table where there is one
+  // (no 0xFF in the pattern: the table covers it); then one step per byte, each walk's first
+  // lines asked for by the step before.
+  size_t k = pattern.size() - 1;  // pattern[k, end) is matched
+  const auto last = static_cast<uint8_t>(pattern[k]);
+  Range r{C_[last], C_[last + 1]};
+  if (pairs_ != nullptr && k > 0) {
+    const size_t x = size_t{static_cast<uint8_t>(pattern[k - 1])} << 8 | last;
+    r = {pairs_[x], pairs_[x + 1]};
+    --k;
+  }
+  for (const size_t first = k; k > 0 && !r.empty(); --k) {
+    const auto c = static_cast<uint8_t>(pattern[k - 1]);
+    const int next = k >= 2 ? static_cast<uint8_t>(pattern[k - 2]) : WaveletTree::kNoNext;
+    bwt_.rank_pair(c, r.lo, r.hi, next, C_[c], k == first);
+    r = {C_[c] + r.lo, C_[c] + r.hi};
+  }
   if (r.empty()) return Range{0, 0};
   if (r.hi > C_[256]) corrupt("suffix-array range out of range");
   return r;

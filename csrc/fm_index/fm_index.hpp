@@ -32,6 +32,9 @@ class Shard {
   uint32_t isa_sample() const { return file_.info().isa_sample; }
   uint32_t format_version() const { return file_.info().version; }
   uint64_t checksum() const { return file_.info().body_checksum; }
+  // Whether the shard has the pair table (shards written before it do not; they count the same,
+  // a backward-search step slower).
+  bool has_pair_table() const { return pairs_ != nullptr; }
   uint64_t doc_start(uint64_t doc) const;  // byte position of the document in the shard text
   uint64_t doc_length(uint64_t doc) const;
   std::vector<uint64_t> doc_lengths() const;
@@ -227,6 +230,9 @@ class Shard {
   ShardFile file_;
   const uint64_t* C_ = nullptr;  // C_[c] = first row whose suffix starts with byte c; C_[256] = rows
   uint64_t primary_ = 0;         // row of the suffix at text position 0
+  // pairs_[a * 256 + b]: the first row prefixed by a and a byte >= b (build.hpp's pair_rows), so a
+  // search starts from its last two bytes' rows; null in shards written before the table.
+  const uint32_t* pairs_ = nullptr;
   WaveletTree bwt_;
   EliasFano sa_marks_;
   IntVector sa_values_;

@@ -42,23 +42,41 @@ class HybridBitvector {
     prefetch_line(p);
     prefetch_line(p + kBlockBits / 8 - 1);  // a payload of up to 64 bytes may span two lines
   }
-  // Ones before the block of bit i <= size(): rank1(i) lies in [block_ones(i), block_ones(i) +
-  // i % kBlockBits]. Reads only the directory entry and the superblock, so a rank walk can learn
-  // where its next level will rank before this level's payload has arrived.
-  uint64_t block_ones(uint64_t i) const {
-    const uint64_t block = i / kBlockBits;
-    return supers_[block / kBlocksPerSuper].ones + (directory_[block] >> 16);
-  }
   static constexpr uint64_t kBlockBits = 512;
   // Bounds of rank1(i), i <= size(), from a table of counts kept in memory (one per kGroupBits,
   // built on load from the directory) without reading the directory: lower <= rank1(i) <= upper,
   // upper - lower < kGroupBits. A rank walk bounds where all its levels will rank with these, so
   // it can ask for all their directory lines before the first one has arrived.
-  static constexpr uint64_t kGroupBits = 32768;
+  // 4 Kibit (8 blocks; 2 bytes of memory per 4 Kibit): a level's window then spans about one
+  // directory line rather than four (counts on 200 MB of text ~7% faster than with 32 Kibit).
+  static constexpr uint64_t kGroupBits = 4096;
   void rank_bounds(uint64_t i, uint64_t& lower, uint64_t& upper) const {
     const uint64_t g = i / kGroupBits;
     lower = supers_[g / kGroupsPerSuper].ones + group_ones_[g];
     upper = lower + i % kGroupBits;
+  }
+  // Bounds of rank1(i), i <= size(), from bit i's directory entry alone (what a rank walk can know
+  // once its directory lines have arrived, before any payload): exact in an all-zeros or all-ones
+  // block, else [ones before the block, that + i % kBlockBits].
+  void directory_bounds(uint64_t i, uint64_t& lower, uint64_t& upper) const {
+    const uint64_t block = i / kBlockBits;
+    const uint32_t entry = directory_[block];
+    lower = supers_[block / kBlocksPerSuper].ones + (entry >> 16);
+    upper = lower + ((entry & 3) == kZeros ? 0 : i % kBlockBits);
+    if ((entry & 3) == kOnes) lower = upper;
+  }
+  // Prefetches the payload lines of the blocks holding bits [i, j], j <= size() (the first
+  // kMaxLines): payloads are laid out in block order, so they are one byte range.
+  void prefetch_payload_range(uint64_t i, uint64_t j) const {
+    constexpr uint64_t kMaxLines = 8;
+    if (i > j || j > size_) return;
+    const uint64_t bi = i / kBlockBits, bj = j / kBlockBits;
+    const uint32_t last_entry = directory_[bj];
+    if (bi == bj && (last_entry & 3) < kPlain) return;  // no payload
+    const uint8_t* first = payload_ + supers_[bi / kBlocksPerSuper].offset + ((directory_[bi] >> 2) & 0x3FFF);
+    const uint8_t* last = payload_ + supers_[bj / kBlocksPerSuper].offset + ((last_entry >> 2) & 0x3FFF) + kBlockBits / 8 - 1;
+    for (uint64_t k = 0; k < kMaxLines && first + 64 * k <= last; ++k) prefetch_line(first + 64 * k);
+    if (first + 64 * kMaxLines > last) prefetch_line(last);  // a range ending in the next line
   }
   // Prefetches the directory lines of the blocks holding bits [i, j] (the first kMaxLines).
   void prefetch_directory_range(uint64_t i, uint64_t j) const {

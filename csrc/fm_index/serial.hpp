@@ -72,6 +72,7 @@ class Reader {
     if (count != expected) fail("array has an unexpected length");
     return out;
   }
+  uint64_t remaining() const { return static_cast<uint64_t>(end_ - p_); }
   [[noreturn]] void fail(const char* why) const {
     throw FormatError("corrupt shard section '" + what_ + "': " + why + "; rebuild the index");
   }

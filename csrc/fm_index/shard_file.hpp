@@ -11,9 +11,12 @@
 namespace rtv {
 
 constexpr uint32_t kFormatVersion = 1;
+// Entries of the pair table at the end of the counts section (first bytes 0x00-0xFE, all second
+// bytes). Shards written before it have none; readers of format 1 ignore what follows C.
+constexpr uint64_t kPairRows = 255 * 256;
 
 enum Section : unsigned {
-  kSectionCounts,      // primary row + C array
+  kSectionCounts,      // primary row, C array, pair table (absent in older shards; build.hpp pair_rows)
   kSectionBwt,         // wavelet tree over the BWT
   kSectionSaMarks,     // Elias-Fano set of rows whose text position is a multiple of sa_sample
   kSectionSaValues,    // position / sa_sample for each marked row, in row order

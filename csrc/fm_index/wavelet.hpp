@@ -21,24 +21,33 @@ class WaveletTree {
   // Occurrences of c in seq[0, lo) and seq[0, hi), lo < hi, in one walk so the two chains of
   // cache misses overlap. The levels of one walk depend on each other, so what overlaps them is
   // knowing early where they will rank: first the directory lines of every level from the
-  // in-memory group counts (prefetch_path), then, at each level, the next level's payload from
-  // this level's directory entry (prefetch_next).
-  void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi) const {
+  // in-memory group counts (prefetch_path), then, once those have arrived, the payload lines of
+  // every level from the directory entries (prefetch_payloads), so a walk waits for about one
+  // directory miss and one payload miss rather than one of each per level.
+  // A backward search chains its walks: `next` is the byte it ranks after c (kNoNext: none), at
+  // next_base + the lo and hi this call stores. Once this walk's payload lines are asked for, so
+  // are the directory lines of that next walk (its positions bounded by this walk's directory
+  // entries), so they arrive while this walk waits for its payload, and the next call passes
+  // own_path = false instead of asking for them again.
+  static constexpr int kNoNext = -1;
+  void rank_pair(uint8_t c, uint64_t& lo, uint64_t& hi, int next = kNoNext, uint64_t next_base = 0,
+                 bool own_path = true) const {
     const unsigned len = code_len_[c];
     if (len == 0) {
       lo = hi = 0;
       return;
     }
     const uint64_t code = codes_[c];
-    prefetch_path(code, len, lo, hi);
+    Window w[2] = {{static_cast<int64_t>(lo), static_cast<int64_t>(lo)}, {static_cast<int64_t>(hi), static_cast<int64_t>(hi)}};
+    if (own_path) prefetch_path(code, len, w);
+    if (prefetch_payloads(code, len, w) && next != kNoNext && code_len_[next] != 0) {
+      const auto base = static_cast<int64_t>(next_base);
+      for (Window& x : w) x = {x.a + base, x.z + base};
+      prefetch_path(codes_[next], code_len_[next], w);
+    }
     const Node* v = &nodes_[0];
     for (unsigned d = 0;;) {
       const unsigned b = (code >> d) & 1;
-      if (d + 1 < len) {
-        const Node& next = nodes_[v->child[b]];  // internal: codes are checked against the tree on load
-        prefetch_next(*v, lo, b, next);
-        prefetch_next(*v, hi, b, next);
-      }
       uint64_t ones_lo, ones_hi;
       bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
       ones_lo -= v->ones_before;
@@ -160,36 +169,60 @@ class WaveletTree {
     uint64_t ones_before;  // bits_.rank1(offset)
     int32_t child[2];      // node index, or ~symbol for a leaf
   };
-  // A rank at position i of node v, following branch b, moves to a position of node `next` that
-  // the directory entry alone bounds to one block's width: rank1 at v.offset + i lies in
-  // [block_ones, block_ones + (v.offset + i) % kBlockBits]. Prefetches the directory entries and
-  // payload lines at both ends of that window while this level's payload is on its way (rank
-  // walks of a search depend on each other, so this is the only overlap a single search has).
-  void prefetch_next(const Node& v, uint64_t i, unsigned b, const Node& next) const {
-    const uint64_t at = v.offset + i;
-    if (at > bits_.size()) return;  // a damaged rank: rank1_pair reports it
-    const uint64_t below = bits_.block_ones(at) - v.ones_before, spread = at % HybridBitvector::kBlockBits;
-    const uint64_t first = b ? below : i - below - spread;  // unsigned wrap on damage: only a hint
-    bits_.prefetch_payload(next.offset + first);
-    bits_.prefetch_payload(next.offset + first + spread);
-  }
-  // Bounds the positions the walk of `code` from lo and from hi reaches at every level, from the
-  // group counts alone (each window widens by < kGroupBits a level; overlapping windows merge),
-  // and prefetches their directory lines.
-  void prefetch_path(uint64_t code, unsigned len, uint64_t lo, uint64_t hi) const {
-    struct Window {
-      int64_t a, z;  // positions [a, z] of the current node
-    };
-    Window w[2] = {{static_cast<int64_t>(lo), static_cast<int64_t>(lo)}, {static_cast<int64_t>(hi), static_cast<int64_t>(hi)}};
+  // Positions [a, z] of a node that a walk's lo or hi can be at, as far as is known.
+  struct Window {
+    int64_t a, z;
+  };
+  // Once prefetch_path's directory lines have arrived: bounds the positions the walk of `code`
+  // from the windows w (of the root) reaches at every level from the directory entries alone
+  // (each window widens by < kBlockBits a level, not at all through an all-zeros / all-ones block)
+  // and prefetches the payload lines of every level at once. On return w bounds the ranks the
+  // walk will end with; false if it could not tell (a damaged file's positions, or an empty range).
+  bool prefetch_payloads(uint64_t code, unsigned len, Window* w) const {
     const Node* v = &nodes_[0];
-    bits_.prefetch_directory_range(v->offset + lo, v->offset + lo);
-    bits_.prefetch_directory_range(v->offset + hi, v->offset + hi);
+    for (unsigned d = 0;; ++d) {
+      const bool merged = w[0].z >= w[1].a;
+      if (merged) w[0].z = std::max(w[0].z, w[1].z);
+      const unsigned b = (code >> d) & 1;
+      const auto before = static_cast<int64_t>(v->ones_before);
+      for (Window* x = w; x < w + (merged ? 1 : 2); ++x) {
+        const uint64_t a = v->offset + static_cast<uint64_t>(x->a), z = v->offset + static_cast<uint64_t>(x->z);
+        if (z > bits_.size()) return false;  // damaged: rank_pair reports it
+        bits_.prefetch_payload_range(a, z);
+        uint64_t lower_a, upper_a, lower_z, upper_z;
+        bits_.directory_bounds(a, lower_a, upper_a);
+        bits_.directory_bounds(z, lower_z, upper_z);
+        if (b) {  // ones before a and before z, at least and at most
+          x->a = static_cast<int64_t>(lower_a) - before;
+          x->z = std::min(static_cast<int64_t>(upper_z) - before, x->z);
+        } else {  // zeros: positions less ones
+          x->a -= static_cast<int64_t>(upper_a) - before;
+          x->z -= std::max<int64_t>(static_cast<int64_t>(lower_z) - before, 0);
+        }
+        x->a = std::max<int64_t>(x->a, 0);  // a block may start before the node
+        if (x->z < x->a) return false;
+      }
+      if (merged) w[1] = w[0];
+      if (d + 1 == len) return true;
+      v = &nodes_[v->child[b]];  // internal: codes are checked against the tree on load
+    }
+  }
+  // Bounds the positions the walk of `code` from the windows w (of the root; not changed) reaches
+  // at every level, from the group counts alone (each window widens by < kGroupBits a level;
+  // overlapping windows merge), and prefetches their directory lines.
+  void prefetch_path(uint64_t code, unsigned len, const Window* start) const {
+    Window w[2] = {start[0], start[1]};
+    const Node* v = &nodes_[0];
+    for (const Window& x : w) {
+      if (x.a < 0 || x.a > x.z) return;
+      bits_.prefetch_directory_range(v->offset + static_cast<uint64_t>(x.a), v->offset + static_cast<uint64_t>(x.z));
+    }
     for (unsigned d = 0; d + 1 < len; ++d) {
       const unsigned b = (code >> d) & 1;
       const auto before = static_cast<int64_t>(v->ones_before);
       const Node* next = &nodes_[v->child[b]];
       const bool merged = w[0].z >= w[1].a;
-      if (merged) w[0].z = w[1].z;
+      if (merged) w[0].z = std::max(w[0].z, w[1].z);
       for (Window* x = w; x < w + (merged ? 1 : 2); ++x) {
         if (v->offset + static_cast<uint64_t>(x->z) > bits_.size()) return;  // damaged: rank_pair reports it
         uint64_t lower_a, upper_a, lower_z, upper_z;
