@@ -73,6 +73,8 @@ def test_info(index_dir):
     assert sum(p["bytes"] for p in parts.values()) == on_disk
     shards = sum(f.stat().st_size for f in (gen / "exact").iterdir())
     assert shards < parts["exact"]["bytes"] < on_disk
+    # the lexical part is its postings files (the store keeps no FTS5 table beside them)
+    assert parts["lexical"]["bytes"] == sum(f.stat().st_size for f in (gen / "lexical").iterdir())
     for p in parts.values():
         assert p["per_corpus_byte"] == round(p["bytes"] / info["corpus_bytes"], 4)
 

@@ -128,7 +128,7 @@ def test_two_concurrent_cli_builds_one_wins_one_is_told(tmp_path):
 def test_format_1_index_is_refused_and_replaced_by_force(tmp_path):
     src = _write(tmp_path / "x.jsonl", "alpha")
     path = tmp_path / "idx"
-    _build(src, path).close()
+    Index.build([src], path, dense=False, lexical="fts5").close()  # format 1 had no lexical/ directory
     for p in (path / "gen-000001").iterdir():  # the layout of format 1: the files at the top
         shutil.move(str(p), path / p.name)
     (path / "gen-000001").rmdir()

@@ -33,7 +33,7 @@ from retrieval.update import add, compact, delete
 
 WORDS = ["alpha", "beta", "gamma", "delta", "alphabet", "bet", "café", "naïve", "東京", "ab", "ba", "x"]
 PATTERNS = ["alpha", "bet", "a", "ab", "é", "東京", "ta g", "x"]
-QUERY_WORDS = ["alpha", "beta", "gamma", "naïve"]
+QUERY_WORDS = ["alpha", "beta", "gamma", "naïve", "alphabet café x", "gamma delta beta"]
 SHARD_SIZE = 96  # several shards per build and per add
 SETTINGS = dict(parts="exact,lexical", shard_size=SHARD_SIZE, sa_sample=4, isa_sample=8)
 
@@ -74,8 +74,8 @@ def empty_answers() -> dict:
             "find": [[] for _ in PATTERNS], "docs": [[] for _ in PATTERNS], "cnf": [], "lexical": [[] for _ in QUERY_WORDS]}
 
 
-def fresh(tmp: Path, docs: list[tuple[str, str]], name: str) -> Index:
-    return Index.build([write_jsonl(tmp / f"{name}.jsonl", docs)], tmp / name, **SETTINGS)
+def fresh(tmp: Path, docs: list[tuple[str, str]], name: str, lexical: str = "postings") -> Index:
+    return Index.build([write_jsonl(tmp / f"{name}.jsonl", docs)], tmp / name, **SETTINGS, lexical=lexical)
 
 
 def shard_bytes(index: Index) -> list[bytes]:
@@ -86,7 +86,12 @@ texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)
 
 
 class LivingIndex(RuleBasedStateMachine):
-    """The model: the live documents as (external id, text), in id order (a fresh build's order)."""
+    """The model: the live documents as (external id, text), in id order (a fresh build's order).
+    The index's lexical part is `lexical` (postings files, or FTS5 for indexes built that way); the
+    oracle is a fresh build of the live documents with FTS5 (rtv's earlier lexical part) as well as
+    one of the same kind."""
+
+    lexical = "postings"
 
     def __init__(self):
         super().__init__()
@@ -106,7 +111,8 @@ class LivingIndex(RuleBasedStateMachine):
     @initialize(batch=st.lists(texts, min_size=1, max_size=6))
     def build(self, batch):
         self.live = self.new_docs(batch)
-        Index.build([write_jsonl(self.tmp / "build.jsonl", self.live)], self.path, **SETTINGS).close()
+        Index.build([write_jsonl(self.tmp / "build.jsonl", self.live)], self.path, **SETTINGS,
+                    lexical=self.lexical).close()
 
     def source(self, docs) -> Path:
         self.steps += 1
@@ -148,7 +154,7 @@ class LivingIndex(RuleBasedStateMachine):
                 compact(self.path)
             return
         compact(self.path)
-        got, want = Index.open(self.path), fresh(self.tmp, self.live, f"fresh-compact-{self.steps}")
+        got, want = Index.open(self.path), fresh(self.tmp, self.live, f"fresh-compact-{self.steps}", self.lexical)
         assert shard_bytes(got) == shard_bytes(want)  # byte-identical shards
         assert got.n_documents == len(self.live) and got.info()["deleted_documents"] == 0
         assert len(got.info()["segments"]) == 1
@@ -164,8 +170,10 @@ class LivingIndex(RuleBasedStateMachine):
             assert answers(got) == empty_answers()
             return
         self.steps += 1
-        want = fresh(self.tmp, self.live, f"fresh-{self.steps}")
-        assert answers(got) == answers(want)
+        want = answers(fresh(self.tmp, self.live, f"fresh-{self.steps}", self.lexical))
+        assert answers(got) == want
+        if self.lexical != "fts5":
+            assert want == answers(fresh(self.tmp, self.live, f"fresh-fts5-{self.steps}", "fts5"))
 
     def teardown(self):
         import shutil
@@ -173,9 +181,16 @@ class LivingIndex(RuleBasedStateMachine):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class LivingFts5Index(LivingIndex):
+    lexical = "fts5"  # an index whose lexical part is FTS5 (built that way, or by an earlier rtv)
+
+
 TestLivingIndex = LivingIndex.TestCase
 TestLivingIndex.settings = settings(max_examples=8, stateful_step_count=6, deadline=None,
                                     suppress_health_check=list(HealthCheck))
+TestLivingFts5Index = LivingFts5Index.TestCase
+TestLivingFts5Index.settings = settings(max_examples=4, stateful_step_count=6, deadline=None,
+                                        suppress_health_check=list(HealthCheck))
 
 
 # -- generations: links, readers of the old generation, segments -------------------------------------

@@ -61,6 +61,9 @@ MAX_SAMPLE_RATE = 1 << 20  # the shard format's limit (csrc/fm_index/build.cpp)
 # exact always; lexical and dense need passages; text: the documents zstd-compressed beside the
 # FM-index (retrieval/text_store.py), so extract and passage texts decompress instead of walking it
 PARTS = ("exact", "lexical", "dense", "text")
+# How the lexical part is stored: "postings" (retrieval.postings: term frequencies without positions,
+# one file per shard) or "fts5" (a contentless FTS5 table in meta.sqlite, rtv's earlier layout)
+LEXICAL_FORMATS = ("postings", "fts5")
 
 
 def dense_available() -> bool:
@@ -89,6 +92,7 @@ class BuildSettings:
     passage_tokens: int = 256
     passage_overlap: int = 32
     parts: Sequence[str] | None = None  # None: exact + lexical + dense when installed (see `dense`)
+    lexical: str = "postings"  # LEXICAL_FORMATS
     # shards built at once in worker processes; None: the cores we may use (the CLI's default). The
     # library's default is 1: workers are spawned, which needs the caller's `__main__` guard
     workers: int | None = 1
@@ -126,6 +130,8 @@ class BuildSettings:
         """Refuse bad settings before any corpus is read."""
         if self.errors not in ("strict", "replace"):
             raise InputError(f"--errors {self.errors!r}: use 'strict' or 'replace'")
+        if self.lexical not in LEXICAL_FORMATS:
+            raise InputError(f"lexical={self.lexical!r}: use one of {', '.join(LEXICAL_FORMATS)}")
         for name, value in (("--sa-sample", self.sa_sample), ("--isa-sample", self.isa_sample)):
             if not 1 <= value <= MAX_SAMPLE_RATE:
                 raise InputError(f"{name} {value}: must be between 1 and {MAX_SAMPLE_RATE}")
@@ -282,6 +288,7 @@ class ShardOutput:
     passages: list[tuple[int, int, int]]  # (global doc id, start byte, end byte); [] for exact-only
     texts: list[str] | None  # the passages' texts for the full-text index; None without a lexical part
     vectors: np.ndarray | None  # (len(passages), dim) float32, in passage order; None without dense
+    lexical: dict | None = None  # the shard's postings file {file, n_passages} (lexical="postings")
 
 
 def plan_shards(documents: Iterable, shard_size: int, first_number: int = 0,
@@ -362,8 +369,15 @@ class ShardStep:
                                               self.tokenizer):
                     passages.append((row["id"], start, end))
                     texts.append(data[start:end].decode("utf-8", errors="replace"))
+        lexical = None
+        if "lexical" in self.parts and s.lexical == "postings":
+            from .postings import write_segment
+
+            rel = f"lexical/shard-{shard.number:05d}.lex"
+            write_segment(self.directory / rel, texts)
+            lexical = {"file": rel, "n_passages": len(passages)}
         return ShardOutput(shard.number, shard.first_doc, exact, shard.docs, passages,
-                           texts if passages or "lexical" in self.parts else None, None)
+                           texts if passages or "lexical" in self.parts else None, None, lexical)
 
     def embed(self, out: ShardOutput) -> ShardOutput:
         """The vectors of a built shard's passages (with the embedder: in the driver)."""
@@ -371,7 +385,7 @@ class ShardStep:
             from .dense import embed_passages
 
             out.vectors = embed_passages(out.texts, len(out.texts), self.embedder)
-        if "lexical" not in self.parts:
+        if "lexical" not in self.parts or out.lexical is not None:  # no FTS5 rows to write
             out.texts = None
         return out
 
@@ -601,6 +615,7 @@ class Collected:
 
     shards: list[dict] = field(default_factory=list)  # the manifest's entries, in shard order
     vectors: list[np.ndarray] = field(default_factory=list)
+    lexical: list[dict] = field(default_factory=list)  # postings files {file, first_passage, n_passages}
     n_docs: int = 0
     n_bytes: int = 0
 
@@ -624,6 +639,7 @@ def collect_outputs(outputs: Iterator[ShardOutput], store: Store, first_number: 
         store.add_passages(out.passages, out.texts)
 
     got = Collected()
+    next_passage = store.n_passages  # passage ids continue the store's (its writes are queued below)
     writer = ThreadPoolExecutor(1, thread_name_prefix="rtv-store")
     writes: deque = deque()
     try:
@@ -635,6 +651,10 @@ def collect_outputs(outputs: Iterator[ShardOutput], store: Store, first_number: 
             got.shards.append({**out.exact, "first_doc": out.first_doc})
             if out.vectors is not None:
                 got.vectors.append(out.vectors)
+            if out.lexical is not None:
+                got.lexical.append({"file": out.lexical["file"], "first_passage": next_passage,
+                                    "n_passages": out.lexical["n_passages"]})
+            next_passage += len(out.passages)
             got.n_docs += len(out.docs)
             got.n_bytes += sum(d["length"] for d in out.docs)
             del out
@@ -690,6 +710,8 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
     progress.close()
     if n_docs == 0:
         raise InputError(f"{', '.join(map(str, sources))}: the corpus has no non-empty documents; nothing to index")
+    if "lexical" in parts and s.lexical == "postings":
+        store.drop_fulltext()
     store.finish()
     n_passages = store.n_passages
     store.close()
@@ -705,6 +727,10 @@ def _build_into(tmp: Path, sources: list[Path], s: BuildSettings, parts: Sequenc
         "exact": {"sa_sample": s.sa_sample, "isa_sample": s.isa_sample, "shard_size": s.shard_size, "shards": shards},
         "dense": None,
     }
+    if "lexical" in parts and s.lexical == "postings":
+        from .postings import manifest_section
+
+        manifest["lexical"] = manifest_section(got.lexical)
     if "dense" in parts:
         from .dense import build_from_vectors
 

@@ -106,6 +106,15 @@ class Index:
                 exact = ExactIndex(gen, manifest["exact"], verify=verify)
                 store = Store(gen / "meta.sqlite")
                 check_store(gen, manifest, store)  # the store's documents/passages match the manifest
+                if manifest.get("lexical"):  # postings files (retrieval.postings); else FTS5 in the store
+                    from .postings import Postings, check_section
+
+                    try:
+                        check_section(gen, manifest)
+                        store.postings = Postings(gen, manifest["lexical"], manifest["corpus"]["passages"], store)
+                    except IndexFormatError:
+                        store.close()
+                        raise
                 return cls(path, gen, manifest, exact, store, device)
             except IndexFormatError:
                 # a rebuild may have published and removed this generation while we opened it
@@ -323,6 +332,8 @@ class Index:
             store["exact"] += store.pop("lexical")
         out = {"exact": sum(f["bytes"] for rel, f in files.items() if rel.startswith("exact/"))
                + store.pop("exact") + (self.root / MANIFEST).stat().st_size, **store}
+        if "lexical" in self.parts:  # postings files, where the lexical part is not FTS5's tables alone
+            out["lexical"] += sum(f["bytes"] for rel, f in files.items() if rel.startswith("lexical/"))
         if "dense" in self.parts:
             out["dense"] = sum(f["bytes"] for rel, f in files.items() if rel.startswith("dense/"))
         if "text" in self.parts:
@@ -331,4 +342,6 @@ class Index:
 
     def close(self) -> None:
         self.exact.close()  # the shard fan-out threads
+        if self.store.postings is not None:
+            self.store.postings.close()
         self.store.close()

@@ -104,6 +104,9 @@ class Store:
             else:  # query time: read-only, so opening never modifies an index
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
+            # the lexical part when it is postings files (retrieval.postings, set by Index.open);
+            # None: the FTS5 table below is the lexical part
+            self.postings = None
             if create:
                 self.db.execute("PRAGMA journal_mode=OFF")
                 self.db.execute("PRAGMA synchronous=OFF")
@@ -162,8 +165,10 @@ class Store:
         FTS5 table needs for its 'delete' command (SQLite 3.40 has no contentless_delete), so its
         BM25 statistics become those of the live passages alone."""
         self.db.conn.executemany("insert into deleted (doc_id) values (?)", ((int(d),) for d in doc_ids))
-        self.db.conn.executemany(f"insert into {FTS_TABLE} ({FTS_TABLE}, rowid, text) values ('delete', ?, ?)",
-                                 ((int(p), t) for p, t in fts_rows))
+        fts_rows = [(int(p), t) for p, t in fts_rows]
+        if fts_rows:  # none where postings files are the lexical part (the FTS5 table is gone)
+            self.db.conn.executemany(f"insert into {FTS_TABLE} ({FTS_TABLE}, rowid, text) values ('delete', ?, ?)",
+                                     fts_rows)
         self.db.conn.commit()
 
     def _live(self) -> str:
@@ -178,6 +183,12 @@ class Store:
         """Ids of the documents not deleted, ascending."""
         return [r[0] for r in self.db.execute(f"select id from documents {self._live()} order by id")]
 
+    def drop_fulltext(self) -> None:
+        """Drop the (empty) FTS5 table: postings files are the lexical part (retrieval.postings).
+        An older rtv then says the store has no full-text index, instead of finding nothing in it."""
+        self.db.execute(f"drop table if exists {FTS_TABLE}")
+        self.db.conn.commit()
+
     def finish(self, merge: bool = True) -> None:
         """After the last row: compact the file (no free pages, so its size is what its tables hold).
         merge=False (rtv add / delete): only commit; the full-text segments the change wrote stay
@@ -186,7 +197,8 @@ class Store:
         if not merge:
             self.db.conn.commit()
             return
-        self.db.execute(f"insert into {FTS_TABLE}({FTS_TABLE}) values ('optimize')")
+        if FTS_TABLE in self.db.table_names():
+            self.db.execute(f"insert into {FTS_TABLE}({FTS_TABLE}) values ('optimize')")
         self.db.conn.commit()
         self.db.execute("vacuum")
 
@@ -274,7 +286,15 @@ class Store:
         """Top-k passages for an FTS5 MATCH expression as (passage_id, FTS5 rank); lower rank is better.
         With a retrieval.filters.DocFilter, only passages of the documents it allows (a join on
         passages.doc_id with its SQL condition, values bound), so k come back whenever k such
-        passages match. Raises sqlite3.OperationalError for an expression FTS5 cannot parse."""
+        passages match. Raises sqlite3.OperationalError for an expression FTS5 cannot parse.
+        With postings files as the lexical part, the expression's quoted strings are its phrases,
+        joined with OR (what lexical.fts_query writes), ranked as FTS5 would rank them."""
+        if self.postings is not None:
+            from .postings import match_phrases
+
+            allowed = None if doc_filter is None else doc_filter.passage_mask(self.postings.passage_docs(),
+                                                                              self.postings.n_passages)
+            return [(pid, -score) for pid, score in self.postings.search(match_phrases(match), k, allowed)]
         try:
             if doc_filter is None:
                 return self.db.execute(f"select rowid, rank from {FTS_TABLE} where {FTS_TABLE} match ? "

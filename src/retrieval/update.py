@@ -84,7 +84,8 @@ def _settings(manifest: dict, **overrides):
                       shard_size=manifest["exact"].get("shard_size", DEFAULT_SHARD_SIZE),
                       sa_sample=manifest["exact"]["sa_sample"], isa_sample=manifest["exact"]["isa_sample"],
                       parts=tuple(manifest["parts"]), model=dense.get("model"), recipe=dense.get("requested_recipe"),
-                      passage_tokens=passages.get("max_tokens", 256), passage_overlap=passages.get("overlap", 32))
+                      passage_tokens=passages.get("max_tokens", 256), passage_overlap=passages.get("overlap", 32),
+                      lexical="postings" if manifest.get("lexical") else "fts5")
     for name, value in overrides.items():
         if value is not None:
             setattr(s, name, value)
@@ -138,7 +139,8 @@ def _tombstone(live, store, doc_ids: Sequence[int]) -> None:
     """Tombstones for `doc_ids`, and their passages out of the full-text index (with the text each
     was indexed with: the same bytes rebuilt from the live generation's FM-index)."""
     fts_rows: list[tuple[int, str]] = []
-    if "lexical" in live.parts and doc_ids:
+    # postings files need nothing: their statistics leave tombstoned passages out at query time
+    if "lexical" in live.parts and doc_ids and not live.manifest.get("lexical"):
         spans = [(pid, doc, s, e) for doc, rows in store.passage_spans(doc_ids).items() for pid, s, e in rows]
         for lo in range(0, len(spans), 4096):
             part = spans[lo:lo + 4096]
@@ -249,6 +251,8 @@ def add(path: str | Path, sources, *, replace: bool = False, text_field: str | N
             "generation": target.number, "kind": "add", "first_doc": first_doc, "n_docs": got.n_docs,
             "first_passage": first_passage, "n_passages": n_passages, "shards": [sh["file"] for sh in got.shards],
             "sources": [str(p) for p in sources]}]
+        if manifest.get("lexical"):
+            manifest["lexical"] = {**m["lexical"], "segments": m["lexical"]["segments"] + got.lexical}
         if embedder is not None and n_passages:
             from .dense.index import append_vectors
 
