@@ -1,8 +1,8 @@
 """The compact lexical part: an inverted index of term frequencies without positions, and BM25 over it.
 
 FTS5 (rtv's earlier lexical part) keeps every token's position, which BM25 over terms never reads;
-this keeps, per term, the passages that hold it and how often, bit-packed (docs/formats.md,
-"lexical/"): about 0.15x the corpus where FTS5's contentless table is 0.43x (issue 8).
+this keeps, per term, the passages that hold it (Elias-Fano) and how often (unary), with a
+front-coded vocabulary and bit-packed passage lengths (docs/formats.md, "lexical/"; issue 8).
 
 - Tokens are SQLite's own: texts and queries are tokenized by an FTS5 table with the same
   tokenizer ('porter unicode61') and read back through fts5vocab, so a term here is exactly a
@@ -36,8 +36,7 @@ from .errors import IndexFormatError
 
 TOKENIZER = "porter unicode61"
 MAGIC = b"RTVLEX\x00\x01"
-VERSION = 1
-BLOCK = 128  # postings per bit-width block
+VERSION = 2  # 1: passage-id gaps and tfs bit-packed in blocks of 128 (never released)
 BUCKET = 16  # vocabulary terms per front-coded bucket
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 # magic, version, flags, n_passages, n_terms, total_tokens, then (offset, size) of the four sections
@@ -46,7 +45,7 @@ HEADER_BYTES = _HEADER.size
 
 
 # -- tokenizing through SQLite's FTS5 ---------------------------------------------------------------
-def _fts_db(detail_full: bool = True) -> sqlite3.Connection:
+def _fts_db() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False)
     db.execute(f"create virtual table t using fts5(text, content='', tokenize='{TOKENIZER}')")
     db.execute("create virtual table v using fts5vocab(t, 'instance')")
@@ -131,19 +130,28 @@ def _read_varint(data, pos: int, end: int, where: str) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_list(docs: np.ndarray, tfs: np.ndarray) -> bytes:
-    """One term's postings: docid gaps and tf - 1, bit-packed in blocks of BLOCK with a width byte
-    per block for each (a single posting: two varints)."""
+def _low_bits(n_docs: int, df: int) -> int:
+    """Elias-Fano's low-bit width for `df` ids below `n_docs`: floor(log2(n_docs / df)), at least 0."""
+    return max(0, (n_docs // df).bit_length() - 1)
+
+
+def _encode_list(docs: np.ndarray, tfs: np.ndarray, n_docs: int) -> bytes:
+    """One term's postings as one bit stream (LSB first, padded to a byte): the passage ids in
+    Elias-Fano form (`low` bits of each id, then the high parts as a unary bit vector: id i sets bit
+    (id >> low) + i), then each tf in unary (tf - 1 ones and a zero). A single posting: two varints."""
     if len(docs) == 1:
         return _varint(int(docs[0])) + _varint(int(tfs[0]) - 1)
-    gaps = np.diff(docs, prepend=-1) - 1
-    tf1 = tfs - 1
-    nb = (len(docs) + BLOCK - 1) // BLOCK
-    gw = np.array([_widths(gaps[i * BLOCK:(i + 1) * BLOCK]).max() for i in range(nb)], dtype=np.int64)
-    fw = np.array([_widths(tf1[i * BLOCK:(i + 1) * BLOCK]).max() for i in range(nb)], dtype=np.int64)
-    sizes = np.minimum(BLOCK, len(docs) - np.arange(nb) * BLOCK)
-    return (gw.astype(np.uint8).tobytes() + fw.astype(np.uint8).tobytes()
-            + _pack(gaps, np.repeat(gw, sizes)) + _pack(tf1, np.repeat(fw, sizes)))
+    n = len(docs)
+    low = _low_bits(n_docs, n)
+    high_bits = n + (n_docs >> low) + 1
+    low_part = np.zeros(n * low, dtype=np.uint8)
+    if low:
+        low_part = ((docs[:, None] >> np.arange(low)) & 1).astype(np.uint8).ravel()
+    high_part = np.zeros(high_bits, dtype=np.uint8)
+    high_part[(docs >> low) + np.arange(n)] = 1
+    tf_part = np.ones(int(tfs.sum()), dtype=np.uint8)
+    tf_part[np.cumsum(tfs) - 1] = 0
+    return np.packbits(np.concatenate((low_part, high_part, tf_part)), bitorder="little").tobytes()
 
 
 # -- writing a segment ------------------------------------------------------------------------------
@@ -178,7 +186,7 @@ def segment_bytes(texts: Sequence[str]) -> bytes:
             limit = min(len(prev), len(data))
             while common < limit and prev[common] == data[common]:
                 common += 1
-        plist = _encode_list(docs_all[i:j], tfs_all[i:j])
+        plist = _encode_list(docs_all[i:j], tfs_all[i:j], n)
         vocab += _varint(common) + _varint(len(data) - common) + data[common:] + _varint(j - i) + _varint(len(plist))
         postings += plist
         prev, n_terms, i = data, n_terms + 1, j
@@ -328,24 +336,22 @@ class Segment:
             if p != pos + nbytes or d >= self.n:
                 self._fail("a single posting is damaged")
             return np.array([d], dtype=np.int64), np.array([f + 1], dtype=np.int64)
-        nb = (df + BLOCK - 1) // BLOCK
         raw = np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=pos)
-        if nbytes < 2 * nb:
-            self._fail("a postings list is shorter than its block widths")
-        gw = raw[:nb].astype(np.int64)
-        fw = raw[nb:2 * nb].astype(np.int64)
-        if gw.max() > 32 or fw.max() > 32:
-            self._fail("a block width is out of range")
-        sizes = np.minimum(BLOCK, df - np.arange(nb) * BLOCK)
-        gbits, fbits = int((gw * sizes).sum()), int((fw * sizes).sum())
-        if 2 * nb + (gbits + 7) // 8 + (fbits + 7) // 8 != nbytes:
-            self._fail("a postings list's size does not match its block widths")
-        buf = np.concatenate((raw[2 * nb:], np.zeros(8, dtype=np.uint8)))
-        gaps = _unpack(buf, np.repeat(gw, sizes))
-        tfs = _unpack(buf, np.repeat(fw, sizes), 8 * ((gbits + 7) // 8)) + 1
-        docs = np.cumsum(gaps + 1) - 1
-        if docs[-1] >= self.n:
-            self._fail("a passage id is beyond the segment's passages")
+        bits = np.unpackbits(raw, bitorder="little")
+        low = _low_bits(self.n, df)
+        high_end = df * low + df + (self.n >> low) + 1
+        if len(bits) < high_end:
+            self._fail("a postings list is shorter than its passage ids")
+        ones = np.flatnonzero(bits[df * low:high_end])
+        zeros = np.flatnonzero(bits[high_end:] == 0)
+        if len(ones) != df or len(zeros) < df or (len(bits) - high_end - 1 - zeros[df - 1]) >= 8:
+            self._fail("a postings list does not hold as many passages as its term's count")
+        docs = (ones - np.arange(df)) << low
+        if low:
+            docs |= bits[:df * low].reshape(df, low).astype(np.int64) @ (np.int64(1) << np.arange(low, dtype=np.int64))
+        tfs = np.diff(zeros[:df], prepend=-1)
+        if docs[-1] >= self.n or np.any(np.diff(docs) <= 0):
+            self._fail("its passage ids are out of order or beyond the segment's passages")
         return docs, tfs
 
     def close(self) -> None:
