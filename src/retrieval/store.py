@@ -1,8 +1,10 @@
 """meta.sqlite: documents, passages and their metadata, through sqlite-utils.
 
 Passages are byte spans of their documents (no text: the text lives once, in the FM-index, and
-`Index.passages` rebuilds it by byte range); the full-text index over them is contentless (its
-postings only), filled at build time from the texts the builder has in hand.
+`Index.passages` rebuilds it by byte range). The lexical part is postings files beside the store
+(retrieval.postings, reached through `Store.postings`), or, in an index built with lexical="fts5"
+or before those existed, a contentless FTS5 table here (its postings only), filled at build time
+from the texts the builder has in hand.
 
 Schema changes are numbered migrations (applied in order, recorded in `_migrations`), so an
 index written by an older rtv can be upgraded in place and a newer one is recognised.

@@ -1,8 +1,13 @@
-"""Lexical candidates: BM25 over passages (SQLite FTS5) and exact matches from the FM-index.
+"""Lexical candidates: BM25 over passages and exact matches from the FM-index.
+
+BM25 is FTS5's bm25(), over the index's postings files (retrieval.postings, the default) or, in an
+index built with lexical="fts5" (or before postings files existed), its SQLite FTS5 table: the same
+scores for term queries; Store.bm25 picks the one the index has.
 
 Query syntax understood here (everything else is plain text):
 - `"a quoted phrase"`: the phrase must occur byte-for-byte (case-sensitive) in a passage for the
-  exact stage; BM25 also scores it as an FTS5 phrase.
+  exact stage; BM25 over an FTS5 table also scores it as an FTS5 phrase (postings files have no
+  positions and leave it out; its words are OR terms either way).
 - every other word is a BM25 term (OR semantics, ranked by FTS5's bm25(); English stop words are
   left out unless the query has nothing else). Terms that the FTS tokenizer splits apart
   (identifiers and codes such as ERR_CONN_RESET, IL-10, std::move) and that are rare in the corpus
