@@ -325,8 +325,9 @@ def main() -> None:
     path = Path(args.out) / f"bench_ivf{args.tag}.json"
 
     def save(result: dict) -> None:
-        if args.commit and not result.get("commit"):
-            result["commit"] = args.commit  # the source tree was copied without its .git
+        if args.commit:  # the source tree was copied (a device's .git, if any, is not this tree's)
+            result["commit"], result["commit_dirty"] = args.commit, None
+            result["commit_note"] = "commit given by --commit: the tree measured was a copy of it
         result["command"] = "python " + " ".join(sys.argv)
         from provenance import write_results
 
