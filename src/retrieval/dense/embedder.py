@@ -111,15 +111,36 @@ class Embedder:
         # max_seq_length counts [CLS] and [SEP]; passages are chunked to what is left
         seq = int(getattr(st_model, "max_seq_length", None) or 512)
         self.max_tokens = max(8, seq - 2)
+        # on a GPU, many passages go through PassageEncoder (the same vectors, the host's work off
+        # the device's path); None: sentence-transformers' own encode (a model it does not reproduce)
+        self.passage_encoder = None
+        if device.startswith("cuda") and source is not None and Path(source).is_dir():
+            from .passage_encoder import PassageEncoder
+
+            try:
+                self.passage_encoder = PassageEncoder(st_model, source, device)
+            except Unsupported:
+                pass
 
     @property
     def default_batch_size(self) -> int:
         return 256 if self.device.startswith("cuda") else 32
 
+    @property
+    def encode_step(self) -> int:
+        """Passages per ``encode`` call that embed_passages makes: PassageEncoder sorts and batches
+        within a call, so it gets large ones."""
+        return 1 << 16 if self.passage_encoder is not None else max(1024, 16 * self.default_batch_size)
+
     def encode(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = True) -> np.ndarray:
+        """(n, dim) float32, L2-normalised, in input order. ``batch_size``: sentence-transformers'
+        batch (PassageEncoder's batches are sized by tokens instead)."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.passage_encoder is not None:
+            with _maybe_bar(progress and len(texts) > 4096, len(texts)) as pb:
+                return self.passage_encoder.encode(texts, pb.update)
         bs = batch_size or self.default_batch_size
         workers = int(os.environ.get("RTV_EMBED_WORKERS", min(16, (os.cpu_count() or 1) - 1)))
         if self.device.startswith("cuda") and len(texts) >= 8 * bs and workers >= 2:

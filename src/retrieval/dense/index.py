@@ -190,7 +190,7 @@ def codec_for(kind: str, factory: str, gpu_float16_lut: bool = True) -> FloatCod
 def embed_passages(texts: Iterable[str], n: int, embedder) -> np.ndarray:
     """Embed ``n`` passage texts in order, with a progress bar; (n, dim) float32."""
     vecs = np.empty((n, embedder.dim), dtype=np.float32)
-    step = max(1024, 16 * embedder.default_batch_size)
+    step = getattr(embedder, "encode_step", None) or max(1024, 16 * embedder.default_batch_size)
     filled = 0
     buf: list[str] = []
     with bar(total=n, desc="embedding passages", unit="passage") as pb:
