@@ -162,6 +162,65 @@ def measure(name: str, index, corpus_desc: str) -> dict:
     return row
 
 
+def scifact_text_part(n_queries: int, warmup: int = 10) -> dict:
+    """The text part on the retrieval benchmark: SciFact (eval/scifact_data.py) built twice from its
+    cached passage vectors, rtv's default parts with and without `text`; sizes per part, and, the
+    two indexes taking turns query by query (a shared machine's load weighs on both alike), hybrid
+    p50 (k = 10, no rerank: the results' texts are fetched) and the fetch of the cross-encoder's
+    passages alone (the fused top TOP_N_CPU of each query, one batched call)."""
+    import scifact_data
+    from precomputed import precomputed_vectors
+
+    from retrieval.hybrid import search
+    from retrieval.hybrid.rerank import TOP_N_CPU
+
+    scifact_data.open_index().close()  # builds it (and caches the vectors) when missing
+    vecs = np.load(scifact_data.DATA / "vectors.npy")
+    texts = json.loads((scifact_data.DATA / "vector-texts.json").read_text())
+    variants = {"without text part": "exact,lexical,dense", "with text part": "exact,lexical,dense,text"}
+    opened, out = {}, {"dataset": "SciFact (5,183 abstracts), train claims", "variants": {},
+                       "load_at_start": os.getloadavg()[0]}
+    for i, (name, parts) in enumerate(variants.items()):
+        with precomputed_vectors(vecs, texts, str(scifact_data.DATA / "vectors.npy")):
+            opened[name] = idx = build(scifact_data.corpus_path(), WORK / f"scifact-{i}", parts=parts, device="cpu")
+        info = idx.info()
+        out["variants"][name] = {"parts": idx.parts, "index_bytes": info["index_bytes"],
+                                 "index_ratio": info["index_ratio"],
+                                 "part_bytes": {k: v["bytes"] for k, v in info["parts"].items()},
+                                 "part_ratio": {k: v["per_corpus_byte"] for k, v in info["parts"].items()}}
+    out["corpus_bytes"] = info["corpus_bytes"]
+    queries = [q["text"] for q in scifact_data.queries()][:n_queries]
+    a, b = opened.values()
+    heads = [[h.passage_id for h in search(a, [q], mode="hybrid", k=TOP_N_CPU, rerank=False)[0]] for q in queries]
+    for q, ids in zip(queries, heads):  # the same passages and the same text from both
+        assert [p["text"] for p in a.passages(ids)] == [p["text"] for p in b.passages(ids)], q
+        assert [(h.passage_id, h.text) for h in search(a, [q], mode="hybrid", k=10, rerank=False)[0]] == \
+            [(h.passage_id, h.text) for h in search(b, [q], mode="hybrid", k=10, rerank=False)[0]], q
+    lat = {name: {"hybrid": [], "fetch": []} for name in opened}
+    for name, idx in opened.items():
+        for q in queries[:warmup]:
+            search(idx, [q], mode="hybrid", k=10, rerank=False)
+    names = list(opened)
+    for i, (q, ids) in enumerate(zip(queries, heads)):
+        for name in names[i % 2:] + names[:i % 2]:  # the order alternates from query to query
+            idx = opened[name]
+            t = time.perf_counter()
+            search(idx, [q], mode="hybrid", k=10, rerank=False)
+            lat[name]["hybrid"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            idx.passages(ids)
+            lat[name]["fetch"].append(time.perf_counter() - t)
+    for name, l in lat.items():
+        v = out["variants"][name]
+        v["hybrid_p50_ms"] = round(float(np.percentile(l["hybrid"], 50)) * 1000, 3)
+        v["hybrid_p90_ms"] = round(float(np.percentile(l["hybrid"], 90)) * 1000, 3)
+        v[f"fetch_top{TOP_N_CPU}_p50_ms"] = round(float(np.percentile(l["fetch"], 50)) * 1000, 3)
+    out.update(queries=len(queries), rerank_top_n=TOP_N_CPU, load_at_end=os.getloadavg()[0])
+    for idx in opened.values():
+        idx.close()
+    return out
+
+
 @contextmanager
 def cached_embeddings(cache: Path, stand_in: np.ndarray | None = None):
     """While active, Index.build's passage embedding is looked up in `cache` (one .npy a call,
@@ -265,7 +324,8 @@ def main() -> None:
                          "set's real MiniLM vectors, in order (sizes only: where embedding is not affordable)")
     ap.add_argument("--rows", default="exact,lexical,hybrid-real,hybrid-manpages",
                     help="indexes to build: exact, lexical (exact + lexical), hybrid-real, hybrid-manpages "
-                         "(needs eval/data/retrieval-eval)")
+                         "(needs eval/data/retrieval-eval), scifact-text (SciFact with and without the text part)")
+    ap.add_argument("--scifact-queries", type=int, default=300, help="scifact-text: claims timed")
     ap.add_argument("--no-hybrid", action="store_true", help="skip both full hybrid indexes")
     ap.add_argument("--out", default="bench_size.json", help="results file (a bare name: under eval/results/)")
     args = ap.parse_args()
@@ -300,6 +360,7 @@ def main() -> None:
         rows.append(row)
         full.close()
         shutil.rmtree(WORK / "hybrid-real")
+    scifact = scifact_text_part(args.scifact_queries) if "scifact-text" in todo else None
     if "hybrid-manpages" in todo:
         import retrieval_eval
         from precomputed import precomputed_vectors
@@ -334,11 +395,20 @@ def main() -> None:
                   f"(store {lay['store_bytes_per_passage']:>5})  dense {lay['dense_ratio']:.3f}x  "
                   f"whole index {lay['full_hybrid_ratio']:.3f}x")
     print(f"infini-gram mini: {INFINIGRAM_MINI}x")
+    if scifact:
+        top = scifact["rerank_top_n"]
+        print(f"\nSciFact, {scifact['queries']} queries, the two indexes in turn (load {scifact['load_at_start']:.1f} -> "
+              f"{scifact['load_at_end']:.1f}):")
+        for name, v in scifact["variants"].items():
+            print(f"  {name:<18} {v['index_ratio']:.4f}x ({', '.join(f'{k} {r:.4f}' for k, r in v['part_ratio'].items())})"
+                  f"  hybrid p50 {v['hybrid_p50_ms']:.2f} ms  text of the top {top} p50 "
+                  f"{v[f'fetch_top{top}_p50_ms']:.3f} ms")
     out = {**started, "load_at_end": os.getloadavg()[0], "mb": args.mb, "hybrid_mb": args.hybrid_mb,
-           "infini_gram_mini_ratio": INFINIGRAM_MINI, "rows": rows, "command": " ".join(["python"] + sys.argv)}
+           "infini_gram_mini_ratio": INFINIGRAM_MINI, "rows": rows, "scifact_text_part": scifact, "command": " ".join(["python"] + sys.argv)}
     path = write_results(args.out, out)
-    plot(rows, path.with_suffix(".png"))
-    print(f"wrote {path.with_suffix('.png')}")
+    if rows:
+        plot(rows, path.with_suffix(".png"))
+        print(f"wrote {path.with_suffix('.png')}")
 
 
 def plot(rows: list[dict], path: Path) -> None:
