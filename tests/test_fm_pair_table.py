@@ -149,3 +149,23 @@ def test_damaged_pair_table_is_refused(tmp_path):
         fm.Shard(path)
     with pytest.raises(fm.FormatError, match="pair table"):
         fm.Shard(path, verify=False)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5])
+def test_sliding_windows_start_from_the_table(tmp_path, width):
+    """count_windows over sliding windows (overlapping: the serial path, which starts each search
+    from C or the pair table) and over the same windows scattered (the lockstep path), against
+    the scan; the query text holds separators and bytes the corpus lacks."""
+    rng = random.Random(width)
+    docs = [bytes(rng.choice(b"abc\x00") for _ in range(rng.randint(0, 60))) for _ in range(12)] + [b"b" * 100]
+    shard = build(tmp_path, docs)
+    text = b"".join(docs[:6]) + b"\xffz\xfe" + docs[12][:20] + b"ab\xffba" + bytes(rng.choice(b"abcz") for _ in range(200))
+    n = len(text) - width + 1
+    starts = np.arange(n, dtype=np.int64)
+    lengths = np.full(n, width, dtype=np.int64)
+    want = [expected_count(docs, text[i:i + width]) for i in range(n)]
+    assert shard.count_windows(text, starts, lengths).tolist() == want
+    assert shard.count_windows(text, starts, lengths, True).tolist() == [min(c, 1) for c in want]
+    order = np.array(rng.sample(range(n), n), dtype=np.int64)
+    for group in (1, 16):
+        assert shard.count_windows(text, starts[order], lengths[order], False, group, 1).tolist() == [want[i] for i in order]

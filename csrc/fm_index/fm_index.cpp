@@ -582,7 +582,10 @@ std::vector<Shard::Range> Shard::search_windows(std::string_view text, const int
     if (k == 0 || w.ends[w.order[k]] != w.ends[w.order[k - 1]]) w.bounds.push_back(k);
   w.bounds.push_back(n_windows);
   std::vector<Range> out(n_windows, Range{0, 0});
-  if (group == kAutoGroup) group = auto_group(w);
+  // Overlapping windows (several ends, run serially by auto_group) find their lines in cache.
+  const bool picked = group == kAutoGroup;
+  if (picked) group = auto_group(w);
+  const bool overlapping = picked && group == 1 && w.bounds.size() > 2;
   // Threads take contiguous runs of end groups, balanced by the steps their longest windows may
   // need (a group's last window is its longest). Each run keeps its own absent shortcut.
   const size_t n_groups = w.bounds.size() - 1;
@@ -600,7 +603,7 @@ std::vector<Shard::Range> Shard::search_windows(std::string_view text, const int
   cuts.push_back(n_groups);
   run_on_threads(cuts.size() - 1, [&](size_t t) {
     if (group <= 1)
-      count_serial(w, cuts[t], cuts[t + 1], out.data());
+      count_serial(w, cuts[t], cuts[t + 1], overlapping, out.data());
     else
       count_interleaved(w, group, cuts[t], cuts[t + 1], out.data());
   });
@@ -638,20 +641,51 @@ size_t Shard::auto_group(const SortedWindows& w) {
   return mean_gap < mean_length ? 1 : kDefaultGroup;
 }
 
+// The rows of text[pos - m, pos) for the first step(s) of a search back from pos that may match
+// up to `room` bytes: m = 2 from the pair table (room >= 2 and the shard has one), else m = 1 from
+// C; pos moves back by m. Empty when a byte is the separator.
+Shard::Range Shard::first_rows(std::string_view text, int64_t& pos, int64_t room) const {
+  const auto last = static_cast<uint8_t>(text[--pos]);
+  if (last == kSeparator) return {0, 0};
+  if (pairs_ == nullptr || room < 2) return {C_[last], C_[last + 1]};
+  const auto before = static_cast<uint8_t>(text[--pos]);
+  if (before == kSeparator) return {0, 0};
+  const size_t x = size_t{before} << 8 | last;
+  return {pairs_[x], pairs_[x + 1]};
+}
+
 // One search per distinct end, in order of ends. absent_from is the largest p such that
 // text[p, e) is absent for some end e seen so far: since ends only grow, any later window
 // starting at or before p contains that absent string and counts 0.
-void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const {
+// cached: the windows overlap, so a search's lines are mostly in cache from the one before and
+// prefetching only costs instructions (rank_pair_cached); otherwise each search chains its
+// prefetches as search() does.
+void Shard::count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, bool cached, Range* out) const {
   int64_t absent_from = -1;
   const Range all{0, C_[256]};
   for (size_t g = g_begin; g < g_end; ++g) {
-    Range r = all;
     int64_t pos = w.ends[w.order[w.bounds[g]]];
+    Range r = first_rows(w.text, pos, pos - w.starts[w.order[w.bounds[g]]]);  // the group's shortest window
+    bool first_walk = true;
     for (size_t k = w.bounds[g]; k < w.bounds[g + 1]; ++k) {
       const size_t idx = w.order[k];
       const int64_t start = w.starts[idx];
       if (start <= absent_from) break;  // this and all longer windows of the group are absent
-      while (pos > start && !r.empty()) r = extend(r, static_cast<uint8_t>(w.text[--pos]));
+      while (pos > start && !r.empty()) {
+        const auto c = static_cast<uint8_t>(w.text[--pos]);
+        if (c == kSeparator) {
+          r = {0, 0};
+          break;
+        }
+        if (cached) {
+          bwt_.rank_pair_cached(c, r.lo, r.hi);
+        } else {
+          bwt_.rank_pair(c, r.lo, r.hi, pos > 0 ? static_cast<uint8_t>(w.text[pos - 1]) : WaveletTree::kNoNext, C_[c],
+                         first_walk);
+          first_walk = false;
+        }
+        r = {C_[c] + r.lo, C_[c] + r.hi};
+      }
       if (r.empty()) {
         absent_from = std::max(absent_from, pos);
         break;
@@ -688,7 +722,7 @@ void Shard::count_interleaved(const SortedWindows& w, size_t group, size_t g_beg
         s.k = w.bounds[s.g];
         s.k_end = w.bounds[++s.g];
         s.pos = w.ends[w.order[s.k]];
-        s.r = all;
+        s.r = first_rows(w.text, s.pos, s.pos - w.starts[w.order[s.k]]);  // the group's shortest window
       }
       const size_t idx = w.order[s.k];
       const int64_t start = w.starts[idx];

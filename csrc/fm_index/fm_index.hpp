@@ -106,6 +106,8 @@ class Shard {
     bool empty() const { return lo >= hi; }
   };
   Range search(std::string_view pattern) const;
+  // The rows a search back from text position pos starts with, from C or the pair table (see the .cpp).
+  Range first_rows(std::string_view text, int64_t& pos, int64_t room) const;
   // The two engines of count_windows. order: window ids sorted by (end, start descending);
   // order[bounds[g], bounds[g + 1]) are the windows of the g-th distinct end.
   struct SortedWindows {
@@ -122,7 +124,7 @@ class Shard {
   void present_runs(std::string_view text, const int64_t* starts, const int64_t* lengths, const size_t* runs,
                     size_t r_begin, size_t r_end, uint8_t* out, std::vector<Match>* matches) const;
   // Both take the end groups [g_begin, g_end) (ids into bounds).
-  void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, Range* out) const;
+  void count_serial(const SortedWindows& w, size_t g_begin, size_t g_end, bool cached, Range* out) const;
   void count_interleaved(const SortedWindows& w, size_t group, size_t g_begin, size_t g_end, Range* out) const;
   // Backward-search steps in lockstep, one per lane (count_interleaved, present_runs): a lane has
   // begun a WaveletTree::PairWalk `walk` for byte `c` with `fetch_payload` set; per round it

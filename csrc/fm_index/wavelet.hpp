@@ -64,6 +64,33 @@ class WaveletTree {
       ++d;
     }
   }
+  // rank_pair without prefetching, for walks whose lines are likely cached already.
+  void rank_pair_cached(uint8_t c, uint64_t& lo, uint64_t& hi) const {
+    const unsigned len = code_len_[c];
+    if (len == 0) {
+      lo = hi = 0;
+      return;
+    }
+    const uint64_t code = codes_[c];
+    const Node* v = &nodes_[0];
+    for (unsigned d = 0;;) {
+      const unsigned b = (code >> d) & 1;
+      uint64_t ones_lo, ones_hi;
+      bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
+      ones_lo -= v->ones_before;
+      ones_hi -= v->ones_before;
+      if (b) {
+        lo = ones_lo;
+        hi = ones_hi;
+      } else {
+        lo -= ones_lo;
+        hi -= ones_hi;
+      }
+      if (lo >= hi || d + 1 == len) return;
+      v = &nodes_[v->child[b]];
+      ++d;
+    }
+  }
   // rank_pair split into steps, so a caller can interleave many walks and overlap their cache
   // misses: walk_begin, then alternately walk_prefetch and walk_level until walk_level returns
   // true. lo and hi then hold exactly what rank_pair(c, lo, hi) would have stored.
