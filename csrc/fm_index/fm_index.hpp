@@ -151,12 +151,6 @@ class Shard {
       }
     }
   }
-  // Narrows range (rows prefixed by some string s) to rows prefixed by c + s.
-  Range extend(Range r, uint8_t c) const {
-    if (c == kSeparator) return {0, 0};
-    bwt_.rank_pair(c, r.lo, r.hi);
-    return {C_[c] + r.lo, C_[c] + r.hi};
-  }
   // LF mapping: the row of the suffix one position earlier; c receives the byte stepped over.
   uint64_t lf(uint64_t row, uint8_t& c) const {
     uint64_t r;

@@ -45,24 +45,7 @@ class WaveletTree {
       for (Window& x : w) x = {x.a + base, x.z + base};
       prefetch_path(codes_[next], code_len_[next], w);
     }
-    const Node* v = &nodes_[0];
-    for (unsigned d = 0;;) {
-      const unsigned b = (code >> d) & 1;
-      uint64_t ones_lo, ones_hi;
-      bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
-      ones_lo -= v->ones_before;
-      ones_hi -= v->ones_before;
-      if (b) {
-        lo = ones_lo;
-        hi = ones_hi;
-      } else {
-        lo -= ones_lo;
-        hi -= ones_hi;
-      }
-      if (lo >= hi || d + 1 == len) return;
-      v = &nodes_[v->child[b]];
-      ++d;
-    }
+    rank_walk(code, len, lo, hi);
   }
   // rank_pair without prefetching, for walks whose lines are likely cached already.
   void rank_pair_cached(uint8_t c, uint64_t& lo, uint64_t& hi) const {
@@ -71,25 +54,7 @@ class WaveletTree {
       lo = hi = 0;
       return;
     }
-    const uint64_t code = codes_[c];
-    const Node* v = &nodes_[0];
-    for (unsigned d = 0;;) {
-      const unsigned b = (code >> d) & 1;
-      uint64_t ones_lo, ones_hi;
-      bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
-      ones_lo -= v->ones_before;
-      ones_hi -= v->ones_before;
-      if (b) {
-        lo = ones_lo;
-        hi = ones_hi;
-      } else {
-        lo -= ones_lo;
-        hi -= ones_hi;
-      }
-      if (lo >= hi || d + 1 == len) return;
-      v = &nodes_[v->child[b]];
-      ++d;
-    }
+    rank_walk(codes_[c], len, lo, hi);
   }
   // rank_pair split into steps, so a caller can interleave many walks and overlap their cache
   // misses: walk_begin, then alternately walk_prefetch and walk_level until walk_level returns
@@ -196,6 +161,27 @@ class WaveletTree {
     uint64_t ones_before;  // bits_.rank1(offset)
     int32_t child[2];      // node index, or ~symbol for a leaf
   };
+  // The ranks of rank_pair, level by level, for a symbol with this code.
+  void rank_walk(uint64_t code, unsigned len, uint64_t& lo, uint64_t& hi) const {
+    const Node* v = &nodes_[0];
+    for (unsigned d = 0;;) {
+      const unsigned b = (code >> d) & 1;
+      uint64_t ones_lo, ones_hi;
+      bits_.rank1_pair(v->offset + lo, v->offset + hi, ones_lo, ones_hi);
+      ones_lo -= v->ones_before;
+      ones_hi -= v->ones_before;
+      if (b) {
+        lo = ones_lo;
+        hi = ones_hi;
+      } else {
+        lo -= ones_lo;
+        hi -= ones_hi;
+      }
+      if (lo >= hi || d + 1 == len) return;
+      v = &nodes_[v->child[b]];
+      ++d;
+    }
+  }
   // Positions [a, z] of a node that a walk's lo or hi can be at, as far as is known.
   struct Window {
     int64_t a, z;
