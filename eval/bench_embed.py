@@ -133,6 +133,43 @@ def top_k(q: np.ndarray, x: np.ndarray, k: int = 10) -> np.ndarray:
     return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind="stable"), 1)
 
 
+def tokenize_only(args) -> None:
+    """CPU-seconds a passage of PassageEncoder.prepare (one thread) with encode_batch (offsets
+    computed) and encode_batch_fast (none), interleaved, best of --repeat; and that both give the
+    same token ids."""
+    from retrieval.dense import load_embedder
+    from retrieval.dense.embedder import default_model_dir
+    from retrieval.dense.passage_encoder import PassageEncoder
+
+    args.model = args.model or str(default_model_dir())
+    load_start = os.getloadavg()
+    texts, _ = collect(args)
+    emb = load_embedder(args.model, "cpu")
+    pe = PassageEncoder(emb.model, emb.source, "cpu", threads=1)
+    pe._set_max_len()
+    variants = {"encode_batch": pe.tokenizer.encode_batch, "encode_batch_fast": pe.tokenizer.encode_batch_fast}
+    best = {k: float("inf") for k in variants}
+    for _ in range(3):
+        for name, fn in variants.items():
+            pe.encode_batch = fn
+            t = time.process_time()
+            pe.prepare(0, texts)
+            best[name] = min(best[name], time.process_time() - t)
+    same = all(a.ids == b.ids for a, b in zip(pe.tokenizer.encode_batch(texts), pe.tokenizer.encode_batch_fast(texts)))
+    nbytes = sum(len(t.encode()) for t in texts)
+    r = {**provenance(), "model": args.model, "passages": len(texts), "mb": round(nbytes / 1e6, 2),
+         "max_tokens": args.max_tokens, "same_ids": same, "load_start": load_start, "load_end": os.getloadavg(),
+         "tokenizers": __import__("tokenizers").__version__,
+         "rows": {k: {"cpu_s": round(v, 3), "us_per_passage": round(v / len(texts) * 1e6, 1),
+                      "mb_per_cpu_s": round(nbytes / v / 1e6, 3)} for k, v in best.items()}}
+    if args.commit:
+        r["commit"], r["commit_dirty"] = args.commit, None
+    write_results("bench_embed_tokenize.json", r)
+    for k, v in r["rows"].items():
+        print(f"{k}: {v['us_per_passage']} us a passage, {v['mb_per_cpu_s']} MB per CPU-second")
+    print(f"same ids: {same}; load {r['load_start']} -> {r['load_end']}")
+
+
 def agreement(vecs: np.ndarray, ref: np.ndarray, q: np.ndarray, k: int = 10) -> dict:
     diff = np.abs(vecs - ref)
     cos = np.sum(vecs * ref, axis=1)
@@ -161,7 +198,12 @@ def main() -> None:
     ap.add_argument("--commit", help="the commit measured (a device's copy of .git may be stale)")
     ap.add_argument("--out", default="bench_embed.json")
     ap.add_argument("--report", help="print the table of this JSON (and write its plot) instead of running")
+    ap.add_argument("--tokenize-only", action="store_true",
+                    help="only PassageEncoder's tokenizing, with and without character offsets, in CPU-seconds of "
+                         "one thread (no GPU needed); writes bench_embed_tokenize.json")
     args = ap.parse_args()
+    if args.tokenize_only:
+        return tokenize_only(args)
     if args.report:
         r = json.loads(Path(args.report).read_text())
         report(r)

@@ -3,13 +3,13 @@
 
 sentence-transformers' own encode runs one batch at a time in one thread: tokenize (Python around
 the fast tokenizer), pad to the batch's longest, copy, run the model, copy the result back and wait
-for it, then tokenize the next batch while the GPU idles. On an H200 that gave ~4.5k passages/s of
-128 tokens, far below what the model costs there (eval/results/bench_embed.json says where the
-time went). Here:
+for it, then tokenize the next batch while the GPU idles. On an H200 (eval/results/bench_embed.json,
+passages of up to 254 tokens) its tokenizing took 31.3 s of the 37.0 s for 50,000 passages, the
+model 1.4 s: the GPU idled most of the time. Here:
 
 - the model's own fast tokenizer (``tokenizers``, the one sentence-transformers uses, truncating to
-  the model's max_seq_length) runs in background threads (its Rust code releases the GIL), a chunk
-  of passages per task, several chunks ahead of the device;
+  the model's max_seq_length; without character offsets) runs in background threads (its Rust
+  code releases the GIL), a chunk of passages per task, several chunks ahead of the device;
 - each chunk is sorted by token count and cut into batches of about ``token_budget`` tokens
   (passages x the batch's longest), so batches are large and carry little padding;
 - token ids travel as int32 in pinned memory with non-blocking copies; the attention mask is made
@@ -70,6 +70,9 @@ class PassageEncoder:
         # adjusted tokenizer.json's normaliser), so its truncation setting is ours alone
         self.tokenizer = Tokenizer.from_str(backend.to_str())
         self.tokenizer.no_padding()
+        # the same ids without the character offsets (tokenizers >= 0.20), a little less CPU a
+        # passage (eval/results/bench_embed_tokenize.json)
+        self.encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         self.pad_id = int(hf_tok.pad_token_id or 0)
         self.with_types = "token_type_ids" in getattr(hf_tok, "model_input_names", ())
         self.dim = int(self.spec["dim"])
@@ -93,7 +96,7 @@ class PassageEncoder:
         chunk's passages in batches of similar length, longest first."""
         import torch
 
-        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]  # the GIL is released inside
+        ids = [e.ids for e in self.encode_batch(list(texts))]  # the GIL is released inside
         lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lens, kind="stable")
         out = []
