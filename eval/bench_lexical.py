@@ -48,6 +48,10 @@ from provenance import provenance, write_results  # noqa: E402
 
 LAYOUTS = ("fts5", "postings")
 PQ_LAYOUT = "IVF-PQ96x4fs + pq128x8 x20"
+# that layout's [dense] recipe table, as eval/bench_dense_size.py writes it (min_vectors lowered so
+# that SciFact's 9,629 passages get the compressed first stage)
+PQ_RECIPE = {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "nprobe": 32, "nprobe_fraction": 0.125,
+             "min_vectors": 1000, "rescore_multiplier": 20, "store": "pq", "store_pq_dims_per_code": 3}
 DEPTH = 100
 
 
@@ -62,7 +66,8 @@ def build(kind: str, rebuild: bool):
     path = scifact_data.DATA / f"lexical-{kind}"
     if not rebuild:
         try:
-            return Index.open(path, verify=False, device="cpu"), None
+            index = Index.open(path, verify=False, device="cpu")
+            return index, index.manifest.get("build_seconds")  # built by an earlier run
         except IndexFormatError:
             pass
     vec_file, texts_file = scifact_data.DATA / "vectors.npy", scifact_data.DATA / "vector-texts.json"
@@ -73,6 +78,18 @@ def build(kind: str, rebuild: bool):
         index = Index.build([scifact_data.corpus_path()], path, dense=True, device="cpu", overwrite=path.exists(),
                             lexical=kind)
     return index, round(time.time() - t, 1)
+
+
+class CachedEmbedder:
+    """The index's embedder with the queries' vectors computed once up front (both layouts see the
+    same query vectors; as in eval/bench_dense_size.py)."""
+
+    def __init__(self, embedder, texts: list[str], vectors: np.ndarray):
+        self.model_id, self.dim, self.device = embedder.model_id, embedder.dim, "cpu"
+        self._rows = {t: v for t, v in zip(texts, vectors)}
+
+    def encode(self, texts, **_):
+        return np.stack([self._rows[t] for t in texts]).astype(np.float32)
 
 
 def phrase_query(text: str) -> str | None:
@@ -156,7 +173,8 @@ def manpage(args, out: dict) -> None:
         try:
             if args.rebuild:
                 raise IndexFormatError("rebuild")
-            indexes[kind], build_s[kind] = Index.open(path, verify=False), None
+            indexes[kind] = Index.open(path, verify=False)
+            build_s[kind] = indexes[kind].manifest.get("build_seconds")  # built by an earlier run
         except IndexFormatError:
             t = time.time()
             indexes[kind] = Index.build([DATA / "corpus.jsonl"], path, parts="exact,lexical", overwrite=path.exists(),
@@ -182,26 +200,29 @@ def manpage(args, out: dict) -> None:
 
 
 def main() -> None:
-    import faiss  # noqa: F401  (the dense layout below)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rebuild", action="store_true", help="build both indexes again")
+    ap.add_argument("--timing-queries", type=int, default=809)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--manpage", action="store_true", help="also the man-page set (exact + lexical builds)")
+    ap.add_argument("--manpage-only", action="store_true", help="only the man-page set")
+    ap.add_argument("--out", default=str(ROOT / "eval" / "results" / "bench_lexical.json"))
+    args = ap.parse_args()
+
+    load0 = os.getloadavg()[0]
+    if args.manpage_only:
+        out = {**provenance(), "load_at_start": load0}
+        manpage(args, out)
+        out["load_at_end"] = os.getloadavg()[0]
+        write_results(Path(args.out), out)
+        return
     import scifact_data
-    from bench_dense_size import LAYOUTS as DENSE_LAYOUTS, CachedEmbedder
-    from bench_ivf import write_recipe
     from ranx import Qrels, Run, evaluate
     from retrieval_eval import Passages, fold
 
     from retrieval.dense import DenseIndex, build_from_vectors
     from retrieval.hybrid import search
     from retrieval.hybrid.lexical import bm25
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rebuild", action="store_true", help="build both indexes again")
-    ap.add_argument("--timing-queries", type=int, default=809)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--manpage", action="store_true", help="also the man-page set (exact + lexical builds)")
-    ap.add_argument("--out", default=str(ROOT / "eval" / "results" / "bench_lexical.json"))
-    args = ap.parse_args()
-
-    load0 = os.getloadavg()[0]
     indexes, build_s = {}, {}
     for kind in LAYOUTS:
         indexes[kind], build_s[kind] = build(kind, args.rebuild)
@@ -215,13 +236,15 @@ def main() -> None:
     phrased = [{"qid": q["qid"], "text": p} for q, p in phrased if p]
     texts = [q["text"] for q in queries] + [q["text"] for q in phrased]
     emb = CachedEmbedder(emb0, texts, emb0.encode(texts, progress=False))
+    recipe = Path(tempfile.mkdtemp()) / "pq128.toml"
+    recipe.write_text("[dense]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in PQ_RECIPE.items()))
 
     out = {**provenance(), "load_at_start": load0, "dataset": "SciFact train (809 claims)", "depth": DEPTH,
            "dense_layout": PQ_LAYOUT, "phrase_queries": len(phrased), "layouts": {}}
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        section = build_from_vectors(x, tmp / "dense", write_recipe("pq128", DENSE_LAYOUTS[PQ_LAYOUT], tmp),
+        section = build_from_vectors(x, tmp / "dense", str(recipe),
                                      model_id=indexes["fts5"].manifest["dense"]["model"], device="cpu", quiet=True)
         pq_bytes = sum(f["bytes"] for f in section["files"].values())
         for kind, index in indexes.items():
@@ -238,6 +261,7 @@ def main() -> None:
             row["full_hybrid_pq128_per_corpus_byte"] = round(row["full_hybrid_pq128_bytes"] / corpus, 4)
             runs[kind] = {}
             for label, qs in (("", queries), ("phrase_", phrased)):
+                judged = Qrels({q["qid"]: qrels[q["qid"]] for q in qs})
                 lex = {q["qid"]: bm25(index.store, q["text"], DEPTH) for q in qs}
                 runs[kind][label] = lex
                 row[f"{label}lexical_ndcg@10"] = round(float(evaluate(judged, Run(
