@@ -30,8 +30,14 @@ to the index's passage size as rtv's search holds them (rerank.fitted_max_length
 max_length); `NAME@MAX_LENGTH` (e.g. `openvino-int8@96`) caps a backend lower still.
 eval/rerank_truncation.py measures what each cap costs in quality.
 
-The OpenVINO int8 export is made afresh at the start (NNCF calibrates on the pairs of the first
-query reranked, the path a user's first query takes); the JSON names that query.
+The OpenVINO int8 export is made afresh at the start, by the path a user's first reranked query
+takes: NNCF calibrates on pairs made from the passages of the index searched first
+(rerank_backends.calibration_pairs; with --dataset all, SciFact's, so the man-page rows use a
+calibration from another domain); the JSON names the index.
+
+--recipe auto measures the man-page set with the dense recipe `rtv index` picks at 100k passages
+(pq: IVF fast-scan codes re-scored from the int8 store) instead of retrieval_eval.py's flat
+(exact) reference index; SciFact's index is rtv's defaults either way (flat below 10k passages).
 
     flock /tmp/rtv-bench.lock python eval/bench_rerank.py        # -> eval/results/bench_rerank.json
 """
@@ -151,10 +157,15 @@ def measure(bench, rrs: dict, P, n_queries: int, warmup: int, calibration_note: 
             hybrid_only.append((time.perf_counter() - t, time.process_time() - c))
         scores = {}
         for b, rr in rrs.items():
-            if getattr(rr.model, "_run", True) is None:  # openvino-int8 not calibrated yet: a user's first query
+            if getattr(rr.model, "needs_calibration", False):  # openvino-int8 not calibrated yet: a user's first query
                 rr.top_n = TOP_N_CPU
+                t = time.perf_counter()
                 search(index, [text], mode="hybrid", k=10, reranker=rr)
-                calibration_note.update(query=text, benchmark=bench.name, pairs=min(len(fused), TOP_N_CPU))
+                from retrieval.hybrid.rerank_backends import calibration_pairs
+
+                calibration_note.update(source="calibration_pairs: the index's own passages", benchmark=bench.name,
+                                        index=str(index.path), pairs=len(calibration_pairs(index)),
+                                        first_query_seconds=round(time.perf_counter() - t, 1))
             for d in timed_depths:
                 rr.top_n, stages = d, {}
                 t, c = time.perf_counter(), time.process_time()
@@ -248,6 +259,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime / OpenVINO threads")
     ap.add_argument("--dataset", choices=["all", "scifact", "manpage"], default="all")
     ap.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="pairs reranked, comma-separated")
+    ap.add_argument("--recipe", default="flat", choices=["flat", "auto"],
+                    help="the man-page index's dense recipe (flat: retrieval_eval.py's reference; auto: rtv's pick)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     depths = sorted({int(x) for x in args.depths.split(",")})
@@ -258,7 +271,7 @@ def main() -> None:
     measured = provenance()  # the commit that runs, not the one checked out when the JSON is written
     load_before = load()
     rrs = rerankers(args.reranker, args.backends.split(","), args.max_length)
-    ns = argparse.Namespace(passages=100_000, queries=400, seed=0)
+    ns = argparse.Namespace(passages=100_000, queries=400, seed=0, recipe=args.recipe)
     benches = [b(ns) for name, b in (("scifact", rev.scifact_bench), ("manpage", rev.manpage_bench))
                if args.dataset in ("all", name)]
     calibration: dict = {}
@@ -285,7 +298,7 @@ def main() -> None:
                 parts = ", ".join(f"{k} {v}" for k, v in r["stages_p50_ms"].items())
                 print(f"  {r['backend']} at {r['depth']}, stage p50 ms: {parts}; padding {r.get('padding_share_p50')}")
     out = {**measured, "load_before": load_before, "load_after": load(),
-           "settings": {"reranker": args.reranker, "backends": list(rrs), "depths": depths, "threads": args.threads,
+           "settings": {"reranker": args.reranker, "manpage_recipe": args.recipe, "backends": list(rrs), "depths": depths, "threads": args.threads,
                         "max_length": args.max_length, "openvino_int8_calibration": calibration or None,
                         "hybrid": "rtv defaults (weighted fusion, depth 100), k=10 end to end"},
            "benchmarks": results, "command": " ".join(["python"] + sys.argv)}

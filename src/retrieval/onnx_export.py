@@ -6,7 +6,8 @@ Exports are cached next to the model (``<model>/<relpath>``) when its directory 
 under ``$XDG_CACHE_HOME/rtv/<cache>/<hash of the model path>/``. Each export has its own stamp,
 ``<file>.source.json``, recording the weights' size and mtime, so retrained weights are exported
 again — every derived file too (one stamp a directory let an int8 file made from the old weights pass
-once the float export beside it had been redone). The export itself
+once the float export beside it had been redone); a caller's ``tag`` (how it exports: the graph's
+form, the int8 calibration) is stamped too, so a changed recipe re-exports as new weights do. The export itself
 (``torch.onnx.export`` of the model loaded from the directory's own files, with ``HF_HUB_OFFLINE``)
 is the one step that needs torch; running the file needs only a runtime.
 """
@@ -47,9 +48,11 @@ def export_dir(model_dir: str | os.PathLike, cache: str) -> Path:
     return base / hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]
 
 
-def source_stamp(model_dir: Path) -> dict:
+def source_stamp(model_dir: Path, tag: str | None = None) -> dict:
+    """What an export was made from: the weights' sizes and mtimes, and the exporter's ``tag``."""
     weights = [p for p in sorted(Path(model_dir).iterdir()) if p.suffix in (".safetensors", ".bin")]
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}
+    stamp = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in weights}
+    return {**stamp, "export": tag} if tag else stamp
 
 
 def stamp_file(export: Path) -> Path:
@@ -57,37 +60,39 @@ def stamp_file(export: Path) -> Path:
     return export.with_name(export.name + ".source.json")
 
 
-def exported_file(model_dir: str | os.PathLike, relpath: str, cache: str) -> Path | None:
-    """The cached export ``relpath``, or None when missing or made from other weights."""
+def exported_file(model_dir: str | os.PathLike, relpath: str, cache: str, tag: str | None = None) -> Path | None:
+    """The cached export ``relpath``, or None when missing or made from other weights (or by
+    another recipe: ``tag``)."""
     model_dir = Path(model_dir)
     path = export_dir(model_dir, cache) / relpath
     try:
-        if path.is_file() and json.loads(stamp_file(path).read_text()) == source_stamp(model_dir):
+        if path.is_file() and json.loads(stamp_file(path).read_text()) == source_stamp(model_dir, tag):
             return path
     except (OSError, ValueError):
         pass
     return None
 
 
-def publish(tmp: Path, final: Path, model_dir: Path) -> None:
+def publish(tmp: Path, final: Path, model_dir: Path, tag: str | None = None) -> None:
     """Move finished export files into place, the stamp last, so a crash leaves no valid-looking half."""
     final.parent.mkdir(parents=True, exist_ok=True)
     for f in sorted(Path(tmp).iterdir()):
         os.replace(f, final.parent / f.name)
-    stamp_file(final).write_text(json.dumps(source_stamp(model_dir)))
+    stamp_file(final).write_text(json.dumps(source_stamp(model_dir, tag)))
 
 
 def export_onnx(model_dir: str | os.PathLike, relpath: str, cache: str, *, what: str,
-                load: Callable[[], object], inputs: Sequence[str], outputs: dict[str, dict[int, str]]) -> Path:
+                load: Callable[[], object], inputs: Sequence[str], outputs: dict[str, dict[int, str]],
+                tag: str | None = None) -> Path:
     """``<export dir>/<relpath>``: the torch module ``load()`` returns (loaded from the model
     directory's files, never the network; called with ``inputs`` as int64 (batch, tokens) tensors,
     positionally) exported to ONNX, cached. The inputs' batch and token axes are dynamic, and each
     output's axes as ``outputs`` (name -> {axis: name}) says. ``what`` names the model in the
-    one-line notice."""
+    one-line notice; ``tag`` is stamped (exported_file)."""
     from .progress import note
 
     model_dir = Path(model_dir)
-    done = exported_file(model_dir, relpath, cache)
+    done = exported_file(model_dir, relpath, cache, tag)
     if done:
         return done
     final = export_dir(model_dir, cache) / relpath
@@ -105,7 +110,7 @@ def export_onnx(model_dir: str | os.PathLike, relpath: str, cache: str, *, what:
             torch.onnx.export(model, dummy, str(Path(tmp) / final.name), dynamo=False, input_names=list(inputs),
                               output_names=list(outputs), opset_version=17, external_data=False,
                               dynamic_axes={**axes, **outputs})
-        publish(Path(tmp), final, model_dir)
+        publish(Path(tmp), final, model_dir, tag)
     return final
 
 

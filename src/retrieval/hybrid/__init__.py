@@ -133,6 +133,8 @@ def rerank_stage(index, reranker, query: str, ranking: Ranking, timer: _Timer | 
     head = [o for o in head if o[0] in texts]
     from .rerank import fitted_max_length
 
+    reranker.prepare(index)  # an int8 model's one-time calibration, on this index's passages
+
     scores = reranker.score(query, [texts[o[0]] for o in head], max_length=fitted_max_length(index))
     ranked_head = sorted(zip(head, scores), key=lambda x: -float(x[1]))
     new_head = [(pid, float(s), {**st, "rerank": {"rank": r, "score": float(s)}})

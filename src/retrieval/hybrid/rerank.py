@@ -170,6 +170,16 @@ class Reranker:
                                                               backend=backend)
         self.top_n = top_n or (TOP_N_CPU if device == "cpu" else TOP_N_GPU)
 
+    def prepare(self, index) -> None:
+        """Before the first scoring on `index`: an int8 backend that still needs calibrating is
+        calibrated on pairs of the index's own passages (rerank_backends.calibration_pairs) at the
+        pair cap its passages get, not on whichever query came first."""
+        if getattr(self.model, "needs_calibration", False):
+            from .rerank_backends import calibration_pairs
+
+            self.model.calibrate(calibration_pairs(index), fitted_max_length(index),
+                                 source=f"made from the passages of {getattr(index, 'path', 'this index')}")
+
     def score(self, query: str, texts: Sequence[str], max_length: int | None = None) -> np.ndarray:
         """Scores of (query, text) pairs. max_length: a lower pair cap for this call, on the exported
         (CPU) backends, where a pair's tokens are its cost (torch keeps its own cap)."""
