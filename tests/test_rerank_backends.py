@@ -203,3 +203,61 @@ def test_retrained_weights_re_export_every_derived_file(model_copy):
     for backend in ("onnx", "onnx-int8"):  # the float file is redone first, then the int8 one
         s = Reranker(str(model_copy), backend=backend, device="cpu", max_length=64).score(query, pos + neg)
         assert s[:len(pos)].max() < s[len(pos):].min(), backend
+
+
+@pytest.mark.skipif("onnx" not in EXPORTED, reason="onnxruntime not installed")
+def test_export_made_by_another_recipe_is_redone(model_copy):
+    """An export stamped by another recipe (here: the stamp an rtv before the eager-attention export
+    wrote, weights only) is not used: it is made again, with the recipe's tag, and its graph is the
+    eager attention's (no IsNaN guard, which torch's SDPA attention exports and OpenVINO cannot fuse)."""
+    import onnx
+
+    path = rerank_backends.export_onnx(model_copy)
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    assert "IsNaN" not in ops and "Softmax" in ops
+    stamp = path.with_name(path.name + ".source.json")
+    old = json.loads(stamp.read_text())
+    assert old.pop("export") == rerank_backends._TAGS["onnx"]
+    stamp.write_text(json.dumps(old))  # weights unchanged, recipe unknown
+    assert rerank_backends.exported_file(model_copy, "onnx") is None
+    before = path.stat().st_mtime_ns
+    again = rerank_backends.export_onnx(model_copy)
+    assert again == path and path.stat().st_mtime_ns != before
+    assert json.loads(stamp.read_text())["export"] == rerank_backends._TAGS["onnx"]
+
+
+@pytest.mark.skipif("openvino-int8" not in EXPORTED, reason="openvino / nncf not installed")
+def test_int8_is_calibrated_on_the_index_passages_not_the_first_query(model_copy, tmp_path):
+    """The first rerank on an index calibrates openvino-int8 on pairs of that index's own passages
+    (the same pairs for the same index, whatever the query), and the int8 model then ranks as the
+    torch oracle of the same weights does."""
+    from retrieval import Index
+    from retrieval.hybrid import search
+
+    rng = random.Random(11)
+    docs = [{"id": f"d{i}", "text": f"list {topic_passage(rng, list(TOPICS)[i % 3])}", "topic": list(TOPICS)[i % 3]}
+            for i in range(60)]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    index = Index.build([src], tmp_path / "idx", id_field="id", dense=False)
+    try:
+        texts = {r["text"] for r in index.iter_passages()}
+        pairs = rerank_backends.calibration_pairs(index)
+        assert pairs == rerank_backends.calibration_pairs(index)  # deterministic
+        n = min(rerank_backends.CALIBRATION_PASSAGES, index.n_passages)
+        assert len(pairs) == n * (1 + rerank_backends.CALIBRATION_OTHERS)
+        assert all(p in texts for _, p in pairs)
+        assert all(any(t.startswith(q) for t in texts) for q, _ in pairs)  # a passage's opening words
+        assert len({p for _, p in pairs}) == n  # spread over the index, not one query's candidates
+
+        rr = Reranker(str(model_copy), backend="openvino-int8", device="cpu", max_length=64, top_n=60)
+        assert rr.backend == "openvino-int8" and rr.model.needs_calibration
+        hits = search(index, ["list tools"], mode="lexical", k=20, rerank=True, reranker=rr)[0]
+        assert not rr.model.needs_calibration and rerank_backends.exported_file(model_copy, "openvino-int8")
+        assert all(h.metadata["topic"] == "tools" for h in hits[:20])  # all 20 tools passages first
+        oracle = Reranker(str(model_copy), backend="torch", device="cpu", max_length=64)
+        got = [h.text for h in hits]
+        ours, ref = rr.score("list tools", got), oracle.score("list tools", got)
+        assert np.corrcoef(ours, ref)[0, 1] > 0.98
+    finally:
+        index.close()
