@@ -79,6 +79,22 @@ def test_info(index_dir):
         assert p["per_corpus_byte"] == round(p["bytes"] / info["corpus_bytes"], 4)
 
 
+def test_index_lexical_fts5_ranks_words_as_postings_do(index_dir, tmp_path):
+    """--lexical fts5 keeps the FTS5 table (no lexical/ files); BM25 over words is the same as the
+    postings files' (the default index_dir), score for score."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
+    out = tmp_path / "fts"
+    lines(run("index", corpus, "-o", out, "--no-dense", "--id-field", "id", "--lexical", "fts5", "--json"))
+    gen = out / (out / "CURRENT").read_text().strip()
+    assert not (gen / "lexical").exists() and "lexical" not in json.loads((gen / "manifest.json").read_text())
+    for q in ("alpha", "beta delta", "café alphas"):
+        want = lines(run("query", index_dir, q, "--mode", "lexical", "--no-rerank", "--json"))
+        got = lines(run("query", out, q, "--mode", "lexical", "--no-rerank", "--json"))
+        assert want and [(h["ext_id"], round(h["score"], 9)) for h in got] == \
+            [(h["ext_id"], round(h["score"], 9)) for h in want]
+
+
 @pytest.mark.parametrize("args,message", [
     (["count", "{idx}", ""], "empty pattern"),
     (["count", "{tmp}", "x"], "not an rtv index"),
