@@ -51,7 +51,7 @@ def recall(ids: np.ndarray, truth: np.ndarray) -> float:
 def built(data, tmp_path_factory):
     base = data[0]
     out = {}
-    for name in ("flat", "pq", "binary", "hnsw"):
+    for name in ("flat", "pq", "binary", "hnsw", "compact"):
         d = tmp_path_factory.mktemp(name)
         section = build_from_vectors(base, d, name, device="cpu", quiet=True)
         out[name] = (d, section)
@@ -78,7 +78,7 @@ def test_recipe_recall_after_rescoring(data, built, name, minimum):
     assert recall(ids, truth) >= minimum
 
 
-@pytest.mark.parametrize("name", ["pq", "binary"])
+@pytest.mark.parametrize("name", ["pq", "binary", "compact"])
 def test_rescoring_improves_recall(data, built, name):
     _, queries, truth = data
     index = open_cpu(built, name)
@@ -126,6 +126,18 @@ def test_bytes_per_vector_is_what_the_file_grows_by(data, more, built, name, tmp
     grown = ((tmp_path / "index.faiss").stat().st_size - size) / MORE
     assert section["code_bytes_per_vector"] == pytest.approx(grown, rel=0.02)
     assert section["code_bytes_per_vector"] <= section["index_bytes_per_vector"]
+
+
+def test_compact_recipe_is_pq_with_a_smaller_store(built):
+    """compact: pq's first stage, re-scored from an 8-bit PQ store at least 2.5x smaller a vector
+    than pq's int8 store (sizes of the files on disk)."""
+    (pd, pq), (cd, compact) = built["pq"], built["compact"]
+    assert compact["factory"] == pq["factory"] and compact["store"]["dtype"] == "pq"
+
+    def store_bytes(d, section):
+        return sum((d / f).stat().st_size for f in section["store"]["files"])
+
+    assert store_bytes(cd, compact) * 2.5 <= store_bytes(pd, pq)
 
 
 def test_compression(built):
