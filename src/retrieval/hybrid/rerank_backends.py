@@ -34,8 +34,11 @@ another), so every backend returns the same kind of number.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,8 +157,18 @@ def export_openvino_int8(model_dir: str | os.PathLike, calibration: list[dict], 
          f"{source or 'of this first call'}; once, cached in {final.parent})")
     model = ov.Core().read_model(str(src))
     samples = [{k: v[i:i + 1] for k, v in b.items()} for b in calibration for i in range(len(b["input_ids"]))]
-    quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(samples))
+    # NNCF writes its log lines and progress bars to stdout, which is the results' (rtv query --json):
+    # stderr, where rtv's own notices go, instead
+    nncf_log = logging.getLogger("nncf")
+    handlers = [h for h in nncf_log.handlers if isinstance(h, logging.StreamHandler) and h.stream is not sys.stderr]
+    streams = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                      subset_size=len(samples))
+    finally:
+        for h, stream in zip(handlers, streams):
+            h.setStream(stream)
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
         ov.save_model(quantized, str(Path(tmp) / final.name))
