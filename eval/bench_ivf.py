@@ -327,7 +327,7 @@ def main() -> None:
     def save(result: dict) -> None:
         if args.commit:  # the source tree was copied (a device's .git, if any, is not this tree's)
             result["commit"], result["commit_dirty"] = args.commit, None
-            result["commit_note"] = "commit given by --commit: the tree measured was a copy of it
+            result["commit_note"] = "commit given by --commit: the tree measured was a copy of it"
         result["command"] = "python " + " ".join(sys.argv)
         from provenance import write_results
 
