@@ -134,6 +134,9 @@ def onnxruntime_runner(path: str | os.PathLike, output: str, threads: int) -> Ca
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # no spinning: ONNX Runtime's idle threads otherwise busy-wait after each run, on the cores the
+    # next stage needs (the query embedder's spin slowed the cross-encoder that followed it by a third)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return lambda feeds: session.run([output], feeds)[0]
 

@@ -66,8 +66,29 @@ def dense_stage(index, queries: list[str], depth: int, doc_filter=None) -> list[
     return _dense_lists(index, queries, depth, index.allowed_passages(doc_filter))
 
 
+_blas = []  # threadpoolctl's controller of the BLAS libraries loaded, made once (it scans them)
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS runs one thread. The dense stage's rescoring products are
+    small; with more threads, OpenBLAS's workers busy-wait for a while after each call, on the
+    cores the cross-encoder then needs: reranking right after a dense search took twice as long.
+    A no-op without threadpoolctl."""
+    import contextlib
+
+    if not _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas.append(ThreadpoolController())
+        except Exception:  # noqa: BLE001  (not installed, or no BLAS found: nothing to limit)
+            _blas.append(None)
+    return _blas[0].limit(limits=1, user_api="blas") if _blas[0] is not None else contextlib.nullcontext()
+
+
 def _dense_lists(index, queries: list[str], depth: int, allowed) -> list[Ranked]:
-    scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=allowed)
+    with _one_blas_thread():
+        scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=allowed)
     return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
             for row_scores, row_ids in zip(scores, ids)]
 
