@@ -2,6 +2,8 @@
 
 import random
 
+import numpy as np
+
 import pytest
 
 from _hybrid_fixtures import TOPICS, topic_passage, train_tiny_cross_encoder
@@ -163,3 +165,29 @@ def test_auto_uses_the_default_model_when_it_is_on_disk_everywhere(monkeypatch, 
             index.search("list tools", k=5, rerank="yes")
     finally:
         index.close()
+
+
+def test_dense_stage_runs_blas_on_one_thread_and_restores_it():
+    """The dense stage's numpy products run on one BLAS thread (OpenBLAS workers otherwise spin
+    after it on the cores the cross-encoder needs next); the caller's setting is back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from retrieval.hybrid import _dense_lists
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS threadpoolctl can see")
+    seen = []
+
+    class Dense:
+        def search(self, queries, k, allowed=None):
+            seen.append(blas_threads())
+            return np.array([[0.5]]), np.array([[3]])
+
+    class FakeIndex:
+        dense, n_passages = Dense(), 10
+
+    assert _dense_lists(FakeIndex(), ["q"], 5, None) == [[(3, 0.5)]]
+    assert seen == [[1] * len(before)] and blas_threads() == before
