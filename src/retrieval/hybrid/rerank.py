@@ -37,9 +37,10 @@ TOP_N_CPU = 20  # each pair is one transformer pass on a few cores: eval/bench_r
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 # "auto" on CPU: the first installed. OpenVINO int8 first: calibrated on the index's own passages
 # (rerank_backends.calibration_pairs) it ranks within 0.01 nDCG@10 of torch fp32 on both benchmarks,
-# SciFact zero-shot and man pages in-domain, with a fifth less CPU time than OpenVINO's bf16
-# (eval/results/bench_rerank-int8-default.json); its one cost is the calibration on the first
-# rerank of a model (once, cached). Without nncf: OpenVINO (bf16 where the CPU has it), then ONNX Runtime.
+# SciFact zero-shot (+0.0069) and man pages in-domain (+0.0092), with a third less CPU time than
+# OpenVINO's bf16 (hybrid + rerank of 20 at 100k passages: 127.33 vs 191.69 CPU ms a query;
+# eval/results/bench_rerank-cpu-target.json); its one cost is the calibration on the first rerank
+# of a model (once, cached: 12.5 s there). Without nncf: OpenVINO (bf16 where the CPU has it), then ONNX Runtime.
 CPU_PREFERENCE = ("openvino-int8", "openvino", "onnx-int8", "onnx")
 
 _cache: dict[tuple, object] = {}
