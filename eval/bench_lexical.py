@@ -44,14 +44,12 @@ sys.path.insert(0, str(ROOT / "eval"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RTV_SILENT", "1")
 
+from bench_dense_size import LAYOUTS as DENSE_LAYOUTS  # noqa: E402
+from bench_ivf import write_recipe  # noqa: E402
 from provenance import provenance, write_results  # noqa: E402
 
 LAYOUTS = ("fts5", "postings")
 PQ_LAYOUT = "IVF-PQ96x4fs + pq128x8 x20"
-# that layout's [dense] recipe table, as eval/bench_dense_size.py writes it (min_vectors lowered so
-# that SciFact's 9,629 passages get the compressed first stage)
-PQ_RECIPE = {"factory": "IVF{nlist},PQ{m}x4fs", "dims_per_code": 4, "nprobe": 32, "nprobe_fraction": 0.125,
-             "min_vectors": 1000, "rescore_multiplier": 20, "store": "pq", "store_pq_dims_per_code": 3}
 DEPTH = 100
 
 
@@ -236,8 +234,7 @@ def main() -> None:
     phrased = [{"qid": q["qid"], "text": p} for q, p in phrased if p]
     texts = [q["text"] for q in queries] + [q["text"] for q in phrased]
     emb = CachedEmbedder(emb0, texts, emb0.encode(texts, progress=False))
-    recipe = Path(tempfile.mkdtemp()) / "pq128.toml"
-    recipe.write_text("[dense]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in PQ_RECIPE.items()))
+    recipe = write_recipe("pq128", DENSE_LAYOUTS[PQ_LAYOUT], Path(tempfile.mkdtemp()))  # bench_dense_size's table
 
     out = {**provenance(), "load_at_start": load0, "dataset": "SciFact train (809 claims)", "depth": DEPTH,
            "dense_layout": PQ_LAYOUT, "phrase_queries": len(phrased), "layouts": {}}
