@@ -191,3 +191,32 @@ def test_dense_stage_runs_blas_on_one_thread_and_restores_it():
 
     assert _dense_lists(FakeIndex(), ["q"], 5, None) == [[(3, 0.5)]]
     assert seen == [[1] * len(before)] and blas_threads() == before
+
+
+def test_dense_stage_keeps_blas_threads_for_a_large_batch():
+    """A batch larger than ONE_BLAS_THREAD_MAX_QUERIES (FAISS's flat search multiplies it by BLAS)
+    keeps the caller's BLAS threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from retrieval.hybrid import ONE_BLAS_THREAD_MAX_QUERIES, _dense_lists
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS threadpoolctl can see")
+    n = ONE_BLAS_THREAD_MAX_QUERIES + 1
+    seen = []
+
+    class Dense:
+        def search(self, queries, k, allowed=None):
+            seen.append(blas_threads())
+            return np.full((len(queries), 1), 0.5), np.full((len(queries), 1), 3)
+
+    class FakeIndex:
+        dense, n_passages = Dense(), 10
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        two = blas_threads()
+        assert len(_dense_lists(FakeIndex(), ["q"] * n, 5, None)) == n
+        assert seen == [two]

@@ -67,15 +67,21 @@ def dense_stage(index, queries: list[str], depth: int, doc_filter=None) -> list[
 
 
 _blas = []  # threadpoolctl's controller of the BLAS libraries loaded, made once (it scans them)
+# Batches of at most this many queries run the dense stage's BLAS on one thread. Their products are
+# small (FAISS's flat search only calls BLAS from 20 queries on); bigger batches keep every thread.
+ONE_BLAS_THREAD_MAX_QUERIES = 16
 
 
-def _one_blas_thread():
-    """A context in which numpy's BLAS runs one thread. The dense stage's rescoring products are
-    small; with more threads, OpenBLAS's workers busy-wait for a while after each call, on the
-    cores the cross-encoder then needs: reranking right after a dense search took twice as long.
-    A no-op without threadpoolctl."""
+def _one_blas_thread(n_queries: int = 1):
+    """A context in which numpy's BLAS runs one thread, for a batch of up to
+    ONE_BLAS_THREAD_MAX_QUERIES queries. The dense stage's rescoring products are then small; with
+    more threads, OpenBLAS's workers busy-wait for a while after each call, on the cores the
+    cross-encoder then needs: reranking right after a dense search took twice as long. A larger
+    batch, or no threadpoolctl: no change."""
     import contextlib
 
+    if n_queries > ONE_BLAS_THREAD_MAX_QUERIES:
+        return contextlib.nullcontext()
     if not _blas:
         try:
             from threadpoolctl import ThreadpoolController
@@ -87,7 +93,7 @@ def _one_blas_thread():
 
 
 def _dense_lists(index, queries: list[str], depth: int, allowed) -> list[Ranked]:
-    with _one_blas_thread():
+    with _one_blas_thread(len(queries)):
         scores, ids = index.dense.search(queries, min(depth, index.n_passages), allowed=allowed)
     return [[(int(p), float(s)) for p, s in zip(row_ids, row_scores) if int(p) >= 0]
             for row_scores, row_ids in zip(scores, ids)]
