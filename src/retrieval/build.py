@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .cores import usable_cores
 from .corpus import ReadOptions
 from .readers.documents import as_paths
 from .readers.ranges import FileRange, read_documents_parallel
@@ -147,14 +148,6 @@ class BuildSettings:
             raise InputError(f"--max-memory {self.max_memory}: must be a positive size (e.g. 8G)")
         if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
             raise InputError(f"--ray {self.ray!r}: use auto or the cluster's address (HOST:PORT or ray://HOST:PORT)")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which taskset and cgroups narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def default_max_memory() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cores import usable_cores
 from .errors import IndexFormatError, InputError
 from .progress import bar
 
@@ -139,15 +140,6 @@ def _open_text(directory: Path, info: dict, shard):
     return TextStore(directory / info["text"]["file"], np.asarray(shard.doc_lengths(), dtype=np.int64))
 
 
-def _usable_cores() -> int:
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 class FoundSpans:
     """Strings of a text that windows_present found to occur, with their suffix-array rows, by
     shard (int64 rows start, length, lo, hi), looked up in bulk (sorted keys, no dict per string)."""
@@ -213,7 +205,7 @@ class ExactIndex:
             self.first_docs.append(info["first_doc"])
             self.texts.append(_open_text(directory, info, shard))
         self.n_docs = sum(s.n_docs for s in self.shards)
-        self.threads = min(len(self.shards), _usable_cores()) if threads is None else max(1, int(threads))
+        self.threads = min(len(self.shards), usable_cores()) if threads is None else max(1, int(threads))
         self._pool = None
         self._pool_lock = threading.Lock()
 

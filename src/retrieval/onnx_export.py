@@ -30,14 +30,6 @@ import numpy as np
 export_lock = threading.Lock()
 
 
-def cpu_threads() -> int:
-    """The cores this process may run on (its affinity), not the host's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def export_dir(model_dir: str | os.PathLike, cache: str) -> Path:
     """Where a model's exports live: beside it when writable, else in the user's cache
     (``cache`` names the kind of model there: "rerankers", "embedders")."""

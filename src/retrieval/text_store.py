@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cores import usable_cores
 from .errors import IndexFormatError
 
 # Chosen on the 200 MB real corpus (eval/bench_exact.py --extract-only --text-store: bytes per text
@@ -181,7 +182,7 @@ class TextStore:
                     raise zstd.ZstdError(f"block {b}: its frame says {zstd.frame_content_size(frame)} bytes, not {n}")
             if len(frames) >= MULTI_THREAD_BLOCKS and zstd.backend == "cext":  # the C backend's threads
                 got = self._dctx().multi_decompress_to_buffer(
-                    frames, decompressed_sizes=np.asarray(sizes, dtype=np.uint64).tobytes(), threads=_threads())
+                    frames, decompressed_sizes=np.asarray(sizes, dtype=np.uint64).tobytes(), threads=usable_cores())
                 blocks = [got[i].tobytes() for i in range(len(frames))]
             else:
                 dctx = self._dctx()
@@ -233,8 +234,3 @@ class TextStore:
         return out
 
 
-def _threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cores import usable_cores
 from ..errors import InputError, ModelError, require
 from ..progress import bar
 
@@ -413,7 +414,7 @@ class ExportedEmbedder:
         pad = _read_json(self.model_dir / "tokenizer_config.json").get("pad_token")
         pad = pad.get("content") if isinstance(pad, dict) else pad
         self._pad_id = (self.tokenizer.token_to_id(pad) if isinstance(pad, str) else None) or 0
-        threads = threads or onnx_export.cpu_threads()
+        threads = threads or usable_cores()
         path = export_query_encoder(self.model_dir)
         with onnx_export.export_lock:
             if self.runtime == "onnxruntime":

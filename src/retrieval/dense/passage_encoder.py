@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..cores import usable_cores
 from .embedder import Unsupported, pipeline
 
 TOKEN_BUDGET = 1 << 18  # tokens per batch (passages x longest): large enough to fill an H200
@@ -48,7 +49,7 @@ def tokenizer_threads() -> int:
     env = os.environ.get("RTV_EMBED_WORKERS")
     if env:
         return max(1, int(env))
-    return max(1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 class PassageEncoder:

@@ -47,7 +47,8 @@ import numpy as np
 
 from .. import onnx_export
 from ..errors import ModelError
-from ..onnx_export import cpu_threads, export_lock as _export_lock
+from ..cores import usable_cores
+from ..onnx_export import export_lock as _export_lock
 
 EXPORTED = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 # the module each backend needs at query time, and the pip install that brings it
@@ -210,7 +211,7 @@ class ExportedCrossEncoder:
         self.tokenizer.enable_truncation(limit, strategy="longest_first")
         self.max_length = limit
         self._capped: dict[int, object] = {}  # lower caps asked for by predict(max_length=): a tokenizer each
-        self.threads = threads or cpu_threads()
+        self.threads = threads or usable_cores()
         self._run = None
         self._lock = threading.Lock()
         if backend != "openvino-int8" or exported_file(self.model_dir, backend):
