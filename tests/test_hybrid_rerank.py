@@ -167,30 +167,37 @@ def test_auto_uses_the_default_model_when_it_is_on_disk_everywhere(monkeypatch, 
         index.close()
 
 
+def _blas_threads(threadpoolctl) -> list[int]:
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+class _BlasRecordingIndex:
+    """An index whose dense search records the BLAS thread counts it runs under."""
+
+    def __init__(self, threadpoolctl):
+        self.seen, self.n_passages = [], 10
+        index = self
+
+        class Dense:
+            def search(self, queries, k, allowed=None):
+                index.seen.append(_blas_threads(threadpoolctl))
+                return np.full((len(queries), 1), 0.5), np.full((len(queries), 1), 3)
+
+        self.dense = Dense()
+
+
 def test_dense_stage_runs_blas_on_one_thread_and_restores_it():
     """The dense stage's numpy products run on one BLAS thread (OpenBLAS workers otherwise spin
     after it on the cores the cross-encoder needs next); the caller's setting is back afterwards."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from retrieval.hybrid import _dense_lists
 
-    def blas_threads():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
+    before = _blas_threads(threadpoolctl)
     if not before:
         pytest.skip("numpy has no BLAS threadpoolctl can see")
-    seen = []
-
-    class Dense:
-        def search(self, queries, k, allowed=None):
-            seen.append(blas_threads())
-            return np.array([[0.5]]), np.array([[3]])
-
-    class FakeIndex:
-        dense, n_passages = Dense(), 10
-
-    assert _dense_lists(FakeIndex(), ["q"], 5, None) == [[(3, 0.5)]]
-    assert seen == [[1] * len(before)] and blas_threads() == before
+    index = _BlasRecordingIndex(threadpoolctl)
+    assert _dense_lists(index, ["q"], 5, None) == [[(3, 0.5)]]
+    assert index.seen == [[1] * len(before)] and _blas_threads(threadpoolctl) == before
 
 
 def test_dense_stage_keeps_blas_threads_for_a_large_batch():
@@ -199,24 +206,11 @@ def test_dense_stage_keeps_blas_threads_for_a_large_batch():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from retrieval.hybrid import ONE_BLAS_THREAD_MAX_QUERIES, _dense_lists
 
-    def blas_threads():
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    if not before:
+    if not _blas_threads(threadpoolctl):
         pytest.skip("numpy has no BLAS threadpoolctl can see")
     n = ONE_BLAS_THREAD_MAX_QUERIES + 1
-    seen = []
-
-    class Dense:
-        def search(self, queries, k, allowed=None):
-            seen.append(blas_threads())
-            return np.full((len(queries), 1), 0.5), np.full((len(queries), 1), 3)
-
-    class FakeIndex:
-        dense, n_passages = Dense(), 10
-
+    index = _BlasRecordingIndex(threadpoolctl)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        two = blas_threads()
-        assert len(_dense_lists(FakeIndex(), ["q"] * n, 5, None)) == n
-        assert seen == [two]
+        two = _blas_threads(threadpoolctl)
+        assert len(_dense_lists(index, ["q"] * n, 5, None)) == n
+        assert index.seen == [two]
