@@ -68,22 +68,25 @@ class HybridBitvector {
   // Prefetches the payload lines of the blocks holding bits [i, j], j <= size() (the first
   // kMaxLines): payloads are laid out in block order, so they are one byte range.
   void prefetch_payload_range(uint64_t i, uint64_t j) const {
-    constexpr uint64_t kMaxLines = 8;
     if (i > j || j > size_) return;
     const uint64_t bi = i / kBlockBits, bj = j / kBlockBits;
     const uint32_t last_entry = directory_[bj];
     if (bi == bj && (last_entry & 3) < kPlain) return;  // no payload
     const uint8_t* first = payload_ + supers_[bi / kBlocksPerSuper].offset + ((directory_[bi] >> 2) & 0x3FFF);
     const uint8_t* last = payload_ + supers_[bj / kBlocksPerSuper].offset + ((last_entry >> 2) & 0x3FFF) + kBlockBits / 8 - 1;
-    for (uint64_t k = 0; k < kMaxLines && first + 64 * k <= last; ++k) prefetch_line(first + 64 * k);
-    if (first + 64 * kMaxLines > last) prefetch_line(last);  // a range ending in the next line
+    prefetch_lines(first, last);
   }
   // Prefetches the directory lines of the blocks holding bits [i, j] (the first kMaxLines).
   void prefetch_directory_range(uint64_t i, uint64_t j) const {
-    constexpr uint64_t kMaxLines = 8;
     if (i > j || i > size_) return;
     const auto* first = reinterpret_cast<const uint8_t*>(directory_ + i / kBlockBits);
     const auto* last = reinterpret_cast<const uint8_t*>(directory_ + std::min(j, size_) / kBlockBits);
+    prefetch_lines(first, last);
+  }
+  // Prefetches the cache lines of bytes [first, last]: the first kMaxLines of them, and the line
+  // holding `last` when the range is longer (both range prefetches above).
+  static void prefetch_lines(const uint8_t* first, const uint8_t* last) {
+    constexpr uint64_t kMaxLines = 8;
     for (uint64_t k = 0; k < kMaxLines && first + 64 * k <= last; ++k) prefetch_line(first + 64 * k);
     if (first + 64 * kMaxLines > last) prefetch_line(last);  // a range ending in the next line
   }
